@@ -1,0 +1,40 @@
+"""``dreamgen <verb> [hydra overrides]``: each verb runs the Hydra entry module ``jobs.<verb>``.
+
+``dreamgen collect experiment=smoke run_dir=D`` is exactly ``python -m jobs.collect experiment=smoke
+run_dir=D`` (same config, same behaviour): the module is run in this process with the overrides.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+
+VERBS = {
+    "collect": "collect real demos and play from Meta-World (or import a LeRobotDataset)",
+    "export": "write a store (or a selection) as a LeRobotDataset v3",
+    "train-policy": "train the language-conditioned BC policy on a store",
+    "evaluate": "evaluate a policy on the real simulator (per-task success, Wilson 95% CI)",
+    "pipeline": "the main job: collect -> train-policy -> evaluate, with a summary table",
+    "runs": "list the MLflow runs of the tracking experiment",
+}
+
+USAGE = "usage: dreamgen <verb> [hydra overrides, e.g. experiment=smoke run_dir=runs/x seed=1]\n\nverbs:\n" + \
+    "\n".join(f"  {verb:14s} {text}" for verb, text in VERBS.items())
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        sys.exit(0 if argv else 2)
+    verb, overrides = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"dreamgen: error: unknown verb {verb!r}\n\n{USAGE}", file=sys.stderr)
+        sys.exit(2)
+    module = f"jobs.{verb.replace('-', '_')}"
+    sys.argv = [module, *overrides]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()

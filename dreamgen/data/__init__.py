@@ -1,0 +1,1 @@
+"""Data at rest: the zarr TrajectoryStore, LeRobot exchange, and real-world collection."""

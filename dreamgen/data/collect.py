@@ -1,0 +1,132 @@
+"""Real-world collection: scripted-expert demos (with action noise) and cheap noisy "play".
+
+``rollout_expert`` and ``rollout_play`` each run one episode from a known layout seed and return an
+``Episode`` tagged with its kind, task, instruction, seed and real success label. ``collect_real``
+yields every requested episode in a fixed, seed-derived order (so a run is reproducible).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from dreamgen.errors import ConfigError
+from dreamgen.seeding import derive_seed, make_rng
+from dreamgen.sim.metaworld import TASKS, Expert, check_tasks, make_env, make_expert
+from dreamgen.types import Episode
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectSpec:
+    """What to collect per task. Defaults live in ``configs/collect/``; this only validates."""
+
+    tasks: tuple[str, ...]
+    n_expert: int  # expert demos per task
+    n_play: int  # play episodes per task
+    expert_noise: float  # std of Gaussian action noise on expert demos
+    play_noise: float  # std of Gaussian action noise on play episodes (expert-guided)
+    play_random_prob: float  # per-step probability that a play action is uniform random
+    play_steps: int  # length of a play episode
+    post_success_steps: int  # expert demos are cut this many frames after first success
+    max_steps: int  # hard cap on any episode
+
+    def __post_init__(self) -> None:
+        check_tasks(self.tasks, field="collect.tasks")
+        for name in ("n_expert", "n_play"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"collect.{name}={getattr(self, name)} must be >= 0")
+        if self.n_expert + self.n_play == 0:
+            raise ConfigError("collect.n_expert + collect.n_play is 0; nothing would be collected")
+        for name in ("expert_noise", "play_noise"):
+            if not 0 <= getattr(self, name) <= 2:
+                raise ConfigError(f"collect.{name}={getattr(self, name)} must be in [0, 2]")
+        if not 0 <= self.play_random_prob <= 1:
+            raise ConfigError(f"collect.play_random_prob={self.play_random_prob} must be in [0, 1]")
+        for name in ("play_steps", "max_steps"):
+            if not 1 <= getattr(self, name) <= 500:
+                raise ConfigError(f"collect.{name}={getattr(self, name)} must be in [1, 500]")
+        if self.post_success_steps < 0:
+            raise ConfigError(f"collect.post_success_steps={self.post_success_steps} must be >= 0")
+
+    @property
+    def n_episodes(self) -> int:
+        return len(self.tasks) * (self.n_expert + self.n_play)
+
+
+def _rollout(env: gym.Env, act, *, seed: int, max_steps: int, stop_after_success: int | None,
+             meta: dict) -> Episode:
+    obs, info = env.reset(seed=seed)
+    frames: dict[str, list] = {"obs": [], "action": [], "reward": [], "success": [], "done": []}
+    first_success: int | None = None
+    for t in range(max_steps):
+        action = act(obs)
+        next_obs, reward, terminated, _, info = env.step(action)
+        frames["obs"].append(obs)
+        frames["action"].append(action)
+        frames["reward"].append(reward)
+        frames["success"].append(bool(info["success"]))
+        frames["done"].append(bool(terminated))
+        obs = next_obs
+        if info["success"] and first_success is None:
+            first_success = t
+        if terminated or (stop_after_success is not None and first_success is not None
+                          and t >= first_success + stop_after_success):
+            break
+    return Episode(
+        obs=np.asarray(frames["obs"], dtype=np.float32),
+        action=np.asarray(frames["action"], dtype=np.float32),
+        reward=np.asarray(frames["reward"], dtype=np.float32),
+        success=np.asarray(frames["success"], dtype=bool),
+        done=np.asarray(frames["done"], dtype=bool),
+        meta={**meta, "seed": seed, "start_ref": f"seed:{seed}"},
+    )
+
+
+def rollout_expert(env: gym.Env, expert: Expert, rng: np.random.Generator, *, seed: int, noise: float,
+                   max_steps: int, post_success_steps: int, meta: dict) -> Episode:
+    """One scripted-expert demo with Gaussian action noise, cut ``post_success_steps`` after success."""
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return np.clip(expert(obs) + rng.normal(0.0, noise, 4), -1, 1).astype(np.float32)
+
+    return _rollout(env, act, seed=seed, max_steps=max_steps, stop_after_success=post_success_steps,
+                    meta={**meta, "kind": "expert", "sampler": f"expert+N(0,{noise})"})
+
+
+def rollout_play(env: gym.Env, expert: Expert, rng: np.random.Generator, *, seed: int, noise: float,
+                 random_prob: float, steps: int, meta: dict) -> Episode:
+    """Cheap non-expert interaction: a heavily perturbed expert with random actions mixed in."""
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        if rng.random() < random_prob:
+            return rng.uniform(-1, 1, 4).astype(np.float32)
+        return np.clip(expert(obs) + rng.normal(0.0, noise, 4), -1, 1).astype(np.float32)
+
+    return _rollout(env, act, seed=seed, max_steps=steps, stop_after_success=None,
+                    meta={**meta, "kind": "play",
+                          "sampler": f"play(expert+N(0,{noise}), random p={random_prob})"})
+
+
+def collect_real(spec: CollectSpec, run_seed: int) -> Iterator[Episode]:
+    """Every episode of ``spec``, task by task: experts first, then play. Reproducible from ``run_seed``."""
+    for task_index, task in enumerate(spec.tasks):
+        env, expert = make_env(task, max_episode_steps=spec.max_steps), make_expert(task)
+        instructions: Sequence[str] = TASKS[task].instructions
+        for kind, count in (("expert", spec.n_expert), ("play", spec.n_play)):
+            for i in range(count):
+                rng = make_rng(run_seed, f"collect/{kind}", task_index, i)
+                seed = derive_seed(run_seed, f"collect/{kind}/layout", task_index, i)
+                meta = {"episode_id": f"real-{task}-{kind}-{i:05d}", "source": "real", "task": task,
+                        "instruction": instructions[int(rng.integers(len(instructions)))]}
+                if kind == "expert":
+                    yield rollout_expert(env, expert, rng, seed=seed, noise=spec.expert_noise,
+                                         max_steps=spec.max_steps,
+                                         post_success_steps=spec.post_success_steps, meta=meta)
+                else:
+                    yield rollout_play(env, expert, rng, seed=seed, noise=spec.play_noise,
+                                       random_prob=spec.play_random_prob,
+                                       steps=min(spec.play_steps, spec.max_steps), meta=meta)
+        env.close()

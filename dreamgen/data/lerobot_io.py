@@ -1,0 +1,126 @@
+"""LeRobotDataset v3 exchange (the only ``import lerobot``): export stores, import real demos.
+
+Export features: ``observation.state`` [O], ``action`` [A], ``next.reward``, ``next.done`` (true
+termination only: Meta-World episodes end by truncation), ``next.success``; the episode's instruction is
+the LeRobot ``task``. Both directions are all-or-nothing:
+an export is written to a sibling ``.partial`` folder and renamed into place; an import reads and checks
+every episode before returning any.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from dreamgen.errors import StoreError
+from dreamgen.types import Episode
+
+log = logging.getLogger(__name__)
+
+FPS = 80  # Meta-World control rate: frame_skip 5 x 2.5 ms
+
+
+def _features(obs_dim: int, action_dim: int) -> dict:
+    return {
+        "observation.state": {"dtype": "float32", "shape": (obs_dim,), "names": None},
+        "action": {"dtype": "float32", "shape": (action_dim,), "names": None},
+        "next.reward": {"dtype": "float32", "shape": (1,), "names": None},
+        "next.done": {"dtype": "bool", "shape": (1,), "names": None},
+        "next.success": {"dtype": "bool", "shape": (1,), "names": None},
+    }
+
+
+def export_lerobot(episodes: Iterable[Episode], root: str | Path, *, repo_id: str, obs_dim: int,
+                   action_dim: int, fps: int = FPS, robot_type: str = "sawyer") -> int:
+    """Write ``episodes`` as a LeRobotDataset v3 at ``root`` (must not exist); return the count."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    root = Path(root)
+    if root.exists():
+        raise StoreError(f"{root}: export target already exists; choose a new export root")
+    partial = root.with_name(root.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    count = 0
+    try:
+        dataset = LeRobotDataset.create(repo_id, fps=fps, features=_features(obs_dim, action_dim),
+                                        root=partial, robot_type=robot_type, use_videos=False)
+        for episode in episodes:
+            instruction = str(episode.meta.get("instruction") or episode.meta.get("task") or "")
+            for t in range(len(episode)):
+                dataset.add_frame({
+                    "observation.state": episode.obs[t].astype(np.float32),
+                    "action": episode.action[t].astype(np.float32),
+                    "next.reward": np.array([episode.reward[t]], dtype=np.float32),
+                    "next.done": np.array([episode.done[t]]),
+                    "next.success": np.array([episode.success[t]]),
+                    "task": instruction,
+                })
+            dataset.save_episode()
+            count += 1
+        dataset.finalize()
+        partial.rename(root)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return count
+
+
+def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int, action_dim: int,
+                   resolve_task: Callable[[str], str]) -> list[Episode]:
+    """Read every episode of a local LeRobotDataset; check all of them before returning any.
+
+    ``resolve_task(instruction) -> task`` maps each episode's LeRobot task text to a known task (it
+    raises for text it cannot resolve). Rewards, done and success come from ``next.*`` when present.
+    """
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    root = Path(root)
+    if not (root / "meta" / "info.json").is_file():
+        raise StoreError(f"{root}: not a LeRobotDataset (no meta/info.json)")
+    try:
+        dataset = LeRobotDataset(repo_id, root=root)
+    except Exception as exc:
+        raise StoreError(f"{root}: lerobot cannot read this dataset ({type(exc).__name__}: {exc})") from exc
+    features = dataset.meta.features
+    for key, dim in ((obs_key, obs_dim), ("action", action_dim)):
+        if key not in features:
+            raise StoreError(f"{root}: feature {key!r} missing; the dataset has {sorted(features)}")
+        if tuple(features[key]["shape"]) != (dim,):
+            raise StoreError(f"{root}: feature {key!r} has shape {tuple(features[key]['shape'])}, "
+                             f"expected ({dim},) for Meta-World")
+    table = dataset.hf_dataset.with_format("numpy")
+    columns = {key: np.asarray(table[key]) for key in [obs_key, "action", "episode_index", "task_index",
+                                                        *[k for k in ("next.reward", "next.done",
+                                                                      "next.success") if k in features]]}
+    task_text = {int(row.task_index): str(text) for text, row in dataset.meta.tasks.iterrows()}
+    episodes = []
+    for episode_index in np.unique(columns["episode_index"]):
+        rows = np.flatnonzero(columns["episode_index"] == episode_index)
+        n = len(rows)
+
+        def column(key: str, default: np.ndarray, rows=rows) -> np.ndarray:
+            return columns[key][rows].reshape(len(rows)) if key in columns else default
+
+        obs, action = columns[obs_key][rows], columns["action"][rows]
+        for key, value in ((obs_key, obs), ("action", action), ("next.reward", column("next.reward", np.zeros(n)))):
+            bad = ~np.isfinite(np.asarray(value, dtype=np.float64).reshape(n, -1)).all(axis=1)
+            if bad.any():
+                raise StoreError(f"{root}: episode {int(episode_index)} has non-finite {key} at frame "
+                                 f"{int(np.flatnonzero(bad)[0])}; fix or drop it, nothing was imported")
+        instruction = task_text[int(columns["task_index"][rows[0]])]
+        success = column("next.success", np.zeros(n, dtype=bool)).astype(bool)
+        episodes.append(Episode(
+            obs=obs.astype(np.float32), action=action.astype(np.float32),
+            reward=column("next.reward", np.zeros(n)).astype(np.float32), success=success,
+            done=column("next.done", np.zeros(n, dtype=bool)).astype(bool),
+            meta={"episode_id": f"lerobot-{repo_id.replace('/', '_')}-{int(episode_index):06d}",
+                  "source": "real", "kind": "imported", "instruction": instruction,
+                  "task": resolve_task(instruction), "sampler": f"lerobot:{repo_id}",
+                  "start_ref": f"lerobot:{repo_id}#{int(episode_index)}"},
+        ))
+    log.info("read %d episodes (%d frames) from %s", len(episodes), len(columns["action"]), root)
+    return episodes

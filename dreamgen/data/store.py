@@ -1,0 +1,258 @@
+"""TrajectoryStore: episodes at rest in zarr v3, Diffusion-Policy replay-buffer layout.
+
+Layout::
+
+    <path>/                     zarr group, attrs: format, schema_version, obs_dim, action_dim,
+                                n_episodes, n_frames (the commit record), and free-form ``info``
+    <path>/data/<key>           per-frame arrays concatenated over time (obs, action, reward, ...)
+    <path>/meta/episode_ends    int64[E], exclusive end frame of each episode
+    <path>/meta/<field>         per-episode metadata (episode_id, source, task, instruction, seed, ...)
+
+Atomicity: ``append`` validates everything first, writes the new rows past the committed length,
+and only then rewrites the root attributes (one atomic file replace in zarr's LocalStore) with the
+new ``n_episodes``/``n_frames``. Readers only ever look below the committed length, so a writer killed
+at any point leaves the store exactly as it was; the next append truncates the uncommitted tail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dreamgen.errors import StoreError
+from dreamgen.types import EPISODE_META, FRAME_KEYS, SCHEMA_VERSION, Episode
+
+log = logging.getLogger(__name__)
+
+FORMAT = "dreamgen.TrajectoryStore"
+CHUNK_FRAMES = 8192
+CHUNK_EPISODES = 4096
+
+
+def _np_dtype(name: str) -> Any:
+    return str if name == "str" else np.dtype(name)
+
+
+class TrajectoryStore:
+    """A zarr-backed store of whole episodes. Open with ``create`` or ``open``; never half-written."""
+
+    def __init__(self, path: Path, group: Any):
+        self.path = path
+        self._group = group
+        attrs = dict(group.attrs)
+        self.obs_dim = int(attrs["obs_dim"])
+        self.action_dim = int(attrs["action_dim"])
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(cls, path: str | Path, *, obs_dim: int, action_dim: int,
+               info: dict[str, Any] | None = None) -> TrajectoryStore:
+        """Create an empty store at ``path`` (which must not exist)."""
+        import zarr
+
+        path = Path(path)
+        if path.exists():
+            raise StoreError(f"{path}: already exists; a new store needs a fresh path")
+        group = zarr.open_group(str(path), mode="w-", zarr_format=3)
+        data = group.create_group("data")
+        meta = group.create_group("meta")
+        shapes = {"obs": (obs_dim,), "action": (action_dim,)}
+        for key, dtype in FRAME_KEYS.items():
+            tail = shapes.get(key, ())
+            data.create_array(key, shape=(0, *tail), chunks=(CHUNK_FRAMES, *tail), dtype=dtype)
+        meta.create_array("episode_ends", shape=(0,), chunks=(CHUNK_EPISODES,), dtype="int64")
+        for key, (dtype, _) in EPISODE_META.items():
+            meta.create_array(key, shape=(0,), chunks=(CHUNK_EPISODES,), dtype=_np_dtype(dtype))
+        group.attrs.update({
+            "format": FORMAT, "schema_version": SCHEMA_VERSION, "obs_dim": int(obs_dim),
+            "action_dim": int(action_dim), "n_episodes": 0, "n_frames": 0, "info": info or {},
+        })
+        return cls(path, group)
+
+    @classmethod
+    def open(cls, path: str | Path, *, mode: str = "r") -> TrajectoryStore:
+        """Open an existing store (``mode`` "r" or "r+"), checking that it is one of ours and current."""
+        import zarr
+
+        path = Path(path)
+        if not (path / "zarr.json").is_file():
+            raise StoreError(f"{path}: not a trajectory store (no zarr.json); create one with "
+                             "`dreamgen collect` or give the path of an existing store")
+        try:
+            group = zarr.open_group(str(path), mode=mode, zarr_format=3)
+            attrs = dict(group.attrs)
+        except Exception as exc:  # zarr raises many types for a damaged store
+            raise StoreError(f"{path}: unreadable zarr store ({type(exc).__name__}: {exc})") from exc
+        if attrs.get("format") != FORMAT:
+            raise StoreError(f"{path}: a zarr group but not a dreamgen trajectory store "
+                             f"(attribute format={attrs.get('format')!r}, expected {FORMAT!r})")
+        if attrs.get("schema_version") != SCHEMA_VERSION:
+            raise StoreError(f"{path}: schema_version {attrs.get('schema_version')!r} is not supported "
+                             f"(this dreamgen reads schema_version {SCHEMA_VERSION})")
+        store = cls(path, group)
+        store._check_layout()
+        return store
+
+    def _check_layout(self) -> None:
+        n_episodes, n_frames = self._committed()
+        try:
+            arrays = {f"data/{k}": self._group[f"data/{k}"] for k in FRAME_KEYS}
+            arrays.update({f"meta/{k}": self._group[f"meta/{k}"] for k in [*EPISODE_META, "episode_ends"]})
+        except KeyError as exc:
+            raise StoreError(f"{self.path}: damaged store, array {exc} is missing") from exc
+        for name, array in arrays.items():
+            need = n_frames if name.startswith("data/") else n_episodes
+            if array.shape[0] < need:
+                raise StoreError(f"{self.path}: damaged store, {name} holds {array.shape[0]} rows "
+                                 f"but {need} are committed")
+
+    # ------------------------------------------------------------------ reading
+    def _committed(self) -> tuple[int, int]:
+        attrs = self._group.attrs
+        return int(attrs["n_episodes"]), int(attrs["n_frames"])
+
+    def __len__(self) -> int:
+        return self._committed()[0]
+
+    @property
+    def n_frames(self) -> int:
+        return self._committed()[1]
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return dict(self._group.attrs.get("info", {}))
+
+    def episode_ends(self) -> np.ndarray:
+        n_episodes, _ = self._committed()
+        return np.asarray(self._group["meta/episode_ends"][:n_episodes], dtype=np.int64)
+
+    def meta(self, fields: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Per-episode metadata columns (strings as ``object`` arrays), committed episodes only."""
+        n_episodes, _ = self._committed()
+        out = {}
+        for key in fields or EPISODE_META:
+            column = self._group[f"meta/{key}"][:n_episodes] if n_episodes else np.zeros(0)
+            out[key] = (np.asarray(column).astype(object) if EPISODE_META[key][0] == "str"
+                        else np.asarray(column, dtype=EPISODE_META[key][0]))
+        return out
+
+    def iter_episodes(self, start: int = 0, stop: int | None = None, *,
+                      batch_frames: int = 65536) -> Iterator[Episode]:
+        """Stream episodes ``[start, stop)``, reading about ``batch_frames`` frames at a time."""
+        ends = self.episode_ends()
+        stop = len(ends) if stop is None else min(stop, len(ends))
+        meta = self.meta()
+        index = start
+        while index < stop:
+            first = int(ends[index - 1]) if index > 0 else 0
+            last_index = int(np.searchsorted(ends, first + batch_frames, side="right"))
+            last_index = min(max(last_index, index + 1), stop)
+            frames = {k: np.asarray(self._group[f"data/{k}"][first:int(ends[last_index - 1])])
+                      for k in FRAME_KEYS}
+            for i in range(index, last_index):
+                lo, hi = (int(ends[i - 1]) if i > 0 else 0) - first, int(ends[i]) - first
+                yield Episode(**{k: v[lo:hi] for k, v in frames.items()},
+                              meta={k: _py(meta[k][i]) for k in meta})
+            index = last_index
+
+    def episode(self, index: int) -> Episode:
+        if not 0 <= index < len(self):
+            raise IndexError(f"{self.path}: episode {index} out of range [0, {len(self)})")
+        return next(self.iter_episodes(index, index + 1))
+
+    def digest(self) -> str:
+        """Content fingerprint of the committed episodes (ids, lengths, frame data), 16 hex chars."""
+        h = hashlib.sha256()
+        h.update(self.episode_ends().tobytes())
+        h.update("\n".join(self.meta(["episode_id"])["episode_id"]).encode())
+        n_frames = self.n_frames
+        for key in FRAME_KEYS:
+            h.update(np.ascontiguousarray(self._group[f"data/{key}"][:n_frames]).tobytes())
+        return h.hexdigest()[:16]
+
+    # ------------------------------------------------------------------ writing
+    def validate(self, episodes: Sequence[Episode]) -> None:
+        """Raise ``StoreError`` naming the episode and key for any shape, dtype or non-finite problem."""
+        for number, episode in enumerate(episodes):
+            name = f"episode {number} ({episode.meta.get('episode_id', 'no id')})"
+            length = len(episode)
+            if length < 1:
+                raise StoreError(f"{self.path}: {name} is empty; an episode needs at least one frame")
+            want = {"obs": (length, self.obs_dim), "action": (length, self.action_dim)}
+            for key, dtype in FRAME_KEYS.items():
+                value = np.asarray(getattr(episode, key))
+                shape = want.get(key, (length,))
+                if value.shape != shape:
+                    raise StoreError(f"{self.path}: {name}: {key} has shape {value.shape}, "
+                                     f"expected {shape}")
+                if dtype == "bool" and value.dtype != np.bool_:
+                    raise StoreError(f"{self.path}: {name}: {key} has dtype {value.dtype}, expected bool")
+                if dtype != "bool" and not np.issubdtype(value.dtype, np.number):
+                    raise StoreError(f"{self.path}: {name}: {key} has dtype {value.dtype}, expected numbers")
+                if dtype != "bool" and not np.all(np.isfinite(value)):
+                    bad = int(np.argwhere(~np.isfinite(value.reshape(length, -1)))[0, 0])
+                    raise StoreError(f"{self.path}: {name}: {key} is not finite (NaN/inf) at frame {bad}; "
+                                     "nothing was written")
+            unknown = set(episode.meta) - set(EPISODE_META)
+            if unknown:
+                raise StoreError(f"{self.path}: {name}: unknown metadata {sorted(unknown)}; "
+                                 f"known: {', '.join(EPISODE_META)}")
+
+    def append(self, episodes: Iterable[Episode]) -> int:
+        """Append whole episodes atomically (all or none); return how many were committed."""
+        episodes = list(episodes)
+        if not episodes:
+            return 0
+        self.validate(episodes)
+        n_episodes, n_frames = self._committed()
+        self._truncate(n_episodes, n_frames)
+        lengths = np.array([len(e) for e in episodes], dtype=np.int64)
+        for key, dtype in FRAME_KEYS.items():
+            rows = np.concatenate([np.asarray(getattr(e, key)).astype(dtype) for e in episodes])
+            self._group[f"data/{key}"].append(rows, axis=0)
+        self._group["meta/episode_ends"].append(n_frames + np.cumsum(lengths))
+        metas = [e.full_meta() for e in episodes]
+        for key, (dtype, _) in EPISODE_META.items():
+            column = [m[key] for m in metas]
+            self._group[f"meta/{key}"].append(
+                np.array([str(v) for v in column]) if dtype == "str" else np.array(column, dtype=dtype))
+        # The commit: one atomic rewrite of the root zarr.json.
+        self._group.attrs.update({"n_episodes": n_episodes + len(episodes),
+                                  "n_frames": n_frames + int(lengths.sum())})
+        return len(episodes)
+
+    def _truncate(self, n_episodes: int, n_frames: int) -> None:
+        """Drop rows a killed writer left past the committed length."""
+        for key in FRAME_KEYS:
+            array = self._group[f"data/{key}"]
+            if array.shape[0] != n_frames:
+                log.warning("%s: dropping %d uncommitted frames of data/%s", self.path,
+                            array.shape[0] - n_frames, key)
+                array.resize((n_frames, *array.shape[1:]))
+        for key in ["episode_ends", *EPISODE_META]:
+            array = self._group[f"meta/{key}"]
+            if array.shape[0] != n_episodes:
+                array.resize((n_episodes,))
+        for partial in self.path.rglob("*.partial"):
+            partial.unlink(missing_ok=True)
+
+    def update_meta(self, field: str, values: np.ndarray | Sequence[Any]) -> None:
+        """Overwrite one metadata column for all committed episodes (e.g. filter verdicts)."""
+        if field not in EPISODE_META or field in ("episode_id", "source"):
+            raise StoreError(f"{self.path}: metadata field {field!r} cannot be updated")
+        n_episodes, _ = self._committed()
+        if len(values) != n_episodes:
+            raise StoreError(f"{self.path}: {field} needs {n_episodes} values, got {len(values)}")
+        dtype = EPISODE_META[field][0]
+        array = np.array([str(v) for v in values]) if dtype == "str" else np.asarray(values, dtype=dtype)
+        self._group[f"meta/{field}"][:n_episodes] = array
+
+
+def _py(value: Any) -> Any:
+    """numpy scalar -> plain Python value (for metadata dicts)."""
+    return value.item() if hasattr(value, "item") else value

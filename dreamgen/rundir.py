@@ -1,0 +1,90 @@
+"""Run directories: one experiment per directory, its resolved config beside every output.
+
+``check_run_dir(path, identity)`` refuses a directory that holds a different run (naming the keys
+that differ) or files that are not a dreamgen run — before anything is written. ``staged(final)``
+writes an output under a sibling ``.partial`` path and renames it into place only on success, so a
+failed verb leaves no half-written output behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from dreamgen.errors import RunDirError
+from dreamgen.tracking import flatten
+
+IDENTITY_FILE = "run.json"
+
+
+def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    a, b = flatten(old), flatten(new)
+    return [f"{key}={a.get(key, '<unset>')!r} there, {b.get(key, '<unset>')!r} here"
+            for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+
+
+def check_run_dir(path: str | Path, identity: Mapping[str, Any]) -> bool:
+    """Return whether ``path`` already holds this run; raise if it holds something else."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"run_dir {path} is a file; give a directory")
+    if not path.exists() or not any(path.iterdir()):
+        return False
+    marker = path / IDENTITY_FILE
+    if not marker.is_file():
+        raise RunDirError(f"run_dir {path} is not empty and holds no {IDENTITY_FILE}: it is not a "
+                          "dreamgen run; give a new or empty directory")
+    try:
+        old = json.loads(marker.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"run_dir {path}: {IDENTITY_FILE} is corrupt ({exc})") from exc
+    differences = _diff(old, identity)
+    if differences:
+        shown = "; ".join(differences[:4]) + ("; ..." if len(differences) > 4 else "")
+        raise RunDirError(f"run_dir {path} holds a different run ({shown}); use a new run_dir "
+                          "or repeat that run's overrides")
+    return True
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)
+
+
+@contextmanager
+def open_run_dir(path: str | Path, identity: Mapping[str, Any]) -> Iterator[Path]:
+    """Create/enter ``path`` for this run; if the verb fails in a run dir it created, remove it."""
+    path = Path(path)
+    existed = check_run_dir(path, identity)
+    path.mkdir(parents=True, exist_ok=True)
+    if not existed:
+        write_json(path / IDENTITY_FILE, dict(identity))
+    try:
+        yield path
+    except BaseException:
+        if not existed:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def staged(final: str | Path) -> Iterator[Path]:
+    """Yield a ``.partial`` sibling of ``final``; rename it to ``final`` on success, delete on failure."""
+    final = Path(final)
+    partial = final.with_name(final.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        yield partial
+        if final.exists():
+            shutil.rmtree(final)
+        partial.rename(final)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""The "real world": simulators we collect demonstrations in and evaluate policies on."""

@@ -1,0 +1,178 @@
+"""Meta-World v3 as dreamgen's real world: env factory, task ↔ instruction table, scripted experts.
+
+``make_env(task)`` returns a gymnasium env whose ``reset(seed=s)`` reproduces the exact object and
+goal layout of seed ``s`` (Meta-World 3.x otherwise freezes one layout per task, or draws from 50
+pre-sampled ones through its MT1 wrapper). The goal is observable: obs[36:39] is the goal xyz.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from dreamgen.errors import ConfigError
+
+OBS_DIM = 39
+ACTION_DIM = 4
+MAX_EPISODE_STEPS = 500  # Meta-World's own limit
+HAND_SLICE = slice(0, 3)
+OBJECT_SLICE = slice(4, 7)
+GOAL_SLICE = slice(36, 39)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """A task: natural instructions (the first is canonical) and the polarity of its verb, if any."""
+
+    name: str
+    instructions: tuple[str, ...]
+    polarity: str = ""  # "open" | "close" | "": lets the resolver keep opposites apart
+
+
+def _spec(name: str, polarity: str, *instructions: str) -> TaskSpec:
+    return TaskSpec(name, tuple(instructions), polarity)
+
+
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        _spec("reach-v3", "", "reach the goal", "move the gripper to the target point",
+              "reach out to the target position", "bring the hand to the goal"),
+        _spec("push-v3", "", "push the puck to the goal", "slide the puck across the table to the target",
+              "push the block to the target location", "nudge the puck onto the goal"),
+        _spec("pick-place-v3", "", "pick up the puck and place it at the goal",
+              "grasp the object and put it on the target", "pick and place the block",
+              "lift the puck and move it to the goal position"),
+        _spec("door-open-v3", "open", "open the door", "pull the door open", "swing the door open",
+              "grab the handle and open the door"),
+        _spec("door-close-v3", "close", "close the door", "push the door closed", "shut the door",
+              "swing the door shut"),
+        _spec("drawer-open-v3", "open", "open the drawer", "pull the drawer open",
+              "pull the drawer out", "slide the drawer open"),
+        _spec("drawer-close-v3", "close", "close the drawer", "push the drawer closed",
+              "shut the drawer", "slide the drawer shut"),
+        _spec("button-press-topdown-v3", "", "press the button from the top",
+              "push the button down from above", "press down on the button",
+              "hit the button from above"),
+        _spec("window-open-v3", "open", "open the window", "slide the window open",
+              "push the window open sideways"),
+        _spec("window-close-v3", "close", "close the window", "slide the window closed",
+              "shut the window"),
+        _spec("faucet-open-v3", "open", "turn the faucet on", "open the faucet",
+              "rotate the faucet handle to open it"),
+        _spec("faucet-close-v3", "close", "turn the faucet off", "close the faucet",
+              "rotate the faucet handle to close it"),
+        _spec("handle-press-v3", "", "press the handle down", "push the handle downwards",
+              "press down on the lever handle"),
+        _spec("plate-slide-v3", "", "slide the plate into the goal", "push the plate into the net",
+              "slide the plate forward into the target"),
+        _spec("coffee-button-v3", "", "press the coffee machine button",
+              "push the button on the coffee machine", "start the coffee machine"),
+    )
+}
+
+
+def check_tasks(tasks: Iterable[str], *, field: str = "tasks") -> list[str]:
+    """Return ``tasks`` as a list, or raise naming the first unknown one and the close matches."""
+    tasks = list(tasks)
+    if not tasks:
+        raise ConfigError(f"{field} is empty; name at least one of: {', '.join(TASKS)}")
+    for task in tasks:
+        if task not in TASKS:
+            close = difflib.get_close_matches(task, TASKS, n=3, cutoff=0.4)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(
+                f"{field}: unknown task {task!r}{hint}; known tasks: {', '.join(TASKS)}"
+            )
+    if len(set(tasks)) != len(tasks):
+        raise ConfigError(f"{field} lists a task twice: {tasks}")
+    return tasks
+
+
+class SeededLayout(gym.Wrapper):
+    """``reset(seed=s)`` re-seeds the Meta-World env itself, so the layout is a function of ``s``.
+
+    Without a seed the next layout seed is drawn from the wrapper's generator. Either way the seed
+    that produced the layout is returned as ``info["layout_seed"]``, so every episode can be replayed.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self._seed_rng = np.random.default_rng()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is None:
+            seed = int(self._seed_rng.integers(0, 2**31 - 1))
+        else:
+            self._seed_rng = np.random.default_rng(seed)
+        self.env.unwrapped.seed(int(seed))  # type: ignore[attr-defined]
+        obs, info = self.env.reset(options=options)
+        info["layout_seed"] = int(seed)
+        return obs.astype(np.float32), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs.astype(np.float32), float(reward), terminated, truncated, info
+
+
+def make_env(task: str, *, max_episode_steps: int = MAX_EPISODE_STEPS, render_mode: str | None = None,
+             camera_name: str | None = None, width: int = 64, height: int = 64) -> gym.Env:
+    """A single Meta-World v3 env for ``task`` with seeded, fresh layouts and an observable goal.
+
+    Observation: ``Box(39,) float32``; action: ``Box(-1, 1, (4,))``. Episodes never terminate on
+    success (as in Meta-World); they truncate at ``max_episode_steps``.
+    """
+    check_tasks([task], field="task")
+    if render_mode is not None:
+        os.environ.setdefault("MUJOCO_GL", "egl" if os.environ.get("CUDA_VISIBLE_DEVICES") else "osmesa")
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    raw = ALL_V3_ENVIRONMENTS[task](render_mode=render_mode, camera_name=camera_name,
+                                   width=width, height=height)
+    raw._partially_observable = False  # the goal xyz is part of the observation ...
+    raw.__dict__.pop("sawyer_observation_space", None)  # ... and not clipped to 0 by a cached space
+    raw._freeze_rand_vec = False  # draw a fresh layout per reset ...
+    raw.seeded_rand_vec = True  # ... from the env's own seeded generator
+    raw._set_task_called = True
+    raw.max_path_length = max_episode_steps
+    env = gym.wrappers.TimeLimit(raw, max_episode_steps=max_episode_steps)
+    env = SeededLayout(env)
+    low = np.full(OBS_DIM, -np.inf, dtype=np.float32)
+    env.observation_space = gym.spaces.Box(low, -low, dtype=np.float32)
+    return env
+
+
+Expert = Callable[[np.ndarray], np.ndarray]
+
+
+def make_expert(task: str) -> Expert:
+    """The shipped scripted expert for ``task``: ``obs[39] -> action[4]`` in [-1, 1]."""
+    check_tasks([task], field="task")
+    from metaworld.policies import ENV_POLICY_MAP
+
+    policy = ENV_POLICY_MAP[task]()
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return np.clip(policy.get_action(np.asarray(obs, dtype=np.float64)), -1.0, 1.0).astype(np.float32)
+
+    return act
+
+
+def replay(task: str, seed: int, actions: Sequence[np.ndarray] | np.ndarray) -> dict[str, Any]:
+    """Replay ``actions`` open-loop from the layout of ``seed``; report real success and observations."""
+    env = make_env(task, max_episode_steps=max(len(actions), 1))
+    obs, _ = env.reset(seed=seed)
+    observations = [obs]
+    success = False
+    for action in actions:
+        obs, _, _, _, info = env.step(np.asarray(action, dtype=np.float32))
+        observations.append(obs)
+        success = success or bool(info["success"])
+    env.close()
+    return {"success": success, "obs": np.stack(observations)}

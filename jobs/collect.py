@@ -1,0 +1,81 @@
+"""``dreamgen collect``: real demos + play from Meta-World (or a LeRobot import) into run_dir/real.zarr."""
+
+from __future__ import annotations
+
+import time
+
+import hydra
+from omegaconf import DictConfig
+
+from dreamgen.errors import StoreError
+from jobs.common import entrypoint, log, progress, run_verb
+
+
+def collect_spec(cfg: DictConfig):
+    from dreamgen.data.collect import CollectSpec
+
+    c = cfg.collect
+    return CollectSpec(tasks=tuple(cfg.tasks), n_expert=c.n_expert, n_play=c.n_play,
+                       expert_noise=c.expert_noise, play_noise=c.play_noise,
+                       play_random_prob=c.play_random_prob, play_steps=c.play_steps,
+                       post_success_steps=c.post_success_steps, max_steps=c.max_steps)
+
+
+def run(cfg: DictConfig) -> dict:
+    from dreamgen.data.collect import collect_real
+    from dreamgen.data.store import TrajectoryStore
+    from dreamgen.rundir import staged
+    from dreamgen.sim.metaworld import ACTION_DIM, OBS_DIM
+
+    spec = collect_spec(cfg)  # validates before anything starts
+    imported = None
+    if cfg.collect.import_root:
+        from dreamgen.data.lerobot_io import import_lerobot
+        from dreamgen.language import make_resolver
+
+        resolver = make_resolver(min_similarity=cfg.language.min_similarity,
+                                 ambiguity_margin=cfg.language.ambiguity_margin)
+        imported = import_lerobot(cfg.collect.import_root, repo_id=cfg.collect.import_repo_id,
+                                  obs_key=cfg.collect.import_obs_key, obs_dim=OBS_DIM,
+                                  action_dim=ACTION_DIM, resolve_task=lambda t: resolver.resolve(t).task)
+        if not imported:
+            raise StoreError(f"{cfg.collect.import_root}: the LeRobotDataset holds no episodes")
+    with run_verb(cfg, "collect") as (run_dir, tracker):
+        final = run_dir / "real.zarr"
+        if final.exists():
+            store = TrajectoryStore.open(final)
+            log.info("%s already holds %d episodes of this run; nothing to collect", final, len(store))
+            return {"store": str(final), "episodes": len(store)}
+        start = time.perf_counter()
+        with staged(final) as partial:
+            store = TrajectoryStore.create(partial, obs_dim=OBS_DIM, action_dim=ACTION_DIM,
+                                           info={"collected_by": "dreamgen collect", "seed": cfg.seed})
+            episodes = imported if imported is not None else collect_real(spec, cfg.seed)
+            total = len(imported) if imported is not None else spec.n_episodes
+            batch = []
+            for episode in progress(episodes, cfg, total=total, desc="collect", unit="ep"):
+                batch.append(episode)
+                if len(batch) >= 16:
+                    store.append(batch)
+                    batch = []
+            store.append(batch)
+        store = TrajectoryStore.open(final)
+        elapsed = time.perf_counter() - start
+        meta = store.meta(["kind", "success"])
+        metrics = {"collect/episodes": len(store), "collect/frames": store.n_frames,
+                   "collect/episodes_per_s": len(store) / elapsed,
+                   "collect/frames_per_s": store.n_frames / elapsed}
+        for kind in sorted(set(meta["kind"])):
+            mask = meta["kind"] == kind
+            metrics[f"collect/{kind}_success_rate"] = float(meta["success"][mask].mean())
+        tracker.log_metrics(metrics)
+        tracker.log_dataset(final, name="real", digest=store.digest(), context="collected")
+        log.info("collected %d episodes (%d frames) into %s in %.1fs: %s", len(store), store.n_frames,
+                 final, elapsed, {k: round(v, 3) for k, v in metrics.items()})
+        return {"store": str(final), **metrics}
+
+
+main = hydra.main(config_path="../configs", config_name="config", version_base=None)(entrypoint(run))
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""What every verb shares: config → plain values, the run directory, the MLflow run, clean errors."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from dreamgen.errors import DreamgenError
+from dreamgen.rundir import open_run_dir
+
+log = logging.getLogger("dreamgen")
+
+# Keys that may change between verbs of one run without making it a different run.
+NON_IDENTITY_KEYS = ("run_dir", "tracking", "progress", "export")
+
+
+def plain(node: Any) -> Any:
+    """A resolved DictConfig/ListConfig node as plain Python containers."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def identity(cfg: DictConfig) -> dict[str, Any]:
+    """What makes two invocations the same run: the unresolved config minus ``NON_IDENTITY_KEYS``."""
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(raw, dict)
+    return {k: v for k, v in raw.items() if k not in NON_IDENTITY_KEYS}
+
+
+@contextmanager
+def run_verb(cfg: DictConfig, verb: str, *, inputs: dict[str, Path] | None = None) -> Iterator[tuple[Path, Any]]:
+    """Enter the run dir (checked first), save the resolved config, and open the verb's MLflow run.
+
+    ``inputs`` maps a dataset name to a store path logged as lineage (``mlflow.log_input``).
+    """
+    from dreamgen import tracking
+
+    with open_run_dir(cfg.run_dir, identity(cfg)) as run_dir:
+        config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+        (run_dir / "configs").mkdir(exist_ok=True)
+        (run_dir / "configs" / f"{verb}.yaml").write_text(config_yaml)
+        with tracking.start_run(
+            cfg.tracking.uri, cfg.tracking.experiment, f"{cfg.name}/{verb}", config_yaml=config_yaml,
+            params=plain(cfg), tags={"dreamgen.verb": verb, "dreamgen.run_dir": str(run_dir.resolve())},
+        ) as tracker:
+            for name, path in (inputs or {}).items():
+                from dreamgen.data.store import TrajectoryStore
+
+                store = TrajectoryStore.open(path)
+                tracker.log_dataset(path, name=name, digest=store.digest(), context="training")
+            yield run_dir, tracker
+
+
+def entrypoint(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], None]:
+    """Wrap a verb: a ``DreamgenError`` becomes one line on stderr and exit code 2."""
+
+    @functools.wraps(run)
+    def main(cfg: DictConfig) -> None:
+        try:
+            run(cfg)
+        except DreamgenError as exc:
+            print(f"dreamgen: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("dreamgen: interrupted; nothing partial was kept", file=sys.stderr)
+            sys.exit(130)
+
+    return main
+
+
+def progress(iterable: Any, cfg: DictConfig, **kwargs: Any) -> Any:
+    """A tqdm bar when ``cfg.progress`` is on (rate shown as ``<unit>/s``)."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, disable=not cfg.progress, dynamic_ncols=True, **kwargs)

@@ -1,0 +1,30 @@
+"""Downstream and sampling policies behind one contract (``policies.base.Policy``).
+
+``load_policy(path)`` reads a checkpoint directory (safetensors + JSON) and dispatches on its
+``kind`` through the one registry below.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from policies.base import Policy
+
+
+def load_policy(path: str | Path) -> Policy:
+    from dreamgen.errors import ConfigError
+
+    path = Path(path)
+    config_file = path / "policy.json"
+    if not config_file.is_file():
+        raise ConfigError(f"{path}: not a policy checkpoint (no policy.json)")
+    kind = json.loads(config_file.read_text())["kind"]
+    if kind == "bc":
+        from policies.bc import BCPolicy
+
+        return BCPolicy.load(path)
+    raise ConfigError(f"{path}: unknown policy kind {kind!r}; known: bc")
+
+
+__all__ = ["Policy", "load_policy"]

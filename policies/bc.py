@@ -1,0 +1,132 @@
+"""Language-conditioned behaviour cloning: an MLP on (normalised state, instruction embedding).
+
+``fit_bc(obs[N,O], action[N,A], cond[N,C], ...) -> BCPolicy``; checkpoints are ``model.safetensors``
+plus ``policy.json`` (architecture, normaliser, training provenance) — never a pickle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class BCConfig:
+    hidden: int  # width of each hidden layer
+    layers: int  # number of hidden layers
+    lr: float  # Adam learning rate
+    weight_decay: float  # AdamW weight decay
+    epochs: int  # passes over the training frames
+    batch_size: int  # frames per gradient step
+    action_noise_std: float  # std of Gaussian noise when acting with deterministic=False
+
+
+class _MLP(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, hidden: int, layers: int):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        width = in_dim
+        for _ in range(layers):
+            blocks += [nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.GELU()]
+            width = hidden
+        blocks.append(nn.Linear(width, out_dim))
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(x))
+
+
+class BCPolicy:
+    """A trained BC policy; implements ``policies.base.Policy``."""
+
+    kind = "bc"
+
+    def __init__(self, config: BCConfig, obs_mean: np.ndarray, obs_std: np.ndarray, cond_dim: int,
+                 action_dim: int, info: dict[str, Any] | None = None, seed: int = 0):
+        self.config = config
+        self.obs_mean = obs_mean.astype(np.float32)
+        self.obs_std = obs_std.astype(np.float32)
+        self.cond_dim, self.action_dim = cond_dim, action_dim
+        self.info = dict(info or {})
+        self.model = _MLP(len(obs_mean) + cond_dim, action_dim, config.hidden, config.layers)
+        self._rng = np.random.default_rng(seed)
+
+    def _inputs(self, obs: np.ndarray, cond: np.ndarray) -> torch.Tensor:
+        x = np.concatenate([(obs - self.obs_mean) / self.obs_std, cond], axis=-1)
+        return torch.as_tensor(x, dtype=torch.float32)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *,
+            deterministic: bool = True) -> np.ndarray:
+        self.model.eval()
+        action = self.model(self._inputs(obs, instruction_embedding)).numpy()
+        if not deterministic:
+            action = action + self._rng.normal(0.0, self.config.action_noise_std, action.shape)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+    def save(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file(self.model.state_dict(), str(path / "model.safetensors"))
+        (path / "policy.json").write_text(json.dumps({
+            "kind": self.kind, "config": dataclasses.asdict(self.config),
+            "obs_mean": self.obs_mean.tolist(), "obs_std": self.obs_std.tolist(),
+            "cond_dim": self.cond_dim, "action_dim": self.action_dim, "info": self.info,
+        }, indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> BCPolicy:
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        spec = json.loads((path / "policy.json").read_text())
+        policy = cls(BCConfig(**spec["config"]), np.asarray(spec["obs_mean"]), np.asarray(spec["obs_std"]),
+                     spec["cond_dim"], spec["action_dim"], spec["info"])
+        policy.model.load_state_dict(load_file(str(path / "model.safetensors")))
+        return policy
+
+
+def fit_bc(obs: np.ndarray, action: np.ndarray, cond: np.ndarray, config: BCConfig, *, seed: int,
+           info: dict[str, Any] | None = None,
+           on_epoch: Callable[[int, float], None] | None = None) -> BCPolicy:
+    """Fit a BC policy by MSE on ``(obs[N,O], cond[N,C]) -> action[N,A]``; deterministic given ``seed``."""
+    if len(obs) == 0:
+        raise ValueError("fit_bc: no training frames")
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    mean, std = obs.mean(axis=0), obs.std(axis=0)
+    std = np.maximum(std, 1e-2)  # constant dims (e.g. an unused object slot) stay finite
+    policy = BCPolicy(config, mean, std, cond.shape[1], action.shape[1], info, seed=seed)
+    x = policy._inputs(obs, cond)
+    y = torch.as_tensor(action, dtype=torch.float32)
+    optimiser = torch.optim.AdamW(policy.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, int(np.ceil(len(x) / config.batch_size)))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs * steps_per_epoch)
+    policy.model.train()
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(x), generator=generator)
+        total = 0.0
+        for start in range(0, len(x), config.batch_size):
+            index = order[start:start + config.batch_size]
+            loss = nn.functional.mse_loss(policy.model(x[index]), y[index])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            total += float(loss) * len(index)
+        if on_epoch is not None:
+            on_epoch(epoch, total / len(x))
+    policy.model.eval()
+    return policy
