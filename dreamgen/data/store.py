@@ -180,6 +180,10 @@ class TrajectoryStore:
         """Raise ``StoreError`` naming the episode and key for any shape, dtype or non-finite problem."""
         for number, episode in enumerate(episodes):
             name = f"episode {number} ({episode.meta.get('episode_id', 'no id')})"
+            lengths = {key: len(np.asarray(getattr(episode, key))) for key in FRAME_KEYS}
+            if len(set(lengths.values())) != 1:
+                raise StoreError(f"{self.path}: {name}: frame arrays differ in length {lengths}; "
+                                 "every per-frame array needs one row per frame")
             length = len(episode)
             if length < 1:
                 raise StoreError(f"{self.path}: {name} is empty; an episode needs at least one frame")

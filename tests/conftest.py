@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny synthetic episodes, and one real `smoke` run shared by the CLI tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dreamgen.types import Episode
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_episode(rng: np.random.Generator, length: int, index: int, obs_dim: int = 39) -> Episode:
+    return Episode(
+        obs=rng.normal(size=(length, obs_dim)).astype(np.float32),
+        action=rng.uniform(-1, 1, (length, 4)).astype(np.float32),
+        reward=rng.normal(size=length).astype(np.float32),
+        success=rng.random(length) < 0.2,
+        done=np.zeros(length, dtype=bool),
+        meta={"episode_id": f"ep-{index:04d}", "task": "drawer-open-v3", "kind": "expert",
+              "instruction": "open the drawer", "seed": index},
+    )
+
+
+def dreamgen(*args: str, cwd: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess (as a user would)."""
+    cmd = [sys.executable, "-m", "dreamgen.cli", *args]
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> dict:
+    """collect → train-policy → evaluate → export on the `smoke` preset, once per test session."""
+    work = tmp_path_factory.mktemp("smoke")
+    run_dir = work / "run"
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    common = ["experiment=smoke", f"run_dir={run_dir}", f"tracking.uri={uri}", "progress=false"]
+    outputs = {verb: dreamgen(verb, *common, cwd=work) for verb in ("collect", "train-policy", "evaluate", "export")}
+    return {"work": work, "run_dir": run_dir, "uri": uri, "common": common, "outputs": outputs}

@@ -1,0 +1,171 @@
+"""The CLI end to end on the `smoke` preset: real Meta-World, real MLflow, real lerobot reader."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dreamgen.data.store import TrajectoryStore
+from dreamgen.sim.metaworld import replay
+from dreamgen.tracking import list_runs
+from tests.conftest import dreamgen
+
+pytestmark = pytest.mark.integration
+
+
+def test_collected_experts_succeed_when_replayed(smoke_run):
+    store = TrajectoryStore.open(smoke_run["run_dir"] / "real.zarr")
+    meta = store.meta()
+    assert set(meta["kind"]) == {"expert", "play"}
+    assert len(store) == 2 * (3 + 1)
+    experts = 0
+    for episode in store.iter_episodes():
+        m = episode.meta
+        assert m["source"] == "real" and m["seed"] >= 0 and m["instruction"]
+        assert m["task"] in ("drawer-open-v3", "button-press-topdown-v3")
+        result = replay(m["task"], m["seed"], episode.action)
+        # the recorded first observation is exactly the seeded layout
+        np.testing.assert_allclose(result["obs"][0], episode.obs[0], atol=1e-6)
+        assert result["success"] == m["success"]
+        if m["kind"] == "expert":
+            experts += 1
+            assert result["success"], f"{m['episode_id']} does not succeed on replay"
+    assert experts == 6
+
+
+def test_export_is_read_by_lerobot(smoke_run):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    store = TrajectoryStore.open(smoke_run["run_dir"] / "real.zarr")
+    dataset = LeRobotDataset("dreamgen/real", root=smoke_run["run_dir"] / "lerobot")
+    assert dataset.num_episodes == len(store)
+    assert dataset.num_frames == store.n_frames
+    assert set(dataset.meta.tasks.index) == set(store.meta(["instruction"])["instruction"])
+    first = store.episode(0)
+    frame = dataset[0]
+    np.testing.assert_allclose(frame["observation.state"].numpy(), first.obs[0])
+    np.testing.assert_allclose(frame["action"].numpy(), first.action[0])
+    assert frame["task"] == first.meta["instruction"]
+
+
+def test_import_round_trip_through_lerobot(smoke_run, tmp_path):
+    run_dir = tmp_path / "imported"
+    args = ["experiment=smoke", f"run_dir={run_dir}", f"tracking.uri={smoke_run['uri']}", "progress=false",
+            f"collect.import_root={smoke_run['run_dir'] / 'lerobot'}", "collect.import_repo_id=dreamgen/real"]
+    dreamgen("collect", *args, cwd=tmp_path)
+    original = TrajectoryStore.open(smoke_run["run_dir"] / "real.zarr")
+    imported = TrajectoryStore.open(run_dir / "real.zarr")
+    assert len(imported) == len(original) and imported.n_frames == original.n_frames
+    for a, b in zip(original.iter_episodes(), imported.iter_episodes(), strict=True):
+        for key, value in a.frames.items():
+            np.testing.assert_array_equal(value, getattr(b, key), err_msg=key)
+        assert b.meta["instruction"] == a.meta["instruction"] and b.meta["task"] == a.meta["task"]
+        assert b.meta["kind"] == "imported"
+
+
+def test_evaluation_and_mlflow_runs(smoke_run):
+    summary = json.loads((smoke_run["run_dir"] / "eval.json").read_text())
+    assert [row["task"] for row in summary["tasks"]] == ["drawer-open-v3", "button-press-topdown-v3"]
+    for row in summary["tasks"]:
+        assert row["episodes"] == 3 and row["ci95_low"] <= row["success_rate"] <= row["ci95_high"]
+    assert "overall" in smoke_run["outputs"]["evaluate"].stdout + smoke_run["outputs"]["evaluate"].stderr
+    runs = {r["run_name"]: r for r in list_runs(smoke_run["uri"], "dreamgen")}
+    assert {"smoke/collect", "smoke/train-policy", "smoke/evaluate", "smoke/export"} <= set(runs)
+    assert all(r["status"] == "FINISHED" for r in runs.values())
+    assert runs["smoke/collect"]["params"]["collect.n_expert"] == "3"
+    assert runs["smoke/collect"]["metrics"]["collect/expert_success_rate"] == 1.0
+    assert runs["smoke/train-policy"]["metrics"]["policy/frames"] > 0
+    evaluate = runs["smoke/evaluate"]["metrics"]
+    assert evaluate["policy/success_rate"] == pytest.approx(summary["overall"]["success_rate"])
+    # dataset lineage: the training run logged the store it read, with its digest
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=smoke_run["uri"])
+    inputs = client.get_run(runs["smoke/train-policy"]["run_id"]).inputs.dataset_inputs
+    digest = TrajectoryStore.open(smoke_run["run_dir"] / "real.zarr").digest()
+    assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("real", digest)]
+    for verb in ("collect", "train-policy", "evaluate", "export"):
+        assert (smoke_run["run_dir"] / "configs" / f"{verb}.yaml").is_file()
+
+
+def _refused(args, cwd, *, expect: str) -> None:
+    result = dreamgen(*args, cwd=cwd, check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("dreamgen: error:")]
+    assert len(lines) == 1 and expect in lines[0], result.stderr[-2000:]
+
+
+def _untouched(path) -> bool:
+    return not path.exists()
+
+
+def test_bad_input_is_refused_with_one_line_and_no_output(smoke_run, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    base = ["experiment=smoke", f"tracking.uri={uri}", "progress=false"]
+    # unknown task name
+    _refused(["collect", *base, f"run_dir={tmp_path / 'a'}", "tasks=[drawer-opn-v3]"], tmp_path,
+             expect="unknown task 'drawer-opn-v3'")
+    assert _untouched(tmp_path / "a")
+    # a run_dir that holds a different run: nothing in it may change
+    run_dir = smoke_run["run_dir"]
+    before = sorted(p.name for p in run_dir.iterdir())
+    digest = TrajectoryStore.open(run_dir / "real.zarr").digest()
+    _refused(["collect", *base, f"run_dir={run_dir}", "seed=5"], tmp_path, expect="holds a different run")
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+    assert TrajectoryStore.open(run_dir / "real.zarr").digest() == digest
+    # a directory that is not a dreamgen run
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    _refused(["collect", *base, f"run_dir={foreign}"], tmp_path, expect="not a dreamgen run")
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    # corrupt and foreign zarr given as the training store
+    import zarr
+
+    zarr.open_group(str(tmp_path / "foreign.zarr"), mode="w").attrs["x"] = 1
+    _refused(["train-policy", *base, f"run_dir={tmp_path / 'b'}", f"policy.store={tmp_path / 'foreign.zarr'}"],
+             tmp_path, expect="not a dreamgen trajectory store")
+    (tmp_path / "corrupt.zarr").mkdir()
+    (tmp_path / "corrupt.zarr" / "zarr.json").write_text("{")
+    _refused(["train-policy", *base, f"run_dir={tmp_path / 'b'}", f"policy.store={tmp_path / 'corrupt.zarr'}"],
+             tmp_path, expect="unreadable zarr store")
+    assert _untouched(tmp_path / "b")
+    # bad ranges
+    _refused(["collect", *base, f"run_dir={tmp_path / 'c'}", "collect.expert_noise=-1"], tmp_path,
+             expect="collect.expert_noise=-1")
+    _refused(["unknown-verb"], tmp_path, expect="unknown verb")
+    assert not list(tmp_path.glob("*/real.zarr*"))
+    assert not (tmp_path / "mlflow.db").exists() or not list_runs(uri, "dreamgen")
+
+
+def _write_lerobot(root, *, nan_episode: int | None = None, obs_dim: int = 39, task: str = "open the drawer"):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    features = {"observation.state": {"dtype": "float32", "shape": (obs_dim,), "names": None},
+                "action": {"dtype": "float32", "shape": (4,), "names": None}}
+    dataset = LeRobotDataset.create("local/demos", fps=80, features=features, root=root, use_videos=False)
+    for e in range(3):
+        for t in range(6):
+            state = np.full(obs_dim, 0.1 * t, dtype=np.float32)
+            if e == nan_episode and t == 2:
+                state[5] = np.nan
+            dataset.add_frame({"observation.state": state, "action": np.zeros(4, np.float32), "task": task})
+        dataset.save_episode()
+    dataset.finalize()
+
+
+def test_bad_lerobot_imports_are_refused(tmp_path):
+    base = ["experiment=smoke", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "progress=false",
+            "collect.import_repo_id=local/demos"]
+    _write_lerobot(tmp_path / "nan", nan_episode=1)
+    _refused(["collect", *base, f"run_dir={tmp_path / 'r1'}", f"collect.import_root={tmp_path / 'nan'}"],
+             tmp_path, expect="episode 1 has non-finite observation.state at frame 2")
+    _write_lerobot(tmp_path / "shape", obs_dim=12)
+    _refused(["collect", *base, f"run_dir={tmp_path / 'r2'}", f"collect.import_root={tmp_path / 'shape'}"],
+             tmp_path, expect="'observation.state' has shape (12,), expected (39,)")
+    _write_lerobot(tmp_path / "cake", task="bake a cake")
+    _refused(["collect", *base, f"run_dir={tmp_path / 'r3'}", f"collect.import_root={tmp_path / 'cake'}"],
+             tmp_path, expect="'bake a cake' matches no known task")
+    assert not any((tmp_path / r).exists() for r in ("r1", "r2", "r3"))
