@@ -62,7 +62,8 @@ class Tracker:
         from mlflow.data.meta_dataset import MetaDataset
 
         source = resolve_dataset_source(str(Path(path).resolve()))
-        self._mlflow.log_input(MetaDataset(source=source, name=name, digest=digest), context=context)
+        dataset = MetaDataset(source=source, name=name, digest=digest)  # type: ignore[abstract]
+        self._mlflow.log_input(dataset, context=context)
 
 
 @contextmanager

@@ -20,7 +20,7 @@ import hashlib
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -75,7 +75,7 @@ class TrajectoryStore:
         return cls(path, group)
 
     @classmethod
-    def open(cls, path: str | Path, *, mode: str = "r") -> TrajectoryStore:
+    def open(cls, path: str | Path, *, mode: Literal["r", "r+"] = "r") -> TrajectoryStore:
         """Open an existing store (``mode`` "r" or "r+"), checking that it is one of ours and current."""
         import zarr
 

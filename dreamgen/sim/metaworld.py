@@ -133,7 +133,7 @@ def make_env(task: str, *, max_episode_steps: int = MAX_EPISODE_STEPS, render_mo
         os.environ.setdefault("MUJOCO_GL", "egl" if os.environ.get("CUDA_VISIBLE_DEVICES") else "osmesa")
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
-    raw = ALL_V3_ENVIRONMENTS[task](render_mode=render_mode, camera_name=camera_name,
+    raw = ALL_V3_ENVIRONMENTS[task](render_mode=render_mode, camera_name=camera_name,  # type: ignore[arg-type]
                                    width=width, height=height)
     raw._partially_observable = False  # the goal xyz is part of the observation ...
     raw.__dict__.pop("sawyer_observation_space", None)  # ... and not clipped to 0 by a cached space
@@ -141,8 +141,7 @@ def make_env(task: str, *, max_episode_steps: int = MAX_EPISODE_STEPS, render_mo
     raw.seeded_rand_vec = True  # ... from the env's own seeded generator
     raw._set_task_called = True
     raw.max_path_length = max_episode_steps
-    env = gym.wrappers.TimeLimit(raw, max_episode_steps=max_episode_steps)
-    env = SeededLayout(env)
+    env: gym.Env = SeededLayout(gym.wrappers.TimeLimit(raw, max_episode_steps=max_episode_steps))
     low = np.full(OBS_DIM, -np.inf, dtype=np.float32)
     env.observation_space = gym.spaces.Box(low, -low, dtype=np.float32)
     return env
@@ -156,7 +155,7 @@ def make_expert(task: str) -> Expert:
     check_tasks([task], field="task")
     from metaworld.policies import ENV_POLICY_MAP
 
-    policy = ENV_POLICY_MAP[task]()
+    policy = ENV_POLICY_MAP[task]()  # type: ignore[abstract]
 
     def act(obs: np.ndarray) -> np.ndarray:
         return np.clip(policy.get_action(np.asarray(obs, dtype=np.float64)), -1.0, 1.0).astype(np.float32)
