@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 
-import hydra
 from omegaconf import DictConfig
 
 from dreamgen.errors import StoreError
-from jobs.common import entrypoint, log, progress, run_verb
+from jobs.common import hydra_main, log, progress, run_verb
 
 
 def collect_spec(cfg: DictConfig):
@@ -75,7 +74,7 @@ def run(cfg: DictConfig) -> dict:
         return {"store": str(final), **metrics}
 
 
-main = hydra.main(config_path="../configs", config_name="config", version_base=None)(entrypoint(run))
+main = hydra_main(run)
 
 if __name__ == "__main__":
     main()

@@ -74,6 +74,13 @@ def entrypoint(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], None]
     return main
 
 
+def hydra_main(run: Callable[[DictConfig], Any]) -> Callable[[], None]:
+    """The Hydra entry point of a verb: compose ``configs/config.yaml`` + overrides, then ``run``."""
+    import hydra
+
+    return hydra.main(config_path="../configs", config_name="config", version_base=None)(entrypoint(run))
+
+
 def progress(iterable: Any, cfg: DictConfig, **kwargs: Any) -> Any:
     """A tqdm bar when ``cfg.progress`` is on (rate shown as ``<unit>/s``)."""
     from tqdm import tqdm

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from jobs.common import entrypoint, log, progress, run_verb
+from jobs.common import hydra_main, log, progress, run_verb
 
 
 def run(cfg: DictConfig) -> dict:
@@ -51,7 +50,7 @@ def run(cfg: DictConfig) -> dict:
         return summary
 
 
-main = hydra.main(config_path="../configs", config_name="config", version_base=None)(entrypoint(run))
+main = hydra_main(run)
 
 if __name__ == "__main__":
     main()

@@ -5,11 +5,10 @@ Each stage is the same function its own verb runs, under one parent MLflow run.
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
 from jobs import collect, evaluate, train_policy
-from jobs.common import entrypoint, run_verb
+from jobs.common import hydra_main, run_verb
 
 
 def run(cfg: DictConfig) -> dict:
@@ -32,7 +31,7 @@ def run(cfg: DictConfig) -> dict:
     return report
 
 
-main = hydra.main(config_path="../configs", config_name="config", version_base=None)(entrypoint(run))
+main = hydra_main(run)
 
 if __name__ == "__main__":
     main()

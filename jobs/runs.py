@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from jobs.common import entrypoint
+from jobs.common import hydra_main
 
 
 def run(cfg: DictConfig) -> list[dict]:
@@ -19,7 +18,7 @@ def run(cfg: DictConfig) -> list[dict]:
     return runs
 
 
-main = hydra.main(config_path="../configs", config_name="config", version_base=None)(entrypoint(run))
+main = hydra_main(run)
 
 if __name__ == "__main__":
     main()

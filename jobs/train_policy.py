@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from jobs.common import entrypoint, log, progress, run_verb
+from jobs.common import hydra_main, log, progress, run_verb
 
 
 def load_demos(cfg: DictConfig):
@@ -73,7 +72,7 @@ def run(cfg: DictConfig) -> dict:
         return {"policy": str(run_dir / "policy"), **metrics}
 
 
-main = hydra.main(config_path="../configs", config_name="config", version_base=None)(entrypoint(run))
+main = hydra_main(run)
 
 if __name__ == "__main__":
     main()
