@@ -47,6 +47,7 @@ class TrajectoryStore:
         attrs = dict(group.attrs)
         self.obs_dim = int(attrs["obs_dim"])
         self.action_dim = int(attrs["action_dim"])
+        self._swept = False  # leftover *.partial files of a killed writer are removed once per handle
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -242,8 +243,10 @@ class TrajectoryStore:
             array = self._group[f"meta/{key}"]
             if array.shape[0] != n_episodes:
                 array.resize((n_episodes,))
-        for partial in self.path.rglob("*.partial"):
-            partial.unlink(missing_ok=True)
+        if not self._swept:
+            for partial in self.path.rglob("*.partial"):
+                partial.unlink(missing_ok=True)
+            self._swept = True
 
     def update_meta(self, field: str, values: np.ndarray | Sequence[Any]) -> None:
         """Overwrite one metadata column for all committed episodes (e.g. filter verdicts)."""
