@@ -34,10 +34,10 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
 
 
 @contextmanager
-def run_verb(cfg: DictConfig, verb: str, *, inputs: dict[str, Path] | None = None) -> Iterator[tuple[Path, Any]]:
+def run_verb(cfg: DictConfig, verb: str, *, inputs: dict[str, Any] | None = None) -> Iterator[tuple[Path, Any]]:
     """Enter the run dir (checked first), save the resolved config, and open the verb's MLflow run.
 
-    ``inputs`` maps a dataset name to a store path logged as lineage (``mlflow.log_input``).
+    ``inputs`` maps a dataset name to an open ``TrajectoryStore`` logged as lineage (``mlflow.log_input``).
     """
     from dreamgen import tracking
 
@@ -49,11 +49,8 @@ def run_verb(cfg: DictConfig, verb: str, *, inputs: dict[str, Path] | None = Non
             cfg.tracking.uri, cfg.tracking.experiment, f"{cfg.name}/{verb}", config_yaml=config_yaml,
             params=plain(cfg), tags={"dreamgen.verb": verb, "dreamgen.run_dir": str(run_dir.resolve())},
         ) as tracker:
-            for name, path in (inputs or {}).items():
-                from dreamgen.data.store import TrajectoryStore
-
-                store = TrajectoryStore.open(path)
-                tracker.log_dataset(path, name=name, digest=store.digest(), context="training")
+            for name, store in (inputs or {}).items():
+                tracker.log_dataset(store.path, name=name, digest=store.digest(), context="training")
             yield run_dir, tracker
 
 

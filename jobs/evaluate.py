@@ -27,7 +27,7 @@ def run(cfg: DictConfig) -> dict:
     store = TrajectoryStore.open(e.store)
     train_seeds = {int(s) for s in store.meta(["seed"])["seed"] if s >= 0}
     encoder = default_encoder()
-    with run_verb(cfg, "evaluate", inputs={"real": store.path}) as (run_dir, tracker):
+    with run_verb(cfg, "evaluate", inputs={"real": store}) as (run_dir, tracker):
         results = []
         for index, task in enumerate(progress(tasks, cfg, desc="evaluate", unit="task")):
             result = evaluate_task(

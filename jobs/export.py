@@ -28,7 +28,7 @@ def run(cfg: DictConfig) -> dict:
 
     if Path(x.root).exists():
         raise StoreError(f"export.root {x.root} already exists; choose a new export root")
-    with run_verb(cfg, "export", inputs={"exported": store.path}) as (_, tracker):
+    with run_verb(cfg, "export", inputs={"exported": store}) as (_, tracker):
         selected = (ep for i, ep in enumerate(store.iter_episodes()) if keep[i])
         count = export_lerobot(progress(selected, cfg, total=int(keep.sum()), desc="export", unit="ep"),
                                x.root, repo_id=x.repo_id, obs_dim=store.obs_dim, action_dim=store.action_dim)

@@ -46,7 +46,7 @@ def run(cfg: DictConfig) -> dict:
                       epochs=p.epochs, batch_size=p.batch_size, action_noise_std=p.action_noise_std)
     store, obs, action, texts, n_episodes = load_demos(cfg)
     cond = default_encoder().encode(texts)
-    with run_verb(cfg, "train-policy", inputs={"real": store.path}) as (run_dir, tracker):
+    with run_verb(cfg, "train-policy", inputs={"real": store}) as (run_dir, tracker):
         bar = progress(range(p.epochs), cfg, desc="train-policy", unit="epoch")
         losses: list[float] = []
 

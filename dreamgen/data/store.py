@@ -48,6 +48,7 @@ class TrajectoryStore:
         self.obs_dim = int(attrs["obs_dim"])
         self.action_dim = int(attrs["action_dim"])
         self._swept = False  # leftover *.partial files of a killed writer are removed once per handle
+        self._digest: tuple[tuple[int, int], str] | None = None  # (committed lengths, digest)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -167,14 +168,21 @@ class TrajectoryStore:
         return next(self.iter_episodes(index, index + 1))
 
     def digest(self) -> str:
-        """Content fingerprint of the committed episodes (ids, lengths, frame data), 16 hex chars."""
+        """Content fingerprint of the committed episodes (ids, lengths, frame data), 16 hex chars.
+
+        Reads every frame once per committed state; repeated calls on one handle are free.
+        """
+        committed = self._committed()
+        if self._digest is not None and self._digest[0] == committed:
+            return self._digest[1]
         h = hashlib.sha256()
         h.update(self.episode_ends().tobytes())
         h.update("\n".join(self.meta(["episode_id"])["episode_id"]).encode())
         n_frames = self.n_frames
         for key in FRAME_KEYS:
             h.update(np.ascontiguousarray(self._group[f"data/{key}"][:n_frames]).tobytes())
-        return h.hexdigest()[:16]
+        self._digest = (committed, h.hexdigest()[:16])
+        return self._digest[1]
 
     # ------------------------------------------------------------------ writing
     def validate(self, episodes: Sequence[Episode]) -> None:
