@@ -17,7 +17,7 @@ def test_bc_on_real_demos_beats_a_random_policy():
     tasks = ("drawer-open-v3", "button-press-topdown-v3")
     spec = CollectSpec(tasks=tasks, n_expert=10, n_play=0, expert_noise=0.1, play_noise=0.6,
                        play_random_prob=0.3, play_steps=150, post_success_steps=10, max_steps=500)
-    episodes = [e for e in collect_real(spec, run_seed=0) if e.meta["success"]]
+    episodes = [e for e in collect_real(spec, run_seed=0) if e.success.any()]
     seeds = {e.meta["seed"] for e in episodes}
     encoder = default_encoder()
     obs = np.concatenate([e.obs for e in episodes])
