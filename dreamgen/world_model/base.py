@@ -1,0 +1,145 @@
+"""The WorldModel contract, the observation layout it predicts in, and its instruction table.
+
+``predict(obs[B,O], action[B,A], cond, *, generator, propagation, members) -> Prediction`` with
+``next_obs[B,O]``, ``reward[B]``, ``success_prob[B]``, ``done_prob[B]`` and ``disagreement[B]``
+(epistemic: spread of the ensemble members' mean predictions, in normalised units). ``cond`` is
+either instruction embeddings ``[B,C]`` or what ``condition(embeddings)`` returned for them — the env
+conditions once per episode instead of once per step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from dreamgen.errors import InstructionError
+
+PROPAGATIONS = ("random", "fixed", "mean")  # member per sample | member per episode | ensemble mean
+
+
+class Prediction(NamedTuple):
+    """One batched model step. Shapes: ``next_obs[B,O]``, everything else ``[B]``; float32 tensors."""
+
+    next_obs: torch.Tensor
+    reward: torch.Tensor
+    success_prob: torch.Tensor
+    done_prob: torch.Tensor
+    disagreement: torch.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class ObsLayout:
+    """Which observation dims the model predicts and which follow from structure.
+
+    ``dynamic`` dims are predicted as Δ from the current value; ``history`` dims (if any) receive the
+    previous step's ``dynamic`` values (Meta-World stacks the last frame); ``static`` dims (the goal)
+    are carried over unchanged. Every dim is in exactly one group.
+    """
+
+    name: str
+    obs_dim: int
+    dynamic: tuple[int, int]
+    history: tuple[int, int] | None = None
+    static: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        dims = sorted(d for group in (self.dynamic, self.history, self.static) if group for d in range(*group))
+        if dims != list(range(self.obs_dim)):
+            raise ValueError(f"ObsLayout {self.name}: groups must tile 0..{self.obs_dim - 1} exactly")
+        if self.history and self.history[1] - self.history[0] != self.dynamic[1] - self.dynamic[0]:
+            raise ValueError(f"ObsLayout {self.name}: history must be as wide as dynamic")
+
+    @property
+    def n_dynamic(self) -> int:
+        return self.dynamic[1] - self.dynamic[0]
+
+    def velocity(self, obs: torch.Tensor) -> torch.Tensor:
+        """Last step's change of the dynamic dims ``[..., D]`` (empty without history dims)."""
+        if not self.history:
+            return obs[..., :0]
+        return obs[..., slice(*self.dynamic)] - obs[..., slice(*self.history)]
+
+    def compose(self, obs: torch.Tensor, next_dynamic: torch.Tensor) -> torch.Tensor:
+        """The full next observation ``[B,O]`` from the current one and the predicted dynamic dims."""
+        nxt = obs.clone()
+        if self.history:
+            nxt[:, slice(*self.history)] = obs[:, slice(*self.dynamic)]
+        nxt[:, slice(*self.dynamic)] = next_dynamic
+        return nxt
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ObsLayout:
+        def pair(value: Any) -> tuple[int, int] | None:
+            return None if value is None else (int(value[0]), int(value[1]))
+
+        return cls(str(data["name"]), int(data["obs_dim"]), pair(data["dynamic"]),  # type: ignore[arg-type]
+                   pair(data.get("history")), pair(data.get("static")))
+
+
+# Meta-World v3 state: 18 current dims (hand, gripper, 2 object poses), the same 18 one step earlier,
+# 3 goal dims.
+METAWORLD_LAYOUT = ObsLayout("metaworld-v3-state", 39, dynamic=(0, 18), history=(18, 36), static=(36, 39))
+
+
+@dataclasses.dataclass
+class InstructionTable:
+    """The instructions a model was trained on: ``texts[N]``, their ``tasks[N]``, ``embeddings[N,C]``."""
+
+    texts: list[str]
+    tasks: list[str]
+    embeddings: np.ndarray
+
+    def __post_init__(self) -> None:
+        self._index = {text: i for i, text in enumerate(self.texts)}
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def lookup(self, texts: Sequence[str]) -> np.ndarray:
+        """Row index of each text, or an error naming the first unknown one and what the model knows."""
+        try:
+            return np.array([self._index[text] for text in texts], dtype=np.int64)
+        except KeyError as exc:
+            known = "; ".join(f"{t!r} ({task})" for t, task in zip(self.texts, self.tasks, strict=True))
+            raise InstructionError(
+                f"instruction {exc.args[0]!r} is not in the world model's table; resolve free text to a "
+                f"task first and use one of the {len(self.texts)} it was trained on: {known}"
+            ) from None
+
+    def for_task(self, task: str) -> str:
+        """The first instruction of ``task`` in the table (raises if the model never saw the task)."""
+        for text, t in zip(self.texts, self.tasks, strict=True):
+            if t == task:
+                return text
+        raise InstructionError(f"the world model was not trained on task {task!r}; "
+                               f"its tasks are {sorted(set(self.tasks))}")
+
+
+@runtime_checkable
+class WorldModel(Protocol):
+    """What the dream env needs from a model. Tensors are float32 on ``device``."""
+
+    layout: ObsLayout
+    action_dim: int
+    cond_dim: int
+    members: int  # ensemble members used at prediction time (1 for a deterministic model)
+    instructions: InstructionTable
+    disagreement_bound: float  # calibrated on held-out real transitions (inf if not calibrated)
+    device: torch.device
+
+    def condition(self, cond: torch.Tensor) -> Any:
+        """Precompute the per-episode conditioning of instruction embeddings ``[B,C]``."""
+        ...
+
+    def predict(self, obs: torch.Tensor, action: torch.Tensor, cond: Any, *,
+                generator: torch.Generator | None = None, propagation: str = "random",
+                members: torch.Tensor | None = None) -> Prediction:
+        """One batched step. ``members[B]`` (int) picks the member per row for ``propagation="fixed"``."""
+        ...

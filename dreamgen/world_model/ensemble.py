@@ -1,0 +1,175 @@
+"""A probabilistic ensemble of MLPs (PETS/MBPO style) conditioned on the instruction embedding.
+
+All members run in one fused call: weights are ``[K, in, out]`` and every layer is one
+``torch.baddbmm`` over the member axis. The instruction enters the first layer as a per-episode bias
+(``condition``), so a step costs only the state/action part of the network.
+
+Outputs per member (normalised units): Gaussian mean and log-variance over ``[Δ dynamic dims, reward]``,
+then a success logit and a done logit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from dreamgen.world_model.base import PROPAGATIONS, InstructionTable, ObsLayout, Prediction
+
+ACTIVATIONS = {"silu": nn.functional.silu, "relu": nn.functional.relu, "tanh": torch.tanh}
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleConfig:
+    """Architecture and training settings (defaults live in ``configs/config.yaml``)."""
+
+    members: int = 7  # members trained
+    elites: int = 5  # best members on held-out episodes kept for prediction
+    hidden: int = 128  # width of each hidden layer
+    layers: int = 3  # hidden layers per member
+    activation: str = "silu"
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 256  # transitions per member per gradient step
+    max_epochs: int = 200
+    patience: int = 15  # epochs without a member improving by > 1% before stopping
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation {self.activation!r}; accepted: {sorted(ACTIVATIONS)}")
+
+
+class Normaliser(NamedTuple):
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> Normaliser:
+        std = x.std(0)
+        std = np.where(std < 1e-6, 1.0, std)  # constant dims pass through unscaled
+        return cls(torch.as_tensor(x.mean(0), dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32))
+
+
+class EnsembleMLP(nn.Module):
+    """``K`` independent MLPs evaluated together. ``forward(x[K,B,I], cond_bias[K,B,H]) -> [K,B,out]``."""
+
+    def __init__(self, members: int, in_dim: int, cond_dim: int, hidden: int, layers: int, out_dim: int,
+                 activation: str, n_gauss: int):
+        super().__init__()
+        dims = [in_dim] + [hidden] * layers + [out_dim]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(dims[:-1], dims[1:], strict=True):
+            bound = 1.0 / np.sqrt(fan_in)
+            self.weights.append(nn.Parameter(torch.empty(members, fan_in, fan_out).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.zeros(members, 1, fan_out)))
+        self.w_cond = nn.Parameter(torch.empty(members, cond_dim, hidden).uniform_(-1 / np.sqrt(cond_dim),
+                                                                                   1 / np.sqrt(cond_dim)))
+        self.max_logvar = nn.Parameter(torch.full((1, 1, n_gauss), 0.5))
+        self.min_logvar = nn.Parameter(torch.full((1, 1, n_gauss), -10.0))
+        self.act = ACTIVATIONS[activation]
+        self.n_gauss = n_gauss
+
+    def condition(self, cond: torch.Tensor) -> torch.Tensor:
+        """``cond[B,C]`` or ``[K,B,C]`` -> first-layer bias ``[K,B,H]`` (includes the layer's own bias)."""
+        if cond.dim() == 2:
+            cond = cond.expand(self.w_cond.shape[0], *cond.shape)
+        return torch.baddbmm(self.biases[0], cond, self.w_cond)
+
+    def forward(self, x: torch.Tensor, cond_bias: torch.Tensor) -> torch.Tensor:
+        h = self.act(torch.baddbmm(cond_bias, x, self.weights[0]))
+        for weight, bias in zip(self.weights[1:-1], self.biases[1:-1], strict=True):
+            h = self.act(torch.baddbmm(bias, h, weight))
+        return torch.baddbmm(self.biases[-1], h, self.weights[-1])
+
+    def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean, soft-bounded log-variance, success logit, done logit."""
+        g = self.n_gauss
+        mean, logvar = out[..., :g], out[..., g:2 * g]
+        logvar = self.max_logvar - nn.functional.softplus(self.max_logvar - logvar)
+        logvar = self.min_logvar + nn.functional.softplus(logvar - self.min_logvar)
+        return mean, logvar, out[..., 2 * g], out[..., 2 * g + 1]
+
+    def keep(self, members: list[int]) -> None:
+        """Drop every member not in ``members`` (in place), e.g. to keep only the elites."""
+        index = torch.as_tensor(members)
+        for plist in (self.weights, self.biases):
+            for i, p in enumerate(plist):
+                plist[i] = nn.Parameter(p.data[index].clone())
+        self.w_cond = nn.Parameter(self.w_cond.data[index].clone())
+
+
+class EnsembleWorldModel:
+    """An ensemble world model with its normalisers and instruction table; implements ``WorldModel``."""
+
+    def __init__(self, config: EnsembleConfig, layout: ObsLayout, action_dim: int,
+                 instructions: InstructionTable, obs_norm: Normaliser, vel_norm: Normaliser,
+                 target_norm: Normaliser,
+                 members: int | None = None, disagreement_bound: float = float("inf"),
+                 info: dict[str, Any] | None = None, device: str = "cpu"):
+        self.config = config
+        self.layout = layout
+        self.action_dim = action_dim
+        self.instructions = instructions
+        self.cond_dim = int(instructions.embeddings.shape[1])
+        self.members = members if members is not None else config.members
+        self.disagreement_bound = float(disagreement_bound)
+        self.info = dict(info or {})
+        self.device = torch.device(device)
+        n_gauss = layout.n_dynamic + 1  # Δ dynamic dims + reward
+        in_dim = layout.obs_dim + (layout.n_dynamic if layout.history else 0) + action_dim
+        self.net = EnsembleMLP(self.members, in_dim, self.cond_dim, config.hidden,
+                               config.layers, 2 * n_gauss + 2, config.activation, n_gauss).to(self.device)
+        self.obs_norm = Normaliser(*(t.to(self.device) for t in obs_norm))
+        self.vel_norm = Normaliser(*(t.to(self.device) for t in vel_norm))
+        self.target_norm = Normaliser(*(t.to(self.device) for t in target_norm))
+
+    # ------------------------------------------------------------------ cost
+    def flops_per_transition(self) -> int:
+        """Multiply-adds x 2 of one step for one sample across all members (conditioning excluded)."""
+        per_member = sum(int(w.shape[1] * w.shape[2]) for w in self.net.weights)
+        return 2 * self.members * per_member
+
+    # ------------------------------------------------------------------ prediction
+    def inputs(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Network input: normalised obs, normalised last-step velocity of the dynamic dims, action."""
+        return torch.cat([(obs - self.obs_norm.mean) / self.obs_norm.std,
+                          (self.layout.velocity(obs) - self.vel_norm.mean) / self.vel_norm.std, action], dim=-1)
+
+    @torch.no_grad()
+    def condition(self, cond: torch.Tensor) -> torch.Tensor:
+        return self.net.condition(cond.to(self.device, torch.float32))
+
+    @torch.no_grad()
+    def predict(self, obs: torch.Tensor, action: torch.Tensor, cond: Any, *,
+                generator: torch.Generator | None = None, propagation: str = "random",
+                members: torch.Tensor | None = None) -> Prediction:
+        if propagation not in PROPAGATIONS:
+            raise ValueError(f"propagation {propagation!r}; accepted: {PROPAGATIONS}")
+        batch = obs.shape[0]
+        cond_bias = cond if cond.dim() == 3 else self.net.condition(cond)
+        x = self.inputs(obs, action)
+        mean, _, success_logit, done_logit = self.net.split(self.net(x.expand(self.members, *x.shape), cond_bias))
+        n_dyn = self.layout.n_dynamic
+        centre = mean.mean(0)
+        disagreement = (mean[..., :n_dyn] - centre[:, :n_dyn]).norm(dim=-1).amax(0)
+        if propagation == "mean" or self.members == 1:
+            chosen = centre
+        else:
+            if propagation == "random":
+                members = torch.randint(self.members, (batch,), generator=generator, device=self.device)
+            elif members is None:
+                raise ValueError('propagation="fixed" needs members[B]')
+            chosen = mean[members, torch.arange(batch, device=self.device)]
+        target = chosen * self.target_norm.std + self.target_norm.mean
+        next_dynamic = obs[:, slice(*self.layout.dynamic)] + target[:, :n_dyn]
+        return Prediction(
+            next_obs=self.layout.compose(obs, next_dynamic),
+            reward=target[:, n_dyn],
+            success_prob=torch.sigmoid(success_logit).mean(0),
+            done_prob=torch.sigmoid(done_logit).mean(0),
+            disagreement=disagreement,
+        )

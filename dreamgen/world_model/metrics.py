@@ -1,0 +1,123 @@
+"""World-model fidelity on held-out real episodes (EVALUATION.md §3).
+
+- one-step nMSE of the dynamic dims (MSE / per-dim variance of the real next state, over dims that
+  vary), next to the copy baseline ``s' = s``;
+- open-loop error: from ``t0`` in a held-out episode, feed the recorded actions for ``H`` steps and
+  measure the hand and object position error in millimetres (median and p90), next to the copy
+  baseline (the hand and object never move).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dreamgen.types import Episode
+from dreamgen.world_model.base import WorldModel
+from dreamgen.world_model.fit import Transitions
+
+HAND = slice(0, 3)
+OBJECT = slice(4, 7)
+
+
+def _cond(model: WorldModel, texts: Sequence[str]) -> torch.Tensor:
+    emb = model.instructions.embeddings[model.instructions.lookup(texts)]
+    return model.condition(torch.as_tensor(emb, device=model.device))
+
+
+def one_step_nmse(model: WorldModel, data: Transitions) -> dict[str, float]:
+    """nMSE of the predicted next dynamic state (ensemble mean) and of the copy baseline."""
+    dyn, n_dyn = slice(*model.layout.dynamic), model.layout.n_dynamic
+    obs = torch.as_tensor(data.obs, device=model.device)
+    cond = _cond(model, [model.instructions.texts[i] for i in data.instruction])
+    pred = model.predict(obs, torch.as_tensor(data.action, device=model.device), cond, propagation="mean")
+    real = data.obs[:, dyn] + data.target[:, :n_dyn]
+    var = real.var(0)
+    vary = var > 1e-10
+    model_mse = ((pred.next_obs[:, dyn].cpu().numpy() - real) ** 2).mean(0)
+    copy_mse = ((data.obs[:, dyn] - real) ** 2).mean(0)
+    return {"nmse": float((model_mse[vary] / var[vary]).mean()), "copy_nmse": float((copy_mse[vary] / var[vary]).mean()),
+            "dims": int(vary.sum()), "transitions": len(data)}
+
+
+def rollout_open_loop(model: WorldModel, obs0: np.ndarray, actions: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+    """Dreamed observations ``[N, H+1, O]`` from ``obs0[N,O]`` under recorded ``actions[N,H,A]`` (mean)."""
+    obs = torch.as_tensor(obs0, device=model.device)
+    cond = _cond(model, texts)
+    out = [obs]
+    for t in range(actions.shape[1]):
+        obs = model.predict(obs, torch.as_tensor(actions[:, t], device=model.device), cond, propagation="mean").next_obs
+        out.append(obs)
+    return torch.stack(out, 1).cpu().numpy()
+
+
+def _stats(err_mm: np.ndarray) -> dict[str, float]:
+    if err_mm.size == 0:
+        return {"median": float("nan"), "p90": float("nan")}
+    return {"median": float(np.median(err_mm)), "p90": float(np.percentile(err_mm, 90))}
+
+
+def open_loop_errors(model: WorldModel, episodes: Sequence[Episode], horizons: Sequence[int],
+                     stride: int = 10) -> dict[str, Any]:
+    """Hand/object position error in mm after ``H`` open-loop steps, for each ``H`` in ``horizons``."""
+    report: dict[str, Any] = {}
+    for horizon in horizons:
+        starts = [(e, t0) for e in episodes for t0 in range(0, len(e) - horizon, stride)]
+        if not starts:
+            report[str(horizon)] = {"starts": 0}
+            continue
+        obs0 = np.stack([e.obs[t0] for e, t0 in starts])
+        actions = np.stack([e.action[t0:t0 + horizon] for e, t0 in starts])
+        real = np.stack([e.obs[t0 + horizon] for e, t0 in starts])
+        dream = rollout_open_loop(model, obs0, actions, [e.meta["instruction"] for e, _ in starts])[:, -1]
+        entry: dict[str, Any] = {"starts": len(starts)}
+        for name, part in (("hand", HAND), ("object", OBJECT)):
+            entry[f"{name}_mm"] = _stats(1000 * np.linalg.norm(dream[:, part] - real[:, part], axis=1))
+            entry[f"{name}_copy_mm"] = _stats(1000 * np.linalg.norm(obs0[:, part] - real[:, part], axis=1))
+        report[str(horizon)] = entry
+    return report
+
+
+def plot_episode(model: WorldModel, episode: Episode, path: str | Path) -> None:
+    """Real vs dreamed (open loop from frame 0) hand and object x/y/z over one held-out episode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dream = rollout_open_loop(model, episode.obs[:1], episode.action[None, :-1], [episode.meta["instruction"]])[0]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6), sharex=True)
+    for row, (name, part) in enumerate((("hand", HAND), ("object", OBJECT))):
+        for col, axis in enumerate("xyz"):
+            ax = axes[row, col]
+            ax.plot(1000 * episode.obs[:, part][:, col], label="real", color="black")
+            ax.plot(1000 * dream[:, part][:, col], label="dream (open loop)", color="tab:orange", ls="--")
+            ax.set_title(f"{name} {axis} (mm)")
+    axes[0, 0].legend()
+    for ax in axes[1]:
+        ax.set_xlabel("step")
+    fig.suptitle(f"{episode.meta.get('episode_id', '')}: {episode.meta.get('instruction', '')}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def fidelity_report(model: WorldModel, held_out: Sequence[Episode], data: Transitions,
+                    horizons: Sequence[int] = (10, 50, 100)) -> dict[str, Any]:
+    return {"episodes": len(held_out), "one_step": one_step_nmse(model, data),
+            "open_loop": open_loop_errors(model, held_out, horizons)}
+
+
+def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """``wm/*`` metric keys for MLflow from a fidelity report."""
+    out = {"wm/one_step_nmse": report["one_step"]["nmse"], "wm/one_step_copy_nmse": report["one_step"]["copy_nmse"]}
+    for horizon, entry in report["open_loop"].items():
+        for name in ("hand", "object"):
+            if f"{name}_mm" in entry:
+                out[f"wm/h{horizon}_{name}_mm_median"] = entry[f"{name}_mm"]["median"]
+                out[f"wm/h{horizon}_{name}_mm_p90"] = entry[f"{name}_mm"]["p90"]
+    return out
