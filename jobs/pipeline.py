@@ -1,31 +1,41 @@
-"""``dreamgen pipeline``: the main job, collect → train-policy → evaluate, printing per-task success.
+"""``dreamgen pipeline``: the main job, collect → train-world-model → train-policy → evaluate.
+
+Prints the world model's fidelity summary and the policy's per-task success on the real simulator.
 
 Each stage is the same function its own verb runs, under one parent MLflow run.
 """
 
 from __future__ import annotations
 
+import json
+
 from omegaconf import DictConfig
 
-from jobs import collect, evaluate, train_policy
+from jobs import collect, evaluate, train_policy, train_world_model
 from jobs.common import hydra_main, run_verb
 
 
 def run(cfg: DictConfig) -> dict:
     from dreamgen.evaluate import format_table
 
-    collect.collect_spec(cfg)  # fail fast on the first stage's config
+    collect.collect_spec(cfg)  # fail fast on every stage's config
+    train_world_model.ensemble_config(cfg)
+    train_world_model.dream_config(cfg)
     with run_verb(cfg, "pipeline") as (run_dir, tracker):
         collected = collect.run(cfg)
+        world_model = train_world_model.run(cfg)
         trained = train_policy.run(cfg)
         summary = evaluate.run(cfg)
-        report = {"collect": collected, "train_policy": trained, "evaluate": summary}
+        report = {"collect": collected, "world_model": world_model, "train_policy": trained, "evaluate": summary}
         from dreamgen.rundir import write_json
 
         write_json(run_dir / "report.json", report)
         tracker.log_dict(report, "report.json")
         tracker.log_metrics({"policy/success_rate": summary["overall"]["success_rate"]})
+    wm_report = json.loads((run_dir / "world_model" / "report.json").read_text())
     print(f"\ndreamgen pipeline: {cfg.name} (run_dir {cfg.run_dir})\n"
+          f"world model {world_model['world_model_id']} on held-out real episodes:\n"
+          f"{train_world_model.format_report(wm_report)}\n\n"
           f"real-only BC policy, {cfg.evaluate.n_episodes} real-simulator episodes per task, "
           f"Wilson 95% CI:\n{format_table(summary)}\nreport: {run_dir / 'report.json'}")
     return report

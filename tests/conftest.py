@@ -41,10 +41,11 @@ def dreamgen(*args: str, cwd: Path, check: bool = True, timeout: int = 600) -> s
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> dict:
-    """collect → train-policy → evaluate → export on the `smoke` preset, once per test session."""
+    """collect → train-policy → evaluate → export → train-world-model on the `smoke` preset, once per test session."""
     work = tmp_path_factory.mktemp("smoke")
     run_dir = work / "run"
     uri = f"sqlite:///{work / 'mlflow.db'}"
     common = ["experiment=smoke", f"run_dir={run_dir}", f"tracking.uri={uri}", "progress=false"]
-    outputs = {verb: dreamgen(verb, *common, cwd=work) for verb in ("collect", "train-policy", "evaluate", "export")}
+    outputs = {verb: dreamgen(verb, *common, cwd=work) for verb in ("collect", "train-policy", "evaluate", "export",
+                                                           "train-world-model")}
     return {"work": work, "run_dir": run_dir, "uri": uri, "common": common, "outputs": outputs}

@@ -90,6 +90,46 @@ def test_evaluation_and_mlflow_runs(smoke_run):
         assert (smoke_run["run_dir"] / "configs" / f"{verb}.yaml").is_file()
 
 
+def test_world_model_trains_reports_and_dreams_from_the_real_store(smoke_run):
+    from dreamgen.dream.core import DreamConfig, StartPool
+    from dreamgen.dream.vector import DreamVectorEnv
+    from dreamgen.sim.metaworld import make_env
+    from dreamgen.world_model.base import METAWORLD_LAYOUT
+    from dreamgen.world_model.checkpoint import load_world_model
+
+    wm_dir = smoke_run["run_dir"] / "world_model"
+    report = json.loads((wm_dir / "report.json").read_text())
+    model = load_world_model(wm_dir, layout=METAWORLD_LAYOUT)
+    assert report["world_model_id"] == model.info["world_model_id"] and (wm_dir / "fidelity.png").is_file()
+    one = report["fidelity"]["one_step"]
+    assert one["transitions"] > 0 and np.isfinite(one["nmse"]) and np.isfinite(one["copy_nmse"])
+    assert report["fidelity"]["open_loop"]["10"]["starts"] > 0
+    for check in report["expert_in_dream"].values():  # measured, whatever the agreement is
+        assert check["episodes"] == 2 and 0 <= check["agreement"] <= 1
+    # the split is by episode: no held-out episode was trained on
+    episodes = model.info["episodes"]
+    assert not set(episodes["test"]) & set(episodes["train"]) and episodes["test"]
+    runs = {r["run_name"]: r for r in list_runs(smoke_run["uri"], "dreamgen")}
+    metrics = runs["smoke/train-world-model"]["metrics"]
+    assert {"wm/train_nll", "wm/val_nll", "wm/one_step_nmse", "wm/h10_hand_mm_median"} <= set(metrics)
+    # the dream env over the real store: the real env's spaces, start states from real episodes
+    store = TrajectoryStore.open(smoke_run["run_dir"] / "real.zarr")
+    pool = StartPool.from_store(store)
+    env = DreamVectorEnv(model, pool, model.instructions.texts, len(model.instructions.texts),
+                         DreamConfig(horizon=5), seed=0)
+    real = make_env("drawer-open-v3")
+    assert env.single_action_space == real.action_space
+    assert env.single_observation_space["state"].shape == real.observation_space.shape
+    obs, info = env.reset(seed=0)
+    for i, ref in enumerate(info["start_ref"]):
+        row = list(pool.ref).index(ref)
+        np.testing.assert_array_equal(obs["state"][i], pool.obs[row])
+    for _ in range(6):
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        assert np.isfinite(obs["state"]).all() and np.isfinite(reward).all()
+    assert info["reset"].any() or terminated.any() or truncated.any()
+
+
 def _refused(args, cwd, *, expect: str) -> None:
     result = dreamgen(*args, cwd=cwd, check=False)
     assert result.returncode == 2, result.stderr[-2000:]
@@ -135,6 +175,11 @@ def test_bad_input_is_refused_with_one_line_and_no_output(smoke_run, tmp_path):
     # bad ranges
     _refused(["collect", *base, f"run_dir={tmp_path / 'c'}", "collect.expert_noise=-1"], tmp_path,
              expect="collect.expert_noise=-1")
+    _refused(["train-world-model", *base, f"run_dir={tmp_path / 'd'}", "world_model.elites=9"], tmp_path,
+             expect="world_model.elites=9")
+    _refused(["train-world-model", *base, f"run_dir={tmp_path / 'd'}", f"world_model.store={tmp_path / 'nope'}"],
+             tmp_path, expect="not a trajectory store")
+    assert _untouched(tmp_path / "d")
     _refused(["unknown-verb"], tmp_path, expect="unknown verb")
     assert not list(tmp_path.glob("*/real.zarr*"))
     assert not (tmp_path / "mlflow.db").exists() or not list_runs(uri, "dreamgen")

@@ -27,8 +27,8 @@ class DreamSB3VecEnv(VecEnv):
     """``num_envs`` dreams as an SB3 ``VecEnv`` (Dict observations: use ``MultiInputPolicy``)."""
 
     def __init__(self, model: WorldModel, pool: StartPool, instructions: str | Sequence[str], num_envs: int,
-                 config: DreamConfig = DreamConfig(), *, seed: int | None = None):
-        self.core = DreamCore(model, pool, instructions, num_envs, config, seed=seed)
+                 config: DreamConfig | None = None, *, seed: int | None = None):
+        self.core = DreamCore(model, pool, instructions, num_envs, config or DreamConfig(), seed=seed)
         super().__init__(num_envs, self.core.single_observation_space, self.core.single_action_space)
         self._actions: np.ndarray | None = None
 

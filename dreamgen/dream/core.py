@@ -88,12 +88,13 @@ class DreamCore:
     """``num_envs`` dream rows. ``reset_rows`` starts episodes, ``transition`` steps every row once."""
 
     def __init__(self, model: WorldModel, pool: StartPool, instructions: Sequence[str], num_envs: int,
-                 config: DreamConfig = DreamConfig(), *, seed: int | None = None):
+                 config: DreamConfig | None = None, *, seed: int | None = None):
         if num_envs < 1:
             raise DreamEnvError(f"num_envs={num_envs}; must be >= 1")
         if pool.obs.ndim != 2 or pool.obs.shape[1] != model.layout.obs_dim:
             raise DreamEnvError(f"start pool observations have shape {pool.obs.shape}; the model's layout "
                                 f"{model.layout.name!r} needs [N, {model.layout.obs_dim}]")
+        config = config or DreamConfig()
         self.model, self.pool, self.config, self.num_envs = model, pool, config, num_envs
         self.obs_dim, self.action_dim = model.layout.obs_dim, model.action_dim
         self.single_observation_space = spaces.Dict({
@@ -153,7 +154,7 @@ class DreamCore:
             if start.shape != (len(rows), self.obs_dim) or not np.isfinite(start).all():
                 raise DreamEnvError(f"reset options: start_obs must be finite with shape "
                                     f"({len(rows)}, {self.obs_dim}); got {start.shape}")
-            refs = list(options.get("start_refs") or ["given"] * len(rows))
+            refs: Any = list(options.get("start_refs") or ["given"] * len(rows))
             seeds = np.asarray(options.get("start_seeds", [-1] * len(rows)), np.int64)
         else:
             pick = np.empty(len(rows), np.int64)

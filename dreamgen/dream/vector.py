@@ -25,8 +25,8 @@ class DreamVectorEnv(VectorEnv):
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
     def __init__(self, model: WorldModel, pool: StartPool, instructions: str | Sequence[str], num_envs: int,
-                 config: DreamConfig = DreamConfig(), *, seed: int | None = None):
-        self.core = DreamCore(model, pool, instructions, num_envs, config, seed=seed)
+                 config: DreamConfig | None = None, *, seed: int | None = None):
+        self.core = DreamCore(model, pool, instructions, num_envs, config or DreamConfig(), seed=seed)
         self.num_envs = num_envs
         self.single_observation_space = self.core.single_observation_space
         self.single_action_space = self.core.single_action_space
@@ -70,8 +70,8 @@ class DreamEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, model: WorldModel, pool: StartPool, instruction: str,
-                 config: DreamConfig = DreamConfig(), *, seed: int | None = None):
-        self.core = DreamCore(model, pool, [instruction], 1, config, seed=seed)
+                 config: DreamConfig | None = None, *, seed: int | None = None):
+        self.core = DreamCore(model, pool, [instruction], 1, config or DreamConfig(), seed=seed)
         self.observation_space = self.core.single_observation_space
         self.action_space = self.core.single_action_space
 

@@ -57,8 +57,8 @@ class ObsLayout:
     def n_dynamic(self) -> int:
         return self.dynamic[1] - self.dynamic[0]
 
-    def velocity(self, obs: torch.Tensor) -> torch.Tensor:
-        """Last step's change of the dynamic dims ``[..., D]`` (empty without history dims)."""
+    def velocity(self, obs: Any) -> Any:
+        """Last step's change of the dynamic dims ``[..., D]`` (empty without history dims); numpy or torch."""
         if not self.history:
             return obs[..., :0]
         return obs[..., slice(*self.dynamic)] - obs[..., slice(*self.history)]

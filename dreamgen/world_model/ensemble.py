@@ -11,6 +11,7 @@ then a success logit and a done logit.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -19,7 +20,8 @@ from torch import nn
 
 from dreamgen.world_model.base import PROPAGATIONS, InstructionTable, ObsLayout, Prediction
 
-ACTIVATIONS = {"silu": nn.functional.silu, "relu": nn.functional.relu, "tanh": torch.tanh}
+_BLOCK = 512  # rows per inference block: activations of all members stay in cache
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"silu": nn.functional.silu, "relu": nn.functional.relu, "tanh": torch.tanh}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +72,7 @@ class EnsembleMLP(nn.Module):
                                                                                    1 / np.sqrt(cond_dim)))
         self.max_logvar = nn.Parameter(torch.full((1, 1, n_gauss), 0.5))
         self.min_logvar = nn.Parameter(torch.full((1, 1, n_gauss), -10.0))
-        self.act = ACTIVATIONS[activation]
+        self.act: Callable[[torch.Tensor], torch.Tensor] = ACTIVATIONS[activation]
         self.n_gauss = n_gauss
 
     def condition(self, cond: torch.Tensor) -> torch.Tensor:
@@ -84,6 +86,23 @@ class EnsembleMLP(nn.Module):
         for weight, bias in zip(self.weights[1:-1], self.biases[1:-1], strict=True):
             h = self.act(torch.baddbmm(bias, h, weight))
         return torch.baddbmm(self.biases[-1], h, self.weights[-1])
+
+    def forward_shared(self, x: torch.Tensor, cond_bias: torch.Tensor, out_cols: torch.Tensor) -> torch.Tensor:
+        """Inference: one input ``x[B,I]`` for every member, only the ``out_cols`` outputs -> ``[K,B,len]``.
+
+        The first layer is a single ``[B,I] x [I,K*H]`` GEMM; rows go through in cache-sized blocks.
+        """
+        k, i, h = self.weights[0].shape
+        w_first = self.weights[0].transpose(0, 1).reshape(i, k * h)
+        w_last, b_last = self.weights[-1][:, :, out_cols], self.biases[-1][:, :, out_cols]
+        blocks = []
+        for start in range(0, x.shape[0], _BLOCK):
+            xb, cb = x[start:start + _BLOCK], cond_bias[:, start:start + _BLOCK]
+            hb = self.act((xb @ w_first).view(-1, k, h).transpose(0, 1) + cb)
+            for weight, bias in zip(self.weights[1:-1], self.biases[1:-1], strict=True):
+                hb = self.act(torch.baddbmm(bias, hb, weight))
+            blocks.append(torch.baddbmm(b_last, hb, w_last))
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
 
     def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, soft-bounded log-variance, success logit, done logit."""
@@ -123,6 +142,8 @@ class EnsembleWorldModel:
         in_dim = layout.obs_dim + (layout.n_dynamic if layout.history else 0) + action_dim
         self.net = EnsembleMLP(self.members, in_dim, self.cond_dim, config.hidden,
                                config.layers, 2 * n_gauss + 2, config.activation, n_gauss).to(self.device)
+        # prediction needs the means and the two logits, not the log-variances
+        self._out_cols = torch.cat([torch.arange(n_gauss), torch.tensor([2 * n_gauss, 2 * n_gauss + 1])]).to(self.device)
         self.obs_norm = Normaliser(*(t.to(self.device) for t in obs_norm))
         self.vel_norm = Normaliser(*(t.to(self.device) for t in vel_norm))
         self.target_norm = Normaliser(*(t.to(self.device) for t in target_norm))
@@ -130,7 +151,9 @@ class EnsembleWorldModel:
     # ------------------------------------------------------------------ cost
     def flops_per_transition(self) -> int:
         """Multiply-adds x 2 of one step for one sample across all members (conditioning excluded)."""
-        per_member = sum(int(w.shape[1] * w.shape[2]) for w in self.net.weights)
+        weights = self.net.weights
+        per_member = sum(int(w.shape[1] * w.shape[2]) for w in weights[:-1])
+        per_member += int(weights[-1].shape[1]) * len(self._out_cols)
         return 2 * self.members * per_member
 
     # ------------------------------------------------------------------ prediction
@@ -152,8 +175,9 @@ class EnsembleWorldModel:
         batch = obs.shape[0]
         cond_bias = cond if cond.dim() == 3 else self.net.condition(cond)
         x = self.inputs(obs, action)
-        mean, _, success_logit, done_logit = self.net.split(self.net(x.expand(self.members, *x.shape), cond_bias))
+        out = self.net.forward_shared(x, cond_bias, self._out_cols)
         n_dyn = self.layout.n_dynamic
+        mean, success_logit, done_logit = out[..., :n_dyn + 1], out[..., n_dyn + 1], out[..., n_dyn + 2]
         centre = mean.mean(0)
         disagreement = (mean[..., :n_dyn] - centre[:, :n_dyn]).norm(dim=-1).amax(0)
         if propagation == "mean" or self.members == 1:

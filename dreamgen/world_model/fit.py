@@ -126,7 +126,7 @@ def fit_ensemble(train: Transitions, val: Transitions, table: InstructionTable, 
             optim.zero_grad(set_to_none=True)
             (loss.sum() + bounds).backward()
             optim.step()
-            train_loss += float(loss.mean()) / steps
+            train_loss += loss.detach().mean().item() / steps
         model.net.eval()
         with torch.no_grad():
             val_loss, val_mse = _losses(model, *val_batch)

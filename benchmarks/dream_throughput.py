@@ -1,0 +1,146 @@
+"""DreamVectorEnv throughput vs the real Meta-World ``env.step`` (EVALUATION.md §5), in one run.
+
+    python benchmarks/dream_throughput.py [--checkpoint runs/demo/world_model] [--threads 1]
+                                          [--batches 1,64,1024,8192] [--task drawer-open-v3] [--device cpu]
+
+Prints a markdown table: dream transitions/s at each batch size (whole ``env.step``: model call, heads,
+halting, autoreset, observation dict), the same per core, the ratio to the real env's steps/s on the
+same task, and the model call alone as GFLOP/s and as a fraction of a measured fp32 matmul rate (the
+floor any MLP can reach on the machine). Without ``--checkpoint`` the default architecture is built
+with random weights: throughput does not depend on what the weights learned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+
+def matmul_rate(device: str, n: int = 2048, repeats: int = 10) -> float:
+    """Measured fp32 GFLOP/s of an n x n matmul on ``device`` (TF32 off on GPUs: true fp32)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def real_rate(task: str, steps: int) -> float:
+    from dreamgen.sim.metaworld import make_env
+
+    env = make_env(task)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (steps, 4)).astype(np.float32)
+    start = time.perf_counter()
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset()
+    return steps / (time.perf_counter() - start)
+
+
+def build_model(checkpoint: str | None, device: str, pool_obs: np.ndarray):
+    from dreamgen.world_model.base import METAWORLD_LAYOUT, InstructionTable
+    from dreamgen.world_model.checkpoint import load_world_model
+    from dreamgen.world_model.ensemble import EnsembleConfig, EnsembleWorldModel, Normaliser
+
+    if checkpoint:
+        return load_world_model(checkpoint, layout=METAWORLD_LAYOUT, device=device)
+    config = EnsembleConfig()  # the defaults of configs/config.yaml's world_model section
+    emb = np.random.default_rng(0).normal(size=(1, 384)).astype(np.float32)
+    table = InstructionTable(["open the drawer"], ["drawer-open-v3"], emb / np.linalg.norm(emb))
+    return EnsembleWorldModel(config, METAWORLD_LAYOUT, 4, table, Normaliser.fit(pool_obs),
+                              Normaliser.fit(pool_obs[:, :18]), Normaliser.fit(np.zeros((2, 19), np.float32)),
+                              members=config.elites, disagreement_bound=1e9, device=device)
+
+
+def dream_rates(model, pool, batch: int, seconds: float, device: str) -> tuple[float, float]:
+    """(env.step transitions/s, model-call transitions/s) at ``batch``."""
+    from dreamgen.dream.core import DreamConfig
+    from dreamgen.dream.vector import DreamVectorEnv
+
+    env = DreamVectorEnv(model, pool, model.instructions.for_task(pool.task[0]), batch, DreamConfig(horizon=150),
+                         seed=0)
+    env.reset(seed=0)
+    action = np.random.default_rng(0).uniform(-1, 1, (batch, 4)).astype(np.float32)
+
+    def timed(fn) -> float:
+        for _ in range(3):
+            fn()
+        sync(device)
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            fn()
+            n += 1
+        sync(device)
+        return batch * n / (time.perf_counter() - start)
+
+    core = env.core
+    act_t = torch.as_tensor(action, device=model.device)
+    call = timed(lambda: model.predict(core.obs, act_t, core.cond, generator=core.generator,
+                                       propagation="random"))
+    return timed(lambda: env.step(action)), call
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--task", default="drawer-open-v3")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batches", default="1,64,1024,8192")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seconds", type=float, default=2.0, help="timing window per measurement")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from dreamgen.dream.core import StartPool
+    from dreamgen.sim.metaworld import make_env
+
+    env = make_env(args.task)
+    seeds = list(range(32))
+    pool_obs = np.stack([env.reset(seed=s)[0] for s in seeds])
+    pool = StartPool(pool_obs, np.array([args.task] * 32), np.array([f"seed:{s}" for s in seeds], object),
+                     np.array(seeds))
+    model = build_model(args.checkpoint, args.device, pool_obs)
+    if args.checkpoint is None:
+        pool.task[:] = "drawer-open-v3"
+    real = real_rate(args.task, 3000)
+    peak = matmul_rate(args.device)
+    flops = model.flops_per_transition()
+    cores = args.threads if args.device == "cpu" else 1
+    cpu = platform.processor() or platform.machine()
+    if args.device.startswith("cuda"):
+        cpu = torch.cuda.get_device_name()
+    print(f"device: {args.device} ({cpu}), torch threads {args.threads}, os.cpu_count {os.cpu_count()}")
+    print(f"model: {model.info.get('world_model_id', 'default architecture, random weights')}, "
+          f"{model.members} members x {model.config.layers}x{model.config.hidden} {model.config.activation}, "
+          f"{flops / 1e3:.0f} kFLOP per transition")
+    print(f"real Meta-World {args.task} env.step: {real:,.0f} steps/s (1 core, random actions)")
+    print(f"measured fp32 matmul (2048^2): {peak:,.1f} GFLOP/s\n")
+    print("| batch | dream env.step transitions/s | per core | x real env.step (per core) "
+          "| model call transitions/s | model call GFLOP/s | % of matmul |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for batch in (int(b) for b in args.batches.split(",")):
+        step_rate, call_rate = dream_rates(model, pool, batch, args.seconds, args.device)
+        gflops = call_rate * flops / 1e9
+        print(f"| {batch} | {step_rate:,.0f} | {step_rate / cores:,.0f} | {step_rate / cores / real:,.1f} | "
+              f"{call_rate:,.0f} | {gflops:,.1f} | {100 * gflops / peak:.0f}% |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Roll policies through a dream and check dreams against the real simulator.
+
+``rollout_dreams(env, act, ...) -> list[Episode]`` runs one episode per row of a ``DreamVectorEnv``
+(frames recorded into preallocated ``[horizon, B]`` arrays, no per-row Python in the step loop).
+``check_expert_in_dream`` drives the scripted expert on dreamed states from real start layouts and
+replays the same actions in the real simulator from the same seed: how often does the dream's
+success label agree with reality?
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from dreamgen.dream.core import DreamConfig, StartPool
+from dreamgen.dream.vector import DreamVectorEnv
+from dreamgen.types import Episode
+from dreamgen.world_model.base import WorldModel
+
+Act = Callable[[dict[str, np.ndarray]], np.ndarray]  # batched observation dict -> actions[B, A]
+
+
+def rollout_dreams(env: DreamVectorEnv, act: Act, *, seed: int | None = None,
+                   options: dict[str, Any] | None = None, meta: dict[str, Any] | None = None) -> list[Episode]:
+    """One dreamed episode per env row, from ``env.reset(seed, options)`` until each row ends."""
+    core = env.core
+    obs, _ = env.reset(seed=seed, options=options)
+    horizon, batch = core.config.horizon, env.num_envs
+    frames = {"obs": np.zeros((horizon, batch, core.obs_dim), np.float32),
+              "action": np.zeros((horizon, batch, core.action_dim), np.float32),
+              "reward": np.zeros((horizon, batch), np.float32), "success": np.zeros((horizon, batch), bool),
+              "done": np.zeros((horizon, batch), bool)}
+    disagreement = np.zeros((horizon, batch), np.float32)
+    length = np.full(batch, -1)
+    reason = np.full(batch, "", dtype=object)
+    starts = (core.start_ref.copy(), core.start_seed.copy(), core.instruction_index.copy())
+    for t in range(horizon):
+        action = np.asarray(act(obs), np.float32)
+        frames["obs"][t], frames["action"][t] = obs["state"], action
+        obs, reward, terminated, truncated, info = env.step(action)
+        frames["reward"][t], frames["success"][t], frames["done"][t] = reward, info["success"], terminated
+        disagreement[t] = info["disagreement"]
+        ended = (terminated | truncated) & (length < 0)
+        length[ended], reason[ended] = t + 1, info["reason"][ended]
+        if (length >= 0).all():
+            break
+    table, world_model_id = core.table, getattr(core.model, "info", {}).get("world_model_id", "")
+    episodes = []
+    for i in range(batch):
+        n = int(length[i])
+        episode = Episode(**{key: value[:n, i].copy() for key, value in frames.items()}, meta={
+            "source": "dream", "task": table.tasks[starts[2][i]], "instruction": table.texts[starts[2][i]],
+            "start_ref": starts[0][i], "seed": int(starts[1][i]), "world_model_id": world_model_id,
+            "disagreement_max": float(disagreement[:n, i].max()), "reason": reason[i], **(meta or {})})
+        episodes.append(episode)
+    return episodes
+
+
+def check_expert_in_dream(model: WorldModel, tasks: Sequence[str], seeds: Sequence[int],
+                          config: DreamConfig) -> dict[str, Any]:
+    """Per task: dream success rate of the scripted expert acting on dreamed states, real success of
+    the same actions replayed from the same seed, and their agreement (EVALUATION.md §4 in miniature)."""
+    from dreamgen.sim.metaworld import make_env, make_expert, replay
+
+    report: dict[str, Any] = {}
+    for task in tasks:
+        env_real = make_env(task)
+        start = np.stack([env_real.reset(seed=int(s))[0] for s in seeds])
+        env_real.close()
+        pool = StartPool(start, np.array([task] * len(seeds)), np.array([f"seed:{s}" for s in seeds], object),
+                         np.asarray(seeds, np.int64))
+        dream_env = DreamVectorEnv(model, pool, model.instructions.for_task(task), len(seeds), config)
+        expert = make_expert(task)
+        episodes = rollout_dreams(dream_env, lambda obs, expert=expert: np.stack([expert(s) for s in obs["state"]]),
+                                  seed=0,
+                                  options={"start_obs": start, "start_refs": list(pool.ref), "start_seeds": pool.seed})
+        dream = np.array([bool(e.success.any()) for e in episodes])
+        real = np.array([replay(task, int(s), e.action)["success"] for s, e in zip(seeds, episodes, strict=True)])
+        report[task] = {
+            "episodes": len(seeds), "dream_success": float(dream.mean()), "real_success": float(real.mean()),
+            "agreement": float((dream == real).mean()),
+            "precision": float(real[dream].mean()) if dream.any() else float("nan"),
+            "halted": float(np.mean([e.meta["reason"] == "halted" for e in episodes])),
+            "mean_length": float(np.mean([len(e) for e in episodes])),
+        }
+    return report

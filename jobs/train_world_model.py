@@ -1,0 +1,134 @@
+"""``dreamgen train-world-model``: fit the ensemble on a store's real episodes → run_dir/world_model.
+
+Split by episode (train / val for early stopping, elites and the halting bound / test for fidelity),
+train with a progress bar and ``wm/*`` metrics, write the checkpoint, then measure fidelity on the
+held-out episodes and check the scripted expert inside the dream against the real simulator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from omegaconf import DictConfig
+
+from jobs.common import hydra_main, log, progress, run_verb
+
+
+def ensemble_config(cfg: DictConfig):
+    """The ``world_model`` section as an ``EnsembleConfig``, validated before anything starts."""
+    from dreamgen.errors import ConfigError
+    from dreamgen.world_model.ensemble import ACTIVATIONS, EnsembleConfig
+
+    w = cfg.world_model
+    checks = {"members": w.members >= 1, "elites": 1 <= w.elites <= w.members, "hidden": w.hidden >= 1,
+              "layers": w.layers >= 1, "lr": w.lr > 0, "batch_size": w.batch_size >= 1,
+              "max_epochs": w.max_epochs >= 1, "patience": w.patience >= 1,
+              "activation": w.activation in ACTIVATIONS, "halt_quantile": 0 < w.halt_quantile <= 1,
+              "val_fraction": 0 < w.val_fraction < 0.5, "test_fraction": 0 < w.test_fraction < 0.5}
+    for name, ok in checks.items():
+        if not ok:
+            raise ConfigError(f"world_model.{name}={w[name]!r} is out of range (members, hidden, layers, "
+                              "batch_size, max_epochs, patience >= 1; 1 <= elites <= members; lr > 0; "
+                              f"activation in {sorted(ACTIVATIONS)}; 0 < halt_quantile <= 1; "
+                              "0 < val_fraction, test_fraction < 0.5)")
+    return EnsembleConfig(members=w.members, elites=w.elites, hidden=w.hidden, layers=w.layers,
+                          activation=w.activation, lr=w.lr, weight_decay=w.weight_decay,
+                          batch_size=w.batch_size, max_epochs=w.max_epochs, patience=w.patience)
+
+
+def dream_config(cfg: DictConfig):
+    from dreamgen.dream.core import DreamConfig
+
+    return DreamConfig(**cfg.dream)
+
+
+def load_episodes(cfg: DictConfig):
+    """The store and its real episodes (all kinds: expert demos and play both teach dynamics)."""
+    from dreamgen.data.store import TrajectoryStore
+    from dreamgen.errors import ConfigError
+
+    store = TrajectoryStore.open(cfg.world_model.store)
+    episodes = [e for e in store.iter_episodes() if e.meta["source"] == "real"]
+    if len({e.meta["task"] for e in episodes}) < 1 or len(episodes) < 3:
+        raise ConfigError(f"world_model.store={cfg.world_model.store} holds {len(episodes)} real episodes; "
+                          "a world model needs at least 3 (train, val and test split by episode)")
+    return store, episodes
+
+
+def run(cfg: DictConfig) -> dict:
+    from dreamgen.dream.rollout import check_expert_in_dream
+    from dreamgen.language import default_encoder
+    from dreamgen.rundir import staged, write_json
+    from dreamgen.seeding import derive_seed, make_rng
+    from dreamgen.world_model.base import METAWORLD_LAYOUT, InstructionTable
+    from dreamgen.world_model.checkpoint import save_world_model
+    from dreamgen.world_model.fit import fit_ensemble, split_episodes, transitions
+    from dreamgen.world_model.metrics import fidelity_report, flat_metrics, plot_episode
+
+    w, config, dream = cfg.world_model, ensemble_config(cfg), dream_config(cfg)
+    store, episodes = load_episodes(cfg)
+    texts = sorted({e.meta["instruction"] for e in episodes})
+    task_of = {e.meta["instruction"]: e.meta["task"] for e in episodes}
+    table = InstructionTable(texts, [task_of[t] for t in texts], default_encoder().encode(texts))
+    split = split_episodes([e.meta["task"] for e in episodes], (w.val_fraction, w.test_fraction),
+                           make_rng(cfg.seed, "world-model-split"))
+    train, val, test = ([episodes[i] for i in part] for part in split)
+    data = {name: transitions(part, METAWORLD_LAYOUT, table) for name, part in
+            (("train", train), ("val", val), ("test", test))}
+    with run_verb(cfg, "train-world-model", inputs={"real": store}) as (run_dir, tracker):
+        bar = progress(range(config.max_epochs), cfg, desc="train-world-model", unit="epoch")
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            bar.update(1)
+            bar.set_postfix(val_mse=f"{metrics['wm/val_mse']:.4f}")
+            tracker.log_metrics(metrics, step=epoch)
+
+        info = {"store": str(store.path), "store_digest": store.digest(), "seed": cfg.seed,
+                "episodes": {name: [e.meta["episode_id"] for e in part]
+                             for name, part in (("train", train), ("val", val), ("test", test))}}
+        model = fit_ensemble(data["train"], data["val"], table, METAWORLD_LAYOUT, config, seed=cfg.seed,
+                             halt_quantile=w.halt_quantile, info=info, on_epoch=on_epoch)
+        bar.close()
+        with staged(run_dir / "world_model") as partial:
+            world_model_id = save_world_model(model, partial)
+            report = {"world_model_id": world_model_id, "epochs": model.info["epochs"],
+                      "transitions": {k: len(v) for k, v in data.items()},
+                      "disagreement_bound": model.disagreement_bound,
+                      "fidelity": fidelity_report(model, test, data["test"], tuple(w.fidelity_horizons))}
+            plot_episode(model, max(test, key=len), partial / "fidelity.png")
+            seeds = [derive_seed(cfg.seed, "world-model-check", i) for i in range(w.check_episodes)]
+            report["expert_in_dream"] = check_expert_in_dream(model, sorted(set(table.tasks)), seeds, dream)
+            write_json(partial / "report.json", report)
+        metrics = flat_metrics(report["fidelity"])
+        checks = report["expert_in_dream"].values()
+        metrics.update({"wm/epochs": report["epochs"], "wm/disagreement_bound": model.disagreement_bound,
+                        "wm/expert_dream_success": float(np.mean([c["dream_success"] for c in checks])),
+                        "wm/expert_replay_success": float(np.mean([c["real_success"] for c in checks])),
+                        "wm/expert_agreement": float(np.mean([c["agreement"] for c in checks]))})
+        tracker.log_metrics(metrics)
+        tracker.log_dict(report, "world_model_report.json")
+        tracker.log_artifact(run_dir / "world_model" / "fidelity.png")
+        log.info("world model %s -> %s\n%s", world_model_id, run_dir / "world_model", format_report(report))
+        return {"world_model": str(run_dir / "world_model"), "world_model_id": world_model_id, **metrics}
+
+
+def format_report(report: dict) -> str:
+    """A short human summary of the fidelity report and the expert-in-dream check."""
+    one = report["fidelity"]["one_step"]
+    lines = [f"one-step nMSE {one['nmse']:.4g} (copy baseline {one['copy_nmse']:.4g}) on {one['transitions']} "
+             "held-out transitions", "open loop    hand mm (median/p90)   object mm (median/p90)   copy hand/object"]
+    for horizon, e in report["fidelity"]["open_loop"].items():
+        if e["starts"]:
+            lines.append(f"  H={horizon:<4} {e['hand_mm']['median']:7.1f} / {e['hand_mm']['p90']:<7.1f}       "
+                         f"{e['object_mm']['median']:7.1f} / {e['object_mm']['p90']:<7.1f}        "
+                         f"{e['hand_copy_mm']['median']:.1f} / {e['object_copy_mm']['median']:.1f}  "
+                         f"({e['starts']} starts)")
+    lines.append("expert in the dream: task, dream success, replayed real success, agreement")
+    for task, c in report["expert_in_dream"].items():
+        lines.append(f"  {task:26s} {c['dream_success']:.2f}  {c['real_success']:.2f}  {c['agreement']:.2f}")
+    return "\n".join(lines)
+
+
+main = hydra_main(run)
+
+if __name__ == "__main__":
+    main()

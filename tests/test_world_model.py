@@ -1,0 +1,132 @@
+"""The ensemble world model: learns known dynamics, keeps the layout's structure, round-trips through
+safetensors + JSON with a stable id, and refuses checkpoints/instructions it cannot serve."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dreamgen.errors import InstructionError
+from dreamgen.types import Episode
+from dreamgen.world_model.base import METAWORLD_LAYOUT, InstructionTable, ObsLayout, WorldModel
+from dreamgen.world_model.checkpoint import CheckpointError, load_world_model, save_world_model
+from dreamgen.world_model.ensemble import EnsembleConfig
+from dreamgen.world_model.fit import fit_ensemble, split_episodes, transitions
+from dreamgen.world_model.metrics import fidelity_report
+
+LAYOUT = ObsLayout("toy", 5, dynamic=(0, 2), history=(2, 4), static=(4, 5))
+TABLE = InstructionTable(["left", "right"], ["t-left", "t-right"], np.eye(2, 8, dtype=np.float32))
+CONFIG = EnsembleConfig(members=3, elites=2, hidden=64, layers=2, lr=3e-3, batch_size=128, max_epochs=40,
+                        patience=40)
+
+
+def _episodes(n, rng, length=30):
+    """s' = s + 0.1 a (+ the instruction's drift), reward = -|s'|, success once s'_0 > 1."""
+    episodes = []
+    for i in range(n):
+        text = TABLE.texts[i % 2]
+        drift = 0.05 if text == "right" else -0.05
+        obs = np.zeros((length, 5), np.float32)
+        obs[0, :2] = rng.uniform(-0.5, 0.5, 2)
+        obs[0, 2:4] = obs[0, :2]
+        obs[:, 4] = rng.uniform(-1, 1)  # a static "goal"
+        action = rng.uniform(-1, 1, (length, 2)).astype(np.float32)
+        for t in range(length - 1):
+            obs[t + 1, 2:4] = obs[t, :2]
+            obs[t + 1, :2] = obs[t, :2] + 0.1 * action[t] + drift
+        nxt = np.vstack([obs[1:, :2], obs[-1:, :2]])
+        episodes.append(Episode(obs, action, -np.abs(nxt).sum(1).astype(np.float32), nxt[:, 0] > 1.0,
+                                np.zeros(length, bool), {"instruction": text, "task": TABLE.tasks[i % 2],
+                                                         "episode_id": f"e{i}"}))
+    return episodes
+
+
+@pytest.fixture(scope="module")
+def trained():
+    rng = np.random.default_rng(0)
+    episodes = _episodes(40, rng)
+    train, val, test = split_episodes([e.meta["task"] for e in episodes], (0.1, 0.1), np.random.default_rng(1))
+    data = {k: transitions([episodes[i] for i in idx], LAYOUT, TABLE) for k, idx in
+            (("train", train), ("val", val), ("test", test))}
+    model = fit_ensemble(data["train"], data["val"], TABLE, LAYOUT, CONFIG, seed=0)
+    return model, [episodes[i] for i in test], data
+
+
+def test_split_is_by_episode_and_stratified():
+    tasks = ["a"] * 10 + ["b"] * 5
+    train, val, test = split_episodes(tasks, (0.1, 0.2), np.random.default_rng(0))
+    assert sorted([*train, *val, *test]) == list(range(15))
+    assert {tasks[i] for i in val} == {"a", "b"} and {tasks[i] for i in test} == {"a", "b"}
+
+
+def test_learns_known_dynamics_and_beats_the_copy_baseline(trained):
+    model, test, data = trained
+    assert isinstance(model, WorldModel) and model.members == 2
+    report = fidelity_report(model, test, data["test"], horizons=(5,))
+    assert report["one_step"]["nmse"] < 0.1 * report["one_step"]["copy_nmse"], report
+    # the instruction matters: the same state/action under "right" drifts right of "left"
+    obs = torch.zeros(2, 5)
+    cond = model.condition(torch.as_tensor(TABLE.embeddings))
+    pred = model.predict(obs, torch.zeros(2, 2), cond, propagation="mean")
+    assert pred.next_obs[1, 0] - pred.next_obs[0, 0] > 0.05
+    # structure is exact: history gets the old dynamic dims, static dims are carried over
+    obs = torch.randn(4, 5)
+    pred = model.predict(obs, torch.zeros(4, 2), model.condition(torch.as_tensor(TABLE.embeddings[[0, 1, 0, 1]])))
+    assert torch.equal(pred.next_obs[:, 2:4], obs[:, :2]) and torch.equal(pred.next_obs[:, 4], obs[:, 4])
+    assert (pred.disagreement >= 0).all() and ((pred.success_prob >= 0) & (pred.success_prob <= 1)).all()
+
+
+def test_propagation_modes(trained):
+    model = trained[0]
+    obs, action = torch.randn(64, 5), torch.rand(64, 2) * 2 - 1
+    cond = model.condition(torch.as_tensor(TABLE.embeddings[np.arange(64) % 2]))
+    mean = model.predict(obs, action, cond, propagation="mean").next_obs
+    each = [model.predict(obs, action, cond, propagation="fixed", members=torch.full((64,), k)).next_obs
+            for k in range(model.members)]
+    torch.testing.assert_close(torch.stack(each).mean(0), mean)
+    gen = torch.Generator().manual_seed(0)
+    rand = model.predict(obs, action, cond, propagation="random", generator=gen).next_obs
+    picked = [min(range(model.members), key=lambda k: float((each[k][i] - rand[i]).abs().sum())) for i in range(64)]
+    assert len(set(picked)) == model.members  # rows really come from different members
+    with pytest.raises(ValueError, match="propagation"):
+        model.predict(obs, action, cond, propagation="median")
+
+
+def test_checkpoint_round_trip_is_exact_with_a_stable_id(trained, tmp_path):
+    model = trained[0]
+    first = save_world_model(model, tmp_path / "a")
+    loaded = load_world_model(tmp_path / "a")
+    assert save_world_model(loaded, tmp_path / "b") == first == loaded.info["world_model_id"]
+    assert first.startswith("wm-")
+    obs, action = torch.randn(8, 5), torch.zeros(8, 2)
+    emb = torch.as_tensor(TABLE.embeddings[[0] * 8])
+    a = model.predict(obs, action, model.condition(emb), propagation="mean")
+    b = loaded.predict(obs, action, loaded.condition(emb), propagation="mean")
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y)
+    assert loaded.disagreement_bound == model.disagreement_bound and loaded.instructions.texts == TABLE.texts
+    assert not any(p.suffix in (".pt", ".pkl", ".bin") for p in (tmp_path / "a").iterdir())
+
+
+def test_bad_checkpoints_and_instructions_are_refused(trained, tmp_path):
+    model = trained[0]
+    save_world_model(model, tmp_path / "wm")
+    with pytest.raises(CheckpointError, match="layout 'toy'.*needs 'metaworld-v3-state'"):
+        load_world_model(tmp_path / "wm", layout=METAWORLD_LAYOUT)
+    with pytest.raises(CheckpointError, match="not a world-model checkpoint"):
+        load_world_model(tmp_path / "missing")
+    meta = json.loads((tmp_path / "wm" / "world_model.json").read_text())
+    (tmp_path / "wm" / "world_model.json").write_text(json.dumps({**meta, "version": 99}))
+    with pytest.raises(CheckpointError, match="version 99"):
+        load_world_model(tmp_path / "wm")
+    (tmp_path / "wm" / "model.safetensors").write_bytes(b"\x00" * 16)
+    (tmp_path / "wm" / "world_model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_world_model(tmp_path / "wm")
+    with pytest.raises(InstructionError, match="'up' is not in the world model's table.*'left' \\(t-left\\)"):
+        TABLE.lookup(["left", "up"])
+    with pytest.raises(InstructionError, match="not trained on task 'reach-v3'"):
+        TABLE.for_task("reach-v3")
