@@ -116,7 +116,7 @@ def format_report(report: dict) -> str:
     one = report["fidelity"]["one_step"]
     lines = [f"one-step nMSE {one['nmse']:.4g} (copy baseline {one['copy_nmse']:.4g}) on {one['transitions']} "
              "held-out transitions", "open loop    hand mm (median/p90)   object mm (median/p90)   copy hand/object"]
-    for horizon, e in report["fidelity"]["open_loop"].items():
+    for horizon, e in sorted(report["fidelity"]["open_loop"].items(), key=lambda item: int(item[0])):
         if e["starts"]:
             lines.append(f"  H={horizon:<4} {e['hand_mm']['median']:7.1f} / {e['hand_mm']['p90']:<7.1f}       "
                          f"{e['object_mm']['median']:7.1f} / {e['object_mm']['p90']:<7.1f}        "
