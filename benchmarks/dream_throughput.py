@@ -55,7 +55,8 @@ def real_rate(task: str, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def build_model(checkpoint: str | None, device: str, pool_obs: np.ndarray):
+def build_model(checkpoint: str | None, device: str, task: str, pool_obs: np.ndarray):
+    from dreamgen.sim.metaworld import TASKS
     from dreamgen.world_model.base import METAWORLD_LAYOUT, InstructionTable
     from dreamgen.world_model.checkpoint import load_world_model
     from dreamgen.world_model.ensemble import EnsembleConfig, EnsembleWorldModel, Normaliser
@@ -64,9 +65,9 @@ def build_model(checkpoint: str | None, device: str, pool_obs: np.ndarray):
         return load_world_model(checkpoint, layout=METAWORLD_LAYOUT, device=device)
     config = EnsembleConfig()  # the defaults of configs/config.yaml's world_model section
     emb = np.random.default_rng(0).normal(size=(1, 384)).astype(np.float32)
-    table = InstructionTable(["open the drawer"], ["drawer-open-v3"], emb / np.linalg.norm(emb))
+    table = InstructionTable([TASKS[task].instructions[0]], [task], emb / np.linalg.norm(emb))
     return EnsembleWorldModel(config, METAWORLD_LAYOUT, 4, table, Normaliser.fit(pool_obs),
-                              Normaliser.fit(pool_obs[:, :18]), Normaliser.fit(np.zeros((2, 19), np.float32)),
+                              Normaliser.fit(METAWORLD_LAYOUT.velocity(pool_obs)), Normaliser.fit(np.zeros((2, 19), np.float32)),
                               members=config.elites, disagreement_bound=1e9, device=device)
 
 
@@ -116,9 +117,7 @@ def main() -> None:
     pool_obs = np.stack([env.reset(seed=s)[0] for s in seeds])
     pool = StartPool(pool_obs, np.array([args.task] * 32), np.array([f"seed:{s}" for s in seeds], object),
                      np.array(seeds))
-    model = build_model(args.checkpoint, args.device, pool_obs)
-    if args.checkpoint is None:
-        pool.task[:] = "drawer-open-v3"
+    model = build_model(args.checkpoint, args.device, args.task, pool_obs)
     real = real_rate(args.task, 3000)
     peak = matmul_rate(args.device)
     flops = model.flops_per_transition()

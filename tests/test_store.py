@@ -40,6 +40,9 @@ def test_round_trip_and_streaming(tmp_path):
     middle = list(reopened.iter_episodes(7, 9))
     assert [e.meta["episode_id"] for e in middle] == ["ep-0007", "ep-0008"]
     assert set(reopened.meta()) == set(EPISODE_META)
+    picked = np.array([0, 3, 24])
+    np.testing.assert_array_equal(reopened.first_frames("obs", picked), np.stack([episodes[i].obs[0] for i in picked]))
+    assert reopened.first_frames("action", np.array([], np.int64)).shape == (0, 4)
 
 
 def test_digest_tracks_content(tmp_path):

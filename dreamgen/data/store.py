@@ -162,6 +162,15 @@ class TrajectoryStore:
                               meta={k: _py(meta[k][i]) for k in meta})
             index = last_index
 
+    def first_frames(self, key: str, episodes: np.ndarray) -> np.ndarray:
+        """``data/<key>`` at the first frame of each of ``episodes`` (indices of committed episodes)."""
+        episodes = np.asarray(episodes, dtype=np.int64)
+        array = self._group[f"data/{key}"]
+        if not len(episodes):
+            return np.zeros((0, *array.shape[1:]), dtype=array.dtype)
+        starts = np.concatenate([[0], self.episode_ends()[:-1]])[episodes]
+        return np.asarray(array.get_orthogonal_selection((starts, *[slice(None)] * (array.ndim - 1))))
+
     def episode(self, index: int) -> Episode:
         if not 0 <= index < len(self):
             raise IndexError(f"{self.path}: episode {index} out of range [0, {len(self)})")

@@ -70,10 +70,7 @@ class StartPool:
         """The first frame of every ``source`` episode of a ``TrajectoryStore``."""
         meta = store.meta(["source", "task", "episode_id", "seed"])
         keep = np.flatnonzero(meta["source"] == source)
-        starts = np.concatenate([[0], store.episode_ends()[:-1]])[keep]
-        obs = np.asarray(store._group["data/obs"].get_orthogonal_selection((starts, slice(None))), np.float32) \
-            if len(starts) else np.zeros((0, store.obs_dim), np.float32)
-        return cls(obs, meta["task"][keep].astype(str),
+        return cls(store.first_frames("obs", keep).astype(np.float32), meta["task"][keep].astype(str),
                    np.array([f"{e}@0" for e in meta["episode_id"][keep]], dtype=object), meta["seed"][keep])
 
     def indices(self, task: str) -> np.ndarray:

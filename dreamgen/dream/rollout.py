@@ -58,6 +58,11 @@ def rollout_dreams(env: DreamVectorEnv, act: Act, *, seed: int | None = None,
     return episodes
 
 
+def _batched(act_one: Callable[[np.ndarray], np.ndarray]) -> Act:
+    """A single-observation policy (e.g. a scripted expert) applied to every row's state."""
+    return lambda obs: np.stack([act_one(state) for state in obs["state"]])
+
+
 def check_expert_in_dream(model: WorldModel, tasks: Sequence[str], seeds: Sequence[int],
                           config: DreamConfig) -> dict[str, Any]:
     """Per task: dream success rate of the scripted expert acting on dreamed states, real success of
@@ -72,9 +77,7 @@ def check_expert_in_dream(model: WorldModel, tasks: Sequence[str], seeds: Sequen
         pool = StartPool(start, np.array([task] * len(seeds)), np.array([f"seed:{s}" for s in seeds], object),
                          np.asarray(seeds, np.int64))
         dream_env = DreamVectorEnv(model, pool, model.instructions.for_task(task), len(seeds), config)
-        expert = make_expert(task)
-        episodes = rollout_dreams(dream_env, lambda obs, expert=expert: np.stack([expert(s) for s in obs["state"]]),
-                                  seed=0,
+        episodes = rollout_dreams(dream_env, _batched(make_expert(task)), seed=0,
                                   options={"start_obs": start, "start_refs": list(pool.ref), "start_seeds": pool.seed})
         dream = np.array([bool(e.success.any()) for e in episodes])
         real = np.array([replay(task, int(s), e.action)["success"] for s, e in zip(seeds, episodes, strict=True)])

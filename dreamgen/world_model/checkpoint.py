@@ -28,7 +28,7 @@ class CheckpointError(DreamgenError):
 
 
 def _tensors(model: EnsembleWorldModel) -> dict[str, torch.Tensor]:
-    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
+    tensors = {f"net.{k}": v for k, v in model.net.state_dict().items()}
     tensors.update({"obs_norm.mean": model.obs_norm.mean, "obs_norm.std": model.obs_norm.std,
                     "vel_norm.mean": model.vel_norm.mean, "vel_norm.std": model.vel_norm.std,
                     "target_norm.mean": model.target_norm.mean, "target_norm.std": model.target_norm.std,

@@ -24,16 +24,16 @@ HAND = slice(0, 3)
 OBJECT = slice(4, 7)
 
 
-def _cond(model: WorldModel, texts: Sequence[str]) -> torch.Tensor:
-    emb = model.instructions.embeddings[model.instructions.lookup(texts)]
-    return model.condition(torch.as_tensor(emb, device=model.device))
+def _cond(model: WorldModel, rows: np.ndarray) -> torch.Tensor:
+    """The model's conditioning for instruction-table ``rows``."""
+    return model.condition(torch.as_tensor(model.instructions.embeddings[rows], device=model.device))
 
 
 def one_step_nmse(model: WorldModel, data: Transitions) -> dict[str, float]:
     """nMSE of the predicted next dynamic state (ensemble mean) and of the copy baseline."""
     dyn, n_dyn = slice(*model.layout.dynamic), model.layout.n_dynamic
     obs = torch.as_tensor(data.obs, device=model.device)
-    cond = _cond(model, [model.instructions.texts[i] for i in data.instruction])
+    cond = _cond(model, data.instruction)
     pred = model.predict(obs, torch.as_tensor(data.action, device=model.device), cond, propagation="mean")
     real = data.obs[:, dyn] + data.target[:, :n_dyn]
     var = real.var(0)
@@ -47,7 +47,7 @@ def one_step_nmse(model: WorldModel, data: Transitions) -> dict[str, float]:
 def rollout_open_loop(model: WorldModel, obs0: np.ndarray, actions: np.ndarray, texts: Sequence[str]) -> np.ndarray:
     """Dreamed observations ``[N, H+1, O]`` from ``obs0[N,O]`` under recorded ``actions[N,H,A]`` (mean)."""
     obs = torch.as_tensor(obs0, device=model.device)
-    cond = _cond(model, texts)
+    cond = _cond(model, model.instructions.lookup(texts))
     out = [obs]
     for t in range(actions.shape[1]):
         obs = model.predict(obs, torch.as_tensor(actions[:, t], device=model.device), cond, propagation="mean").next_obs
