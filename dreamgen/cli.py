@@ -13,6 +13,7 @@ VERBS = {
     "collect": "collect real demos and play from Meta-World (or import a LeRobotDataset)",
     "export": "write a store (or a selection) as a LeRobotDataset v3",
     "train-world-model": "fit the ensemble world model on a store's real episodes (+ fidelity report)",
+    "generate": "dream language-conditioned episodes on Ray into run_dir/dream.zarr (resumable)",
     "train-policy": "train the language-conditioned BC policy on a store",
     "evaluate": "evaluate a policy on the real simulator (per-task success, Wilson 95% CI)",
     "pipeline": "the main job: collect -> train-policy -> evaluate, with a summary table",

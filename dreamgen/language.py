@@ -137,6 +137,13 @@ class InstructionResolver:
         self.ambiguity_margin = ambiguity_margin
         self._vectors = encoder.encode([text for _, text in self.known])
 
+    def nearest(self, text: str) -> Resolution:
+        """The known instruction closest to ``text``, with no refusal (provenance of novel texts)."""
+        sims = self._vectors @ self.encoder.encode([" ".join(text.strip().lower().split())])[0]
+        best = int(np.argmax(sims))
+        task, known = self.known[best]
+        return Resolution(task, known, float(sims[best]), known == text)
+
     def resolve(self, text: str) -> Resolution:
         clean = " ".join(text.strip().lower().split())
         if not clean:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: generation provenance (matched_instruction, similarity, novel, ended)
 
 # Per-frame arrays, concatenated over time in the store (``data/<key>``).
 FRAME_KEYS: dict[str, str] = {
@@ -29,7 +29,10 @@ EPISODE_META: dict[str, tuple[str, Any]] = {
     "source": ("str", "real"),  # real | dream
     "kind": ("str", ""),  # expert | play | imported | <sampler kind for dreams>
     "task": ("str", ""),
-    "instruction": ("str", ""),
+    "instruction": ("str", ""),  # the text the episode was collected or generated for
+    "matched_instruction": ("str", ""),  # dreams: the known instruction it resolved to ("" = novel)
+    "similarity": ("float32", float("nan")),  # dreams: cosine similarity of instruction to the match
+    "novel": ("bool", False),  # dreams: generated zero-shot for an instruction matching no task
     "seed": ("int64", -1),  # env seed that reproduces the initial layout; -1 = unknown
     "start_ref": ("str", ""),  # where the initial state came from ("seed:<n>", "<episode_id>@<t>")
     "world_model_id": ("str", ""),
@@ -39,8 +42,9 @@ EPISODE_META: dict[str, tuple[str, Any]] = {
     "success": ("bool", False),  # episode-level label: success reached at any frame
     "quality": ("float32", float("nan")),
     "disagreement_max": ("float32", float("nan")),
+    "ended": ("str", ""),  # dreams: why the rollout ended (success|done|horizon|halted|non-finite)
     "verdict": ("str", ""),  # "" = not filtered yet | accept | reject
-    "reason": ("str", ""),
+    "reason": ("str", ""),  # why the filter gave its verdict
 }
 
 

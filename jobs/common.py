@@ -18,7 +18,8 @@ from dreamgen.rundir import open_run_dir
 log = logging.getLogger("dreamgen")
 
 # Keys that may change between verbs of one run without making it a different run.
-NON_IDENTITY_KEYS = ("run_dir", "tracking", "progress", "export")
+# ``generate`` is one of them: each generation job is identified by its own job id in its dream store.
+NON_IDENTITY_KEYS = ("run_dir", "tracking", "progress", "export", "generate")
 
 
 def plain(node: Any) -> Any:

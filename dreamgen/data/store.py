@@ -95,7 +95,8 @@ class TrajectoryStore:
                              f"(attribute format={attrs.get('format')!r}, expected {FORMAT!r})")
         if attrs.get("schema_version") != SCHEMA_VERSION:
             raise StoreError(f"{path}: schema_version {attrs.get('schema_version')!r} is not supported "
-                             f"(this dreamgen reads schema_version {SCHEMA_VERSION})")
+                             f"(this dreamgen reads schema_version {SCHEMA_VERSION}); re-create it with "
+                             "`dreamgen collect` (or `generate`) in a new run_dir")
         store = cls(path, group)
         store._check_layout()
         return store

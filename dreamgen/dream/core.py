@@ -74,7 +74,8 @@ class StartPool:
                    np.array([f"{e}@0" for e in meta["episode_id"][keep]], dtype=object), meta["seed"][keep])
 
     def indices(self, task: str) -> np.ndarray:
-        found = np.flatnonzero(self.task == task)
+        """Pool rows of ``task``; ``task=""`` (an instruction matching no task) may start anywhere."""
+        found = np.arange(len(self.task)) if task == "" else np.flatnonzero(self.task == task)
         if not len(found):
             raise DreamEnvError(f"no real start state for task {task!r}; the start pool holds "
                                 f"{sorted(set(self.task.tolist()))}")

@@ -53,7 +53,7 @@ def rollout_dreams(env: DreamVectorEnv, act: Act, *, seed: int | None = None,
         episode = Episode(**{key: value[:n, i].copy() for key, value in frames.items()}, meta={
             "source": "dream", "task": table.tasks[starts[2][i]], "instruction": table.texts[starts[2][i]],
             "start_ref": starts[0][i], "seed": int(starts[1][i]), "world_model_id": world_model_id,
-            "disagreement_max": float(disagreement[:n, i].max()), "reason": reason[i], **(meta or {})})
+            "disagreement_max": float(disagreement[:n, i].max()), "ended": reason[i], **(meta or {})})
         episodes.append(episode)
     return episodes
 
@@ -85,7 +85,7 @@ def check_expert_in_dream(model: WorldModel, tasks: Sequence[str], seeds: Sequen
             "episodes": len(seeds), "dream_success": float(dream.mean()), "real_success": float(real.mean()),
             "agreement": float((dream == real).mean()),
             "precision": float(real[dream].mean()) if dream.any() else float("nan"),
-            "halted": float(np.mean([e.meta["reason"] == "halted" for e in episodes])),
+            "halted": float(np.mean([e.meta["ended"] == "halted" for e in episodes])),
             "mean_length": float(np.mean([len(e) for e in episodes])),
         }
     return report

@@ -113,6 +113,13 @@ class InstructionTable:
                 f"task first and use one of the {len(self.texts)} it was trained on: {known}"
             ) from None
 
+    def extended(self, texts: Sequence[str], tasks: Sequence[str], embeddings: np.ndarray) -> InstructionTable:
+        """A copy with the new ``texts`` appended (texts already in the table are skipped). The model
+        conditions on embeddings, so any text can be dreamed once it has a row; ``task`` "" = no task."""
+        new = [i for i, text in enumerate(texts) if text not in self._index]
+        return InstructionTable(self.texts + [texts[i] for i in new], self.tasks + [tasks[i] for i in new],
+                                np.concatenate([self.embeddings, np.asarray(embeddings, np.float32)[new]]))
+
     def for_task(self, task: str) -> str:
         """The first instruction of ``task`` in the table (raises if the model never saw the task)."""
         for text, t in zip(self.texts, self.tasks, strict=True):

@@ -1,0 +1,135 @@
+"""A generation job, planned: resolved instructions, chunks with derived seeds, and a stable job id.
+
+``resolve_requests(entries, resolver, model_tasks, allow_novel) -> [Request]`` turns free text into
+tasks (keeping the match and its similarity for provenance). ``make_plan(...) -> GenerationPlan``
+splits every request into chunks of ``episodes_per_chunk``; chunk ``i`` has seed
+``derive_seed(job seed, "generate", i)`` and its episodes are ``<job_id>-<i>-<j>``. Nothing in a
+chunk's content depends on how many workers run it or in which order — that is what makes resume
+and retry exactly-once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from dreamgen.dream.core import DreamConfig
+from dreamgen.errors import ConfigError, InstructionError
+from dreamgen.seeding import derive_seed
+from policies.samplers import SamplerSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """``count`` dreams of ``instruction`` (as the user wrote it), resolved to ``task`` via ``matched``."""
+
+    instruction: str
+    count: int
+    task: str  # "" when novel
+    matched: str  # nearest known instruction
+    similarity: float
+    novel: bool  # matched no task; generated zero-shot (allow_novel=true)
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """Episodes ``[first, first + episodes)`` of request ``request``; the unit of work and of commit."""
+
+    index: int
+    request: int
+    first: int
+    episodes: int
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationPlan:
+    job_id: str
+    world_model: str  # checkpoint directory
+    world_model_id: str
+    start_store: str  # real store whose first frames start the dreams
+    requests: tuple[Request, ...]
+    embeddings: np.ndarray  # [R, C] instruction embedding of each request (computed once, by the driver)
+    chunks: tuple[Chunk, ...]
+    sampler: SamplerSpec
+    dream: DreamConfig
+    envs: int  # dream rows stepped together (the vector env's batch)
+    seed: int
+
+    @property
+    def episodes(self) -> int:
+        return sum(r.count for r in self.requests)
+
+    def episode_id(self, chunk: Chunk, j: int) -> str:
+        return f"{self.job_id}-{chunk.index:05d}-{j:04d}"
+
+    def chunk_ids(self) -> set[int]:
+        return {c.index for c in self.chunks}
+
+    def summary(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "world_model_id": self.world_model_id, "episodes": self.episodes,
+                "chunks": len(self.chunks), "sampler": self.sampler.name,
+                "requests": [dataclasses.asdict(r) for r in self.requests]}
+
+
+def parse_entries(entries: Sequence[Any], default_count: int) -> list[tuple[str, int]]:
+    """``generate.instructions`` items: ``"text"`` (``default_count`` dreams) or ``{text, count}``."""
+    parsed = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, str):
+            text, count = entry, default_count
+        elif isinstance(entry, dict) and set(entry) <= {"text", "count"} and "text" in entry:
+            text, count = str(entry["text"]), entry.get("count", default_count)
+        else:
+            raise ConfigError(f"generate.instructions[{i}]={entry!r}; give a text or {{text: ..., count: N}}")
+        if not isinstance(count, int) or count < 1:
+            raise ConfigError(f"generate.instructions[{i}] ({text!r}): count={count!r}; must be an integer >= 1")
+        parsed.append((text, count))
+    if not parsed:
+        raise ConfigError("generate.instructions is empty; give at least one instruction")
+    return parsed
+
+
+def resolve_requests(entries: Sequence[tuple[str, int]], resolver: Any, model_tasks: Sequence[str], *,
+                     allow_novel: bool) -> list[Request]:
+    """Resolve each text to a task the world model knows; refuse (or, with ``allow_novel``, flag) the rest."""
+    requests = []
+    for text, count in entries:
+        try:
+            found = resolver.resolve(text)
+        except InstructionError as exc:
+            if not allow_novel:
+                raise InstructionError(f"{exc} (or set generate.allow_novel=true to dream it zero-shot)") from None
+            near = resolver.nearest(text)
+            requests.append(Request(text, count, "", near.matched, near.similarity, True))
+            continue
+        if found.task not in model_tasks:
+            raise InstructionError(f"instruction {text!r} resolves to {found.task} (via {found.matched!r}), "
+                                   f"which the world model was not trained on; its tasks: {sorted(set(model_tasks))}")
+        requests.append(Request(text, count, found.task, found.matched, found.similarity, False))
+    return requests
+
+
+def make_plan(*, requests: Sequence[Request], embeddings: np.ndarray, world_model: str, world_model_id: str,
+              start_store: str, sampler: SamplerSpec, dream: DreamConfig, envs: int, episodes_per_chunk: int,
+              seed: int) -> GenerationPlan:
+    if envs < 1 or episodes_per_chunk < 1:
+        raise ConfigError(f"generate.envs_per_worker={envs} and generate.episodes_per_chunk="
+                          f"{episodes_per_chunk}; both must be >= 1")
+    identity = {"world_model_id": world_model_id, "requests": [dataclasses.asdict(r) for r in requests],
+                "sampler": dataclasses.asdict(sampler), "dream": dataclasses.asdict(dream), "envs": envs,
+                "episodes_per_chunk": episodes_per_chunk, "seed": seed, "start_store": start_store}
+    job_id = "gen-" + hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    chunks = []
+    for r, request in enumerate(requests):
+        for first in range(0, request.count, episodes_per_chunk):
+            index = len(chunks)
+            chunks.append(Chunk(index, r, first, min(episodes_per_chunk, request.count - first),
+                                derive_seed(seed, "generate", index)))
+    return GenerationPlan(job_id, world_model, world_model_id, start_store, tuple(requests),
+                          np.asarray(embeddings, np.float32), tuple(chunks), sampler, dream, envs, seed)

@@ -1,0 +1,110 @@
+"""``dreamgen generate``: language-conditioned dreams from a world model into run_dir/dream.zarr, on Ray.
+
+Resolves every instruction (refusing unknown ones unless ``allow_novel``), plans chunks with derived
+seeds, then runs them on ``workers`` Ray actors (0 = in-process), committing each finished chunk
+atomically. Rerunning the same command resumes: committed chunks are skipped.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from jobs.common import hydra_main, log, plain, progress, run_verb
+
+
+def sampler_spec(cfg: DictConfig):
+    from policies.samplers import SamplerSpec
+
+    s = cfg.generate.sampler
+    checkpoint = {"policy": s.policy, "sb3": s.sb3.checkpoint or ""}.get(s.kind, "")
+    return SamplerSpec(kind=s.kind, noise=s.noise, checkpoint=str(checkpoint))
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every ``generate`` value that can be checked before loading anything."""
+    from dreamgen.errors import ConfigError
+
+    g = cfg.generate
+    for name in ("episodes", "envs_per_worker", "episodes_per_chunk"):
+        if not isinstance(g[name], int) or g[name] < 1:
+            raise ConfigError(f"generate.{name}={g[name]!r}; must be an integer >= 1")
+    if not isinstance(g.workers, int) or g.workers < 0:
+        raise ConfigError(f"generate.workers={g.workers!r}; must be an integer >= 0 (0 = in this process)")
+    if g.max_retries < 0:
+        raise ConfigError(f"generate.max_retries={g.max_retries}; must be >= 0")
+    sampler_spec(cfg)
+
+
+def build_plan(cfg: DictConfig, store_root: str | None = None):
+    """Resolve instructions, load the world model's id and tasks, and plan the chunks."""
+    from jobs.train_world_model import dream_config
+
+    from dreamgen.language import default_encoder, make_resolver
+    from dreamgen.generate.plan import make_plan, parse_entries, resolve_requests
+    from dreamgen.sim.metaworld import TASKS
+    from dreamgen.world_model.checkpoint import load_world_model
+
+    g = cfg.generate
+    check_config(cfg)
+    model = load_world_model(g.world_model)
+    texts = plain(g.instructions) or [TASKS[task].instructions[0] for task in cfg.tasks]
+    entries = parse_entries(texts, g.episodes)
+    resolver = make_resolver(min_similarity=cfg.language.min_similarity,
+                             ambiguity_margin=cfg.language.ambiguity_margin)
+    requests = resolve_requests(entries, resolver, model.instructions.tasks, allow_novel=g.allow_novel)
+    embeddings = default_encoder().encode([r.instruction for r in requests])
+    plan = make_plan(requests=requests, embeddings=embeddings, world_model=str(g.world_model),
+                     world_model_id=model.info["world_model_id"], start_store=str(g.start_store),
+                     sampler=sampler_spec(cfg), dream=dream_config(cfg), envs=g.envs_per_worker,
+                     episodes_per_chunk=g.episodes_per_chunk, seed=cfg.seed)
+    return plan, model
+
+
+def run(cfg: DictConfig) -> dict:
+    from dreamgen.data.store import TrajectoryStore
+    from dreamgen.generate.service import run_plan
+
+    from dreamgen.rundir import check_run_dir
+    from jobs.common import identity
+
+    g = cfg.generate
+    check_run_dir(cfg.run_dir, identity(cfg))  # before loading anything
+    plan, model = build_plan(cfg)
+    real = TrajectoryStore.open(g.start_store)  # fail now if the start states are missing
+    with run_verb(cfg, "generate", inputs={"real": real}) as (run_dir, tracker):
+        for r in plan.requests:
+            flag = " NOVEL (zero-shot)" if r.novel else ""
+            log.info("%5d x %r -> %s via %r (similarity %.2f)%s", r.count, r.instruction, r.task or "-",
+                     r.matched, r.similarity, flag)
+        bar = progress(None, cfg, total=plan.episodes, desc="generate", unit="ep")
+
+        def on_chunk(chunk, stats) -> None:
+            bar.update(stats["episodes"])
+
+        totals = run_plan(plan, g.store, workers=g.workers, obs_dim=model.layout.obs_dim,
+                          action_dim=model.action_dim, address=g.address, max_retries=g.max_retries,
+                          on_chunk=on_chunk)
+        bar.close()
+        store = TrajectoryStore.open(g.store)
+        run_s = max(totals["seconds"] - totals.get("startup_s", 0.0), 1e-9)
+        metrics = {f"generate/{k}": float(totals.get(k, 0)) for k in
+                   ("episodes", "transitions", "success", "halted", "nonfinite", "horizon", "retries",
+                    "chunks_run", "chunks_skipped")}
+        metrics.update({"generate/episodes_per_s": totals.get("episodes", 0) / run_s,
+                        "generate/transitions_per_s": totals.get("transitions", 0) / run_s,
+                        "generate/store_episodes": float(len(store))})
+        tracker.log_metrics(metrics)
+        tracker.log_dict(plan.summary(), "generation_plan.json")
+        tracker.log_dataset(store.path, name="dream", digest=store.digest(), context="generated")
+        log.info("dream store %s: %d episodes (job %s, %d chunks run, %d skipped, %d retried); "
+                 "%.1f episodes/s, %.0f transitions/s; ended: %d success, %d halted, %d non-finite",
+                 g.store, len(store), plan.job_id, totals["chunks_run"], totals["chunks_skipped"],
+                 totals["retries"], metrics["generate/episodes_per_s"], metrics["generate/transitions_per_s"],
+                 totals.get("success", 0), totals.get("halted", 0), totals.get("nonfinite", 0))
+        return {"store": str(g.store), "job_id": plan.job_id, "digest": store.digest(), **metrics}
+
+
+main = hydra_main(run)
+
+if __name__ == "__main__":
+    main()
