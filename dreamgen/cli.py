@@ -18,7 +18,10 @@ VERBS = {
     "evaluate": "evaluate a policy on the real simulator (per-task success, Wilson 95% CI)",
     "pipeline": "the main job: collect -> train-policy -> evaluate, with a summary table",
     "runs": "list the MLflow runs of the tracking experiment",
+    "submit": "submit any verb as a Ray Job: dreamgen submit [--address URL] [--no-wait] <verb> [overrides]",
+    "jobs": "a submitted Ray Job: dreamgen jobs status|logs|stop ID (or list) [--address URL]",
 }
+CLUSTER_VERBS = ("submit", "jobs")
 
 USAGE = "usage: dreamgen <verb> [hydra overrides, e.g. experiment=smoke run_dir=runs/x seed=1]\n\nverbs:\n" + \
     "\n".join(f"  {verb:14s} {text}" for verb, text in VERBS.items())
@@ -33,6 +36,15 @@ def main(argv: list[str] | None = None) -> None:
     if verb not in VERBS:
         print(f"dreamgen: error: unknown verb {verb!r}\n\n{USAGE}", file=sys.stderr)
         sys.exit(2)
+    if verb in CLUSTER_VERBS:
+        from dreamgen.errors import DreamgenError
+        from dreamgen.generate.submit import main_jobs, main_submit
+
+        try:
+            sys.exit((main_submit if verb == "submit" else main_jobs)(overrides))
+        except DreamgenError as exc:
+            print(f"dreamgen: error: {exc}", file=sys.stderr)
+            sys.exit(2)
     module = f"jobs.{verb.replace('-', '_')}"
     sys.argv = [module, *overrides]
     runpy.run_module(module, run_name="__main__", alter_sys=True)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -60,7 +62,10 @@ class TrajectoryStore:
         path = Path(path)
         if path.exists():
             raise StoreError(f"{path}: already exists; a new store needs a fresh path")
-        group = zarr.open_group(str(path), mode="w-", zarr_format=3)
+        # built beside its final path and renamed into place: a reader never sees a half-created store
+        building = path.with_name(f".{path.name}.creating-{os.getpid()}")
+        shutil.rmtree(building, ignore_errors=True)
+        group = zarr.open_group(str(building), mode="w-", zarr_format=3)
         data = group.create_group("data")
         meta = group.create_group("meta")
         shapes = {"obs": (obs_dim,), "action": (action_dim,)}
@@ -74,6 +79,12 @@ class TrajectoryStore:
             "format": FORMAT, "schema_version": SCHEMA_VERSION, "obs_dim": int(obs_dim),
             "action_dim": int(action_dim), "n_episodes": 0, "n_frames": 0, "info": info or {},
         })
+        try:
+            building.rename(path)
+        except OSError as exc:
+            shutil.rmtree(building, ignore_errors=True)
+            raise StoreError(f"{path}: could not be created ({exc})") from exc
+        group = zarr.open_group(str(path), mode="r+", zarr_format=3)
         return cls(path, group)
 
     @classmethod

@@ -9,6 +9,7 @@ store already holds and appends the rest — ending with the same store as an un
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -124,7 +125,8 @@ class RayPool:
 
         self._started_ray = not ray.is_initialized()
         if self._started_ray:
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+            # "local" unless told otherwise: never silently join whatever cluster `ray start` left on this machine
+            ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, logging_level=logging.WARNING,
                      log_to_driver=False, configure_logging=False)
         self._plan_ref = ray.put(plan)
         self._actor_cls = ray.remote(num_cpus=1, max_restarts=0)(_RayWorker)
