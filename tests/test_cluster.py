@@ -1,0 +1,91 @@
+"""A real Ray head (``ray start --head`` on 127.0.0.1, its own process group, stopped by id — never
+``ray stop``), a ``smoke`` generation submitted through ``dreamgen submit``, and ``dreamgen jobs``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dreamgen.data.store import TrajectoryStore
+from tests.conftest import dreamgen
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    ray_bin = Path(sys.executable).with_name("ray")
+    gcs, dashboard = free_port(), free_port()
+    log = tmp_path_factory.mktemp("ray-head") / "head.log"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2",
+             "--disable-usage-stats"], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"ray start exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", dashboard)) == 0:
+                    break
+            time.sleep(1)
+        else:
+            raise RuntimeError(f"the Ray dashboard did not come up:\n{log.read_text()[-3000:]}")
+        yield address
+    finally:  # this head's own process group only
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+@pytest.mark.integration
+def test_a_smoke_generation_submitted_as_a_ray_job_succeeds_and_writes_the_store(smoke_run, ray_head, tmp_path):
+    store_path = tmp_path / "submitted.zarr"
+    out = dreamgen("submit", "--address", ray_head, "generate", *smoke_run["common"],
+                   f"generate.store={store_path}", cwd=smoke_run["work"])
+    job_id = out.stdout.strip().splitlines()[-1]
+    assert job_id.startswith("raysubmit_") and "SUCCEEDED" in out.stderr
+    store = TrajectoryStore.open(store_path)
+    meta = store.meta()
+    assert len(store) == 2 * 8 and (meta["source"] == "dream").all() and (meta["job_id"] != "").all()
+    assert len(set(meta["episode_id"])) == len(store)
+    status = dreamgen("jobs", "status", job_id, "--address", ray_head, cwd=smoke_run["work"])
+    assert status.stdout.strip() == "SUCCEEDED"
+    logs = dreamgen("jobs", "logs", job_id, "--address", ray_head, cwd=smoke_run["work"])
+    assert "dream store" in logs.stdout and job_id in dreamgen("jobs", "list", "--address", ray_head,
+                                                               cwd=smoke_run["work"]).stdout
+
+
+@pytest.mark.integration
+def test_submit_refuses_bad_overrides_and_unknown_jobs_before_touching_the_cluster(smoke_run, ray_head):
+    bad = dreamgen("submit", "--address", ray_head, "generate", "experiment=nope", cwd=smoke_run["work"], check=False)
+    assert bad.returncode == 2 and "bad overrides" in bad.stderr and "nope" in bad.stderr
+    verb = dreamgen("submit", "--address", ray_head, "fly", cwd=smoke_run["work"], check=False)
+    assert verb.returncode == 2 and "unknown verb 'fly'" in verb.stderr
+    missing = dreamgen("jobs", "status", "raysubmit_nope", "--address", ray_head, cwd=smoke_run["work"], check=False)
+    assert missing.returncode == 2 and "raysubmit_nope" in missing.stderr
+    down = dreamgen("jobs", "list", "--address", f"http://127.0.0.1:{free_port()}", cwd=smoke_run["work"],
+                    check=False)
+    assert down.returncode == 2 and "cannot reach the Ray Jobs API" in down.stderr
