@@ -7,17 +7,56 @@ atomically. Rerunning the same command resumes: committed chunks are skipped.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig
 
 from jobs.common import hydra_main, log, plain, progress, run_verb
+
+
+def sb3_path(cfg: DictConfig) -> str:
+    """Where this job's in-dream PPO policy lives: given, or keyed by everything its training depends on."""
+    import hashlib
+    import json
+
+    g = cfg.generate
+    if g.sampler.sb3.checkpoint:
+        return str(g.sampler.sb3.checkpoint)
+    key = json.dumps([str(g.world_model), plain(g.instructions), g.sampler.sb3.steps, g.sampler.sb3.envs,
+                      cfg.seed, plain(cfg.dream), list(cfg.tasks)], sort_keys=True)
+    return f"{cfg.run_dir}/sb3_dream/ppo-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
 def sampler_spec(cfg: DictConfig):
     from policies.samplers import SamplerSpec
 
     s = cfg.generate.sampler
-    checkpoint = {"policy": s.policy, "sb3": s.sb3.checkpoint or ""}.get(s.kind, "")
+    checkpoint = {"policy": lambda: s.policy, "sb3": lambda: sb3_path(cfg)}.get(s.kind, lambda: "")()
     return SamplerSpec(kind=s.kind, noise=s.noise, checkpoint=str(checkpoint))
+
+
+def train_sb3_sampler(cfg: DictConfig, plan, model, tracker) -> None:
+    """Train PPO inside the dream on the plan's instructions (once: a finished policy is reused)."""
+    from dreamgen.data.store import TrajectoryStore
+    from dreamgen.dream.core import StartPool
+    from dreamgen.rundir import staged
+    from policies.sb3_dream import train_in_dream
+
+    path = Path(plan.sampler.checkpoint)
+    if (path / "policy.json").is_file():
+        log.info("sb3 sampler: reusing %s", path)
+        return
+    s = cfg.generate.sampler.sb3
+    table = model.instructions.extended([r.instruction for r in plan.requests], [r.task for r in plan.requests],
+                                        plan.embeddings)
+    model.instructions = table
+    pool = StartPool.from_store(TrajectoryStore.open(plan.start_store))
+    log.info("sb3 sampler: PPO for %d dream steps on %d instructions -> %s", s.steps, len(plan.requests), path)
+    policy = train_in_dream(model, pool, [r.instruction for r in plan.requests], steps=s.steps, envs=s.envs,
+                            seed=cfg.seed, dream=plan.dream)
+    with staged(path) as partial:
+        policy.save(partial)
+    tracker.log_metrics({"generate/sb3_steps": float(s.steps)})
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -30,6 +69,12 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"generate.{name}={g[name]!r}; must be an integer >= 1")
     if not isinstance(g.workers, int) or g.workers < 0:
         raise ConfigError(f"generate.workers={g.workers!r}; must be an integer >= 0 (0 = in this process)")
+    if g.sampler.kind == "sb3" and not g.sampler.sb3.checkpoint and (g.sampler.sb3.steps < 1 or g.sampler.sb3.envs < 1):
+        raise ConfigError(f"generate.sampler.sb3.steps={g.sampler.sb3.steps} and .envs={g.sampler.sb3.envs}; "
+                          "both must be >= 1 (or give generate.sampler.sb3.checkpoint)")
+    if g.sampler.kind == "policy" and not (Path(str(g.sampler.policy)) / "policy.json").is_file():
+        raise ConfigError(f"generate.sampler.policy={g.sampler.policy}: not a policy checkpoint (no policy.json); "
+                          "train one with `dreamgen train-policy` or point to one")
     if g.max_retries < 0:
         raise ConfigError(f"generate.max_retries={g.max_retries}; must be >= 0")
     sampler_spec(cfg)
@@ -76,6 +121,8 @@ def run(cfg: DictConfig) -> dict:
             flag = " NOVEL (zero-shot)" if r.novel else ""
             log.info("%5d x %r -> %s via %r (similarity %.2f)%s", r.count, r.instruction, r.task or "-",
                      r.matched, r.similarity, flag)
+        if plan.sampler.kind == "sb3":
+            train_sb3_sampler(cfg, plan, model, tracker)
         bar = progress(None, cfg, total=plan.episodes, desc="generate", unit="ep")
 
         def on_chunk(chunk, stats) -> None:

@@ -24,7 +24,11 @@ def load_policy(path: str | Path) -> Policy:
         from policies.bc import BCPolicy
 
         return BCPolicy.load(path)
-    raise ConfigError(f"{path}: unknown policy kind {kind!r}; known: bc")
+    if kind == "sb3":
+        from policies.sb3_dream import SB3DreamPolicy
+
+        return SB3DreamPolicy.load(path)
+    raise ConfigError(f"{path}: unknown policy kind {kind!r}; known: bc, sb3")
 
 
 __all__ = ["Policy", "load_policy"]

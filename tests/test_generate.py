@@ -213,3 +213,23 @@ def test_a_killed_generate_job_resumes_to_the_same_store_as_an_uninterrupted_run
     assert len(a) == 12 and len(set(a.meta(["episode_id"])["episode_id"])) == 12
     assert a.digest() == b.digest()
 
+
+
+def test_a_policy_trained_in_the_dream_round_trips_through_its_checkpoint(tmp_path):
+    from policies import load_policy
+    from policies.sb3_dream import train_in_dream
+    from tests.known_dynamics import POOL, LineModel
+
+    model = LineModel()
+    model.info = {"world_model_id": "wm-line"}
+    policy = train_in_dream(model, POOL, ["go home", "go home too"], steps=256, envs=4, seed=0,
+                            dream=DreamConfig(horizon=8))
+    policy.save(tmp_path / "sb3")
+    loaded = load_policy(tmp_path / "sb3")
+    obs = np.random.default_rng(0).normal(size=(5, 2)).astype(np.float32)
+    cond = np.eye(3, dtype=np.float32)[[0, 1, 0, 1, 0]]
+    np.testing.assert_array_equal(policy.act(obs, cond), loaded.act(obs, cond))
+    assert loaded.info["world_model_id"] == "wm-line" and loaded.info["instructions"] == ["go home", "go home too"]
+    sampler = make_sampler(SamplerSpec("sb3", noise=0.0, checkpoint=str(tmp_path / "sb3")), "home",
+                           np.random.default_rng(0), action_dim=2)
+    np.testing.assert_array_equal(sampler.act(obs, cond), policy.act(obs, cond))

@@ -1,0 +1,86 @@
+"""A policy trained *inside the dream* by stable-baselines3 PPO on the learned reward (model-based RL).
+
+``train_in_dream(model, pool, instructions, ...) -> SB3DreamPolicy`` runs PPO on ``DreamSB3VecEnv``
+(rows cycle through the instructions; halting and the MOPO penalty come from the dream config).
+The checkpoint is the policy network's tensors in safetensors + JSON (never SB3's pickled zip), and
+``act`` follows ``policies.base.Policy``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+NET_ARCH = [128, 128]
+
+
+def _spaces(obs_dim: int, cond_dim: int, action_dim: int) -> tuple[Any, Any]:
+    from gymnasium import spaces
+
+    obs = spaces.Dict({"state": spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32),
+                       "instruction": spaces.Box(-1.0, 1.0, (cond_dim,), np.float32)})
+    return obs, spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
+
+
+class SB3DreamPolicy:
+    """An SB3 ``MultiInputActorCriticPolicy`` behind the dreamgen policy contract."""
+
+    kind = "sb3"
+
+    def __init__(self, policy: Any, obs_dim: int, cond_dim: int, action_dim: int, info: dict[str, Any] | None = None):
+        self.policy, self.info = policy, dict(info or {})
+        self.obs_dim, self.cond_dim, self.action_dim = obs_dim, cond_dim, action_dim
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = True) -> np.ndarray:
+        action, _ = self.policy.predict({"state": np.asarray(obs, np.float32),
+                                         "instruction": np.asarray(instruction_embedding, np.float32)},
+                                        deterministic=deterministic)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+    def save(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.policy.state_dict().items()}, str(path / "model.safetensors"))
+        (path / "policy.json").write_text(json.dumps({
+            "kind": self.kind, "algo": "ppo", "net_arch": NET_ARCH, "obs_dim": self.obs_dim,
+            "cond_dim": self.cond_dim, "action_dim": self.action_dim, "info": self.info}, indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> SB3DreamPolicy:
+        from safetensors.torch import load_file
+        from stable_baselines3.common.policies import MultiInputActorCriticPolicy
+
+        path = Path(path)
+        spec = json.loads((path / "policy.json").read_text())
+        obs_space, action_space = _spaces(spec["obs_dim"], spec["cond_dim"], spec["action_dim"])
+        policy = MultiInputActorCriticPolicy(obs_space, action_space, lambda _: 0.0, net_arch=spec["net_arch"])
+        policy.load_state_dict(load_file(str(path / "model.safetensors")))
+        policy.set_training_mode(False)
+        return cls(policy, spec["obs_dim"], spec["cond_dim"], spec["action_dim"], spec["info"])
+
+
+def train_in_dream(model: Any, pool: Any, instructions: Sequence[str], *, steps: int, envs: int, seed: int,
+                   dream: Any, info: dict[str, Any] | None = None) -> SB3DreamPolicy:
+    """PPO for ``steps`` dream transitions over ``envs`` rows; each instruction must be in the model's table."""
+    from stable_baselines3 import PPO
+
+    from dreamgen.dream.adapters import DreamSB3VecEnv
+
+    env = DreamSB3VecEnv(model, pool, list(np.resize(np.array(instructions, dtype=object), envs)), envs, dream,
+                         seed=seed)
+    n_steps = max(16, min(256, steps // envs))
+    ppo = PPO("MultiInputPolicy", env, n_steps=n_steps, batch_size=min(256, n_steps * envs), seed=seed,
+              policy_kwargs={"net_arch": NET_ARCH}, device="cpu", verbose=0)
+    ppo.learn(total_timesteps=steps)
+    ppo.policy.set_training_mode(False)
+    info = {**(info or {}), "steps": steps, "envs": envs, "seed": seed, "instructions": list(instructions),
+            "world_model_id": getattr(model, "info", {}).get("world_model_id", "")}
+    return SB3DreamPolicy(ppo.policy, model.layout.obs_dim, model.cond_dim, model.action_dim, info)
