@@ -82,12 +82,11 @@ def check_config(cfg: DictConfig) -> None:
 
 def build_plan(cfg: DictConfig, store_root: str | None = None):
     """Resolve instructions, load the world model's id and tasks, and plan the chunks."""
-    from jobs.train_world_model import dream_config
-
-    from dreamgen.language import default_encoder, make_resolver
     from dreamgen.generate.plan import make_plan, parse_entries, resolve_requests
+    from dreamgen.language import default_encoder, make_resolver
     from dreamgen.sim.metaworld import TASKS
     from dreamgen.world_model.checkpoint import load_world_model
+    from jobs.train_world_model import dream_config
 
     g = cfg.generate
     check_config(cfg)
@@ -108,7 +107,6 @@ def build_plan(cfg: DictConfig, store_root: str | None = None):
 def run(cfg: DictConfig) -> dict:
     from dreamgen.data.store import TrajectoryStore
     from dreamgen.generate.service import run_plan
-
     from dreamgen.rundir import check_run_dir
     from jobs.common import identity
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,10 +22,11 @@ from tests.conftest import REPO, dreamgen
 ENDED = {"success", "done", "horizon", "halted", "non-finite"}
 
 
-def plan_for(requests, *, seed=0, sampler=SamplerSpec(), chunk=2, envs=2, world_model="wm", wm_id="wm-x",
+def plan_for(requests, *, seed=0, sampler=None, chunk=2, envs=2, world_model="wm", wm_id="wm-x",
              start_store="real.zarr"):
     return make_plan(requests=requests, embeddings=np.zeros((len(requests), 384), np.float32),
-                     world_model=world_model, world_model_id=wm_id, start_store=start_store, sampler=sampler,
+                     world_model=world_model, world_model_id=wm_id, start_store=start_store,
+                     sampler=sampler or SamplerSpec(),
                      dream=DreamConfig(horizon=20), envs=envs, episodes_per_chunk=chunk, seed=seed)
 
 

@@ -125,7 +125,7 @@ def make_plan(*, requests: Sequence[Request], embeddings: np.ndarray, world_mode
                 "sampler": dataclasses.asdict(sampler), "dream": dataclasses.asdict(dream), "envs": envs,
                 "episodes_per_chunk": episodes_per_chunk, "seed": seed, "start_store": start_store}
     job_id = "gen-" + hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-    chunks = []
+    chunks: list[Chunk] = []
     for r, request in enumerate(requests):
         for first in range(0, request.count, episodes_per_chunk):
             index = len(chunks)
