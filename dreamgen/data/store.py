@@ -51,6 +51,7 @@ class TrajectoryStore:
         self.action_dim = int(attrs["action_dim"])
         self._swept = False  # leftover *.partial files of a killed writer are removed once per handle
         self._digest: tuple[tuple[int, int], str] | None = None  # (committed lengths, digest)
+        self._arrays: dict[str, Any] = {}  # array handles of this writer (opening one costs ~1 ms)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -248,28 +249,34 @@ class TrajectoryStore:
         lengths = np.array([len(e) for e in episodes], dtype=np.int64)
         for key, dtype in FRAME_KEYS.items():
             rows = np.concatenate([np.asarray(getattr(e, key)).astype(dtype) for e in episodes])
-            self._group[f"data/{key}"].append(rows, axis=0)
-        self._group["meta/episode_ends"].append(n_frames + np.cumsum(lengths))
+            self._array(f"data/{key}").append(rows, axis=0)
+        self._array("meta/episode_ends").append(n_frames + np.cumsum(lengths))
         metas = [e.full_meta() for e in episodes]
         for key, (dtype, _) in EPISODE_META.items():
             column = [m[key] for m in metas]
-            self._group[f"meta/{key}"].append(
+            self._array(f"meta/{key}").append(
                 np.array([str(v) for v in column]) if dtype == "str" else np.array(column, dtype=dtype))
         # The commit: one atomic rewrite of the root zarr.json.
         self._group.attrs.update({"n_episodes": n_episodes + len(episodes),
                                   "n_frames": n_frames + int(lengths.sum())})
         return len(episodes)
 
+    def _array(self, name: str) -> Any:
+        """A cached handle for writing; this handle is the store's only writer, so its shapes stay current."""
+        if name not in self._arrays:
+            self._arrays[name] = self._group[name]
+        return self._arrays[name]
+
     def _truncate(self, n_episodes: int, n_frames: int) -> None:
         """Drop rows a killed writer left past the committed length."""
         for key in FRAME_KEYS:
-            array = self._group[f"data/{key}"]
+            array = self._array(f"data/{key}")
             if array.shape[0] != n_frames:
                 log.warning("%s: dropping %d uncommitted frames of data/%s", self.path,
                             array.shape[0] - n_frames, key)
                 array.resize((n_frames, *array.shape[1:]))
         for key in ["episode_ends", *EPISODE_META]:
-            array = self._group[f"meta/{key}"]
+            array = self._array(f"meta/{key}")
             if array.shape[0] != n_episodes:
                 array.resize((n_episodes,))
         if not self._swept:

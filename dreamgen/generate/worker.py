@@ -37,6 +37,10 @@ class ChunkRunner:
             [r.instruction for r in plan.requests], [r.task for r in plan.requests], plan.embeddings)
         self.pool = pool if pool is not None else StartPool.from_store(TrajectoryStore.open(plan.start_store))
         self.policy = load_sampler_policy(plan.sampler)
+        for task in {r.task for r in plan.requests}:  # imports (Meta-World for the expert) happen at load
+            if task or plan.sampler.kind != "expert":
+                make_sampler(plan.sampler, task, np.random.default_rng(0), action_dim=self.model.action_dim,
+                             policy=self.policy)
 
     def run(self, chunk: Chunk) -> list[Episode]:
         """The chunk's episodes, in order, each with its provenance (see ``dreamgen.types.EPISODE_META``)."""
