@@ -16,7 +16,7 @@ VERBS = {
     "generate": "dream language-conditioned episodes on Ray into run_dir/dream.zarr (resumable)",
     "train-policy": "train the language-conditioned BC policy on a store",
     "evaluate": "evaluate a policy on the real simulator (per-task success, Wilson 95% CI)",
-    "pipeline": "the main job: collect -> train-policy -> evaluate, with a summary table",
+    "pipeline": "the main job: collect -> train-world-model -> train-policy -> generate -> evaluate, summary table",
     "runs": "list the MLflow runs of the tracking experiment",
     "submit": "submit any verb as a Ray Job: dreamgen submit [--address URL] [--no-wait] <verb> [overrides]",
     "jobs": "a submitted Ray Job: dreamgen jobs status|logs|stop ID (or list) [--address URL]",

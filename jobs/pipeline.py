@@ -1,6 +1,7 @@
-"""``dreamgen pipeline``: the main job, collect → train-world-model → train-policy → evaluate.
+"""``dreamgen pipeline``: the main job, collect → train-world-model → train-policy → generate → evaluate.
 
-Prints the world model's fidelity summary and the policy's per-task success on the real simulator.
+Prints the world model's fidelity summary, the generation totals and the policy's per-task success on
+the real simulator.
 
 Each stage is the same function its own verb runs, under one parent MLflow run.
 """
@@ -11,7 +12,7 @@ import json
 
 from omegaconf import DictConfig
 
-from jobs import collect, evaluate, train_policy, train_world_model
+from jobs import collect, evaluate, generate, train_policy, train_world_model
 from jobs.common import hydra_main, run_verb
 
 
@@ -21,12 +22,15 @@ def run(cfg: DictConfig) -> dict:
     collect.collect_spec(cfg)  # fail fast on every stage's config
     train_world_model.ensemble_config(cfg)
     train_world_model.dream_config(cfg)
+    generate.check_config(cfg)
     with run_verb(cfg, "pipeline") as (run_dir, tracker):
         collected = collect.run(cfg)
         world_model = train_world_model.run(cfg)
         trained = train_policy.run(cfg)
+        dreams = generate.run(cfg)
         summary = evaluate.run(cfg)
-        report = {"collect": collected, "world_model": world_model, "train_policy": trained, "evaluate": summary}
+        report = {"collect": collected, "world_model": world_model, "train_policy": trained, "generate": dreams,
+                  "evaluate": summary}
         from dreamgen.rundir import write_json
 
         write_json(run_dir / "report.json", report)
@@ -36,6 +40,10 @@ def run(cfg: DictConfig) -> dict:
     print(f"\ndreamgen pipeline: {cfg.name} (run_dir {cfg.run_dir})\n"
           f"world model {world_model['world_model_id']} on held-out real episodes:\n"
           f"{train_world_model.format_report(wm_report)}\n\n"
+          f"dreams: {int(dreams['generate/store_episodes'])} in {dreams['store']} (job {dreams['job_id']}), "
+          f"{dreams['generate/episodes_per_s']:.1f} episodes/s; ended with predicted success "
+          f"{int(dreams['generate/success'])}, halted {int(dreams['generate/halted'])}, "
+          f"non-finite {int(dreams['generate/nonfinite'])}\n\n"
           f"real-only BC policy, {cfg.evaluate.n_episodes} real-simulator episodes per task, "
           f"Wilson 95% CI:\n{format_table(summary)}\nreport: {run_dir / 'report.json'}")
     return report
