@@ -23,16 +23,18 @@ def ensemble_config(cfg: DictConfig):
               "layers": w.layers >= 1, "lr": w.lr > 0, "batch_size": w.batch_size >= 1,
               "max_epochs": w.max_epochs >= 1, "patience": w.patience >= 1,
               "activation": w.activation in ACTIVATIONS, "halt_quantile": 0 < w.halt_quantile <= 1,
-              "val_fraction": 0 < w.val_fraction < 0.5, "test_fraction": 0 < w.test_fraction < 0.5}
+              "val_fraction": 0 < w.val_fraction < 0.5, "test_fraction": 0 < w.test_fraction < 0.5,
+              "action_history": isinstance(w.action_history, int) and 0 <= w.action_history <= 16}
     for name, ok in checks.items():
         if not ok:
             raise ConfigError(f"world_model.{name}={w[name]!r} is out of range (members, hidden, layers, "
                               "batch_size, max_epochs, patience >= 1; 1 <= elites <= members; lr > 0; "
                               f"activation in {sorted(ACTIVATIONS)}; 0 < halt_quantile <= 1; "
-                              "0 < val_fraction, test_fraction < 0.5)")
+                              "0 < val_fraction, test_fraction < 0.5; 0 <= action_history <= 16)")
     return EnsembleConfig(members=w.members, elites=w.elites, hidden=w.hidden, layers=w.layers,
                           activation=w.activation, lr=w.lr, weight_decay=w.weight_decay,
-                          batch_size=w.batch_size, max_epochs=w.max_epochs, patience=w.patience)
+                          batch_size=w.batch_size, max_epochs=w.max_epochs, patience=w.patience,
+                          action_history=w.action_history)
 
 
 def dream_config(cfg: DictConfig):
@@ -72,7 +74,7 @@ def run(cfg: DictConfig) -> dict:
     split = split_episodes([e.meta["task"] for e in episodes], (w.val_fraction, w.test_fraction),
                            make_rng(cfg.seed, "world-model-split"))
     train, val, test = ([episodes[i] for i in part] for part in split)
-    data = {name: transitions(part, METAWORLD_LAYOUT, table) for name, part in
+    data = {name: transitions(part, METAWORLD_LAYOUT, table, config.action_history) for name, part in
             (("train", train), ("val", val), ("test", test))}
     with run_verb(cfg, "train-world-model", inputs={"real": store}) as (run_dir, tracker):
         bar = progress(range(config.max_epochs), cfg, desc="train-world-model", unit="epoch")

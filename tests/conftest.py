@@ -35,7 +35,8 @@ def dreamgen(*args: str, cwd: Path, check: bool = True, timeout: int = 600) -> s
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}")
+        raise AssertionError(f"{' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}\n"
+                             f"stdout:\n{result.stdout[-2000:]}")
     return result
 
 

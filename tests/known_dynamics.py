@@ -64,3 +64,14 @@ def reference_episode(start: np.ndarray, actions: np.ndarray, horizon: int, boun
         if t >= horizon:
             return rewards, "horizon"
     return rewards, "running"
+
+
+class LagModel(LineModel):
+    """``s' = s + a_prev``: an action takes effect one step late, through the env's context of previous
+    actions (like Meta-World's hand chasing its mocap target). ``context_dim`` = one action."""
+
+    context_dim = 2
+
+    def predict(self, obs: torch.Tensor, action: torch.Tensor, cond: Any, *, generator=None,
+                propagation: str = "random", members=None, context=None) -> Prediction:
+        return super().predict(obs, context, cond)

@@ -29,7 +29,9 @@ def ray_head(tmp_path_factory):
     ray_bin = Path(sys.executable).with_name("ray")
     gcs, dashboard = free_port(), free_port()
     log = tmp_path_factory.mktemp("ray-head") / "head.log"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # the head runs jobs with the `python` on its PATH: start it from the venv, as a user would
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",

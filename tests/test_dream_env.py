@@ -181,7 +181,7 @@ def test_rllib_ppo_runs_one_iteration_on_the_vector_entry_point():
     from ray.rllib.connectors.env_to_module import FlattenObservations
 
     name = register_rllib_env("dreamgen-test/line", line_creator)
-    ray.init(num_cpus=1, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     try:
         config = (
             PPOConfig()
@@ -207,3 +207,21 @@ def test_rllib_ppo_runs_one_iteration_on_the_vector_entry_point():
         algo.stop()
     finally:
         ray.shutdown()
+
+
+def test_the_env_carries_previous_actions_as_model_context_and_clears_them_on_reset():
+    from tests.known_dynamics import LagModel
+
+    env = DreamVectorEnv(LagModel(), POOL, "go home", 1, DreamConfig(horizon=5))
+    obs, _ = env.reset(seed=0, options=_given([[1.0, 1.0]]))
+    states = []
+    for action in ([-0.5, 0.0], [0.0, -0.5], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]):
+        obs, *_ = env.step(np.array([action], np.float32))
+        states.append(obs["state"][0].tolist())
+    # the first action moves the state one step later; nothing moves on the first step (rest context)
+    assert states[:4] == [[1.0, 1.0], [0.5, 1.0], [0.5, 0.5], [0.5, 0.5]]
+    obs, *_ = env.step(np.array([[1.0, 1.0]], np.float32))  # autoreset step: context back to rest
+    assert env.core.context.abs().sum() == 0 and states[4] == [0.5, 0.5]
+    start = obs["state"][0].copy()
+    obs, *_ = env.step(np.array([[0.0, 0.0]], np.float32))
+    np.testing.assert_array_equal(obs["state"][0], start)  # the action sent at the reset step does not leak

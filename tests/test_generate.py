@@ -232,3 +232,14 @@ def test_a_policy_trained_in_the_dream_round_trips_through_its_checkpoint(tmp_pa
     sampler = make_sampler(SamplerSpec("sb3", noise=0.0, checkpoint=str(tmp_path / "sb3")), "home",
                            np.random.default_rng(0), action_dim=2)
     np.testing.assert_array_equal(sampler.act(obs, cond), policy.act(obs, cond))
+
+
+@pytest.mark.integration
+def test_a_worker_that_cannot_load_fails_the_job_cleanly_and_leaves_no_store(smoke_run, tmp_path):
+    from dreamgen.generate.service import GenerationError
+
+    plan, model = smoke_plan(smoke_run)
+    plan = dataclasses.replace(plan, start_store=str(tmp_path / "missing.zarr"))
+    with pytest.raises((GenerationError, StoreError), match="missing.zarr"):
+        run_plan(plan, tmp_path / "dream.zarr", workers=1, obs_dim=39, action_dim=4)
+    assert not (tmp_path / "dream.zarr").exists()

@@ -130,3 +130,13 @@ def test_bad_checkpoints_and_instructions_are_refused(trained, tmp_path):
         TABLE.lookup(["left", "up"])
     with pytest.raises(InstructionError, match="not trained on task 'reach-v3'"):
         TABLE.for_task("reach-v3")
+
+
+def test_action_context_is_the_previous_actions_newest_first_and_shifts_by_one():
+    from dreamgen.world_model.base import action_context, next_context
+
+    actions = np.arange(8, dtype=np.float32).reshape(4, 2)  # a0=(0,1) a1=(2,3) a2=(4,5) a3=(6,7)
+    ctx = action_context(actions, 2)
+    np.testing.assert_array_equal(ctx, [[0, 0, 0, 0], [0, 1, 0, 0], [2, 3, 0, 1], [4, 5, 2, 3]])
+    np.testing.assert_array_equal(next_context(ctx[2:3], actions[2:3]), ctx[3:4])
+    assert action_context(actions, 0).shape == (4, 0) and next_context(ctx[:, :0], actions).shape == (4, 0)

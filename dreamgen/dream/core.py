@@ -19,7 +19,7 @@ import torch
 from gymnasium import spaces
 
 from dreamgen.errors import DreamgenError
-from dreamgen.world_model.base import PROPAGATIONS, WorldModel
+from dreamgen.world_model.base import PROPAGATIONS, WorldModel, next_context
 
 REASONS = np.array(["", "success", "done", "horizon", "halted", "non-finite"], dtype=object)
 SUCCESS, DONE, HORIZON, HALTED, NONFINITE = 1, 2, 3, 4, 5
@@ -108,6 +108,7 @@ class DreamCore:
         self.generator.manual_seed(int(self.rng.integers(2**63)))
         dev = model.device
         self.obs = torch.zeros(num_envs, self.obs_dim, device=dev)
+        self.context = torch.zeros(num_envs, getattr(model, "context_dim", 0), device=dev)  # previous actions
         self._handed_out = False
         self.cond = self.model.condition(torch.zeros(num_envs, model.cond_dim, device=dev))
         self.t = np.zeros(num_envs, np.int64)
@@ -166,6 +167,7 @@ class DreamCore:
         if self._handed_out:  # an observation array handed out earlier is never written to
             self.obs, self._handed_out = self.obs.clone(), False
         self.obs[index] = torch.as_tensor(start, device=dev)
+        self.context[index] = 0.0  # a start state is at rest, as real episodes' first frames are
         emb = torch.as_tensor(self.table.embeddings[instr], device=dev)
         self.cond[:, index] = self.model.condition(emb)
         self.member[index] = torch.randint(self.model.members, (len(rows),), generator=self.generator, device=dev)
@@ -193,8 +195,10 @@ class DreamCore:
         """Step every row once (one model call): ``reward[B], terminated[B], truncated[B], info``;
         the new observation is ``self.obs``. ``info``: disagreement, success_prob, success, halted, reason."""
         action = torch.as_tensor(self.check_actions(actions), device=self.model.device)
+        extra = {"context": self.context} if self.context.shape[1] else {}
         pred = self.model.predict(self.obs, action, self.cond, generator=self.generator,
-                                  propagation=self.config.propagation, members=self.member)
+                                  propagation=self.config.propagation, members=self.member, **extra)
+        self.context = next_context(self.context, action)
         next_obs, disagreement = pred.next_obs, pred.disagreement.cpu().numpy()
         success_prob = pred.success_prob.cpu().numpy()
         reward = pred.reward.cpu().numpy() - self.config.penalty * disagreement

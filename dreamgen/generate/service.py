@@ -132,7 +132,11 @@ class RayPool:
         self._actor_cls = ray.remote(num_cpus=1, max_restarts=0)(_RayWorker)
         self._threads = threads
         self.actors = [self._spawn() for _ in range(workers)]
-        self.worker_info = ray.get([a.info.remote() for a in self.actors])  # waits until every actor has loaded
+        try:
+            self.worker_info = ray.get([a.info.remote() for a in self.actors])  # waits until every actor has loaded
+        except ray.exceptions.RayError as exc:
+            self.close()
+            raise GenerationError(f"a generation worker failed to start: {_cause(exc)}") from None
 
     def _spawn(self) -> Any:
         return self._actor_cls.remote(self._plan_ref, self._threads)
@@ -140,7 +144,7 @@ class RayPool:
     def run(self, todo: list[Chunk], commit: Callable[[Chunk, list[Episode]], None], *, max_retries: int) -> int:
         """Run ``todo`` and commit results in chunk order; return how many chunk attempts were retried."""
         import ray
-        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
         queue = list(todo)  # not yet dispatched, in order
         order = [c.index for c in todo]
@@ -164,6 +168,11 @@ class RayPool:
             slot, chunk = in_flight.pop(done[0])
             try:
                 ready[chunk.index] = ray.get(done[0])
+            except RayTaskError as exc:  # the chunk itself raised: a bug or bad input, not a lost worker
+                cause = exc.cause
+                if isinstance(cause, DreamgenError):
+                    raise cause from None
+                raise GenerationError(f"chunk {chunk.index} failed: {_cause(exc)}; committed chunks are kept") from exc
             except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
                 lost = [chunk] + [c for ref, (s, c) in list(in_flight.items()) if s == slot]
                 for ref in [ref for ref, (s, _) in in_flight.items() if s == slot]:
@@ -200,6 +209,13 @@ class RayPool:
             ray.kill(actor)
         if self._started_ray:
             ray.shutdown()
+
+
+def _cause(exc: BaseException) -> str:
+    """The first line of what went wrong inside Ray (its errors carry whole remote tracebacks)."""
+    cause = getattr(exc, "cause", None) or exc
+    lines = [line for line in str(cause).splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"
 
 
 class _RayWorker:

@@ -88,6 +88,25 @@ class ObsLayout:
 METAWORLD_LAYOUT = ObsLayout("metaworld-v3-state", 39, dynamic=(0, 18), history=(18, 36), static=(36, 39))
 
 
+def next_context(context: Any, action: Any) -> Any:
+    """Shift the previous-actions context ``[B, k*A]`` by one step: ``action[B, A]`` becomes the newest."""
+    keep = context.shape[-1] - action.shape[-1]
+    if keep < 0:  # no context (k = 0)
+        return context
+    if isinstance(context, torch.Tensor):
+        return torch.cat([action, context[..., :keep]], -1)
+    return np.concatenate([action, context[..., :keep]], -1)
+
+
+def action_context(actions: np.ndarray, history: int) -> np.ndarray:
+    """For every frame ``t`` of one episode's ``actions[T, A]``: actions ``t-1 .. t-history`` (zeros before
+    the start) -> ``[T, history*A]``."""
+    steps, width = actions.shape
+    padded = np.concatenate([np.zeros((history, width), actions.dtype), actions])
+    return np.concatenate([padded[history - j:history - j + steps] for j in range(1, history + 1)], 1) \
+        if history else np.zeros((steps, 0), actions.dtype)
+
+
 @dataclasses.dataclass
 class InstructionTable:
     """The instructions a model was trained on: ``texts[N]``, their ``tasks[N]``, ``embeddings[N,C]``."""
@@ -136,6 +155,7 @@ class WorldModel(Protocol):
     layout: ObsLayout
     action_dim: int
     cond_dim: int
+    context_dim: int  # per-row recurrent input: the previous actions, newest first (0 = none)
     members: int  # ensemble members used at prediction time (1 for a deterministic model)
     instructions: InstructionTable
     disagreement_bound: float  # calibrated on held-out real transitions (inf if not calibrated)
@@ -147,6 +167,7 @@ class WorldModel(Protocol):
 
     def predict(self, obs: torch.Tensor, action: torch.Tensor, cond: Any, *,
                 generator: torch.Generator | None = None, propagation: str = "random",
-                members: torch.Tensor | None = None) -> Prediction:
-        """One batched step. ``members[B]`` (int) picks the member per row for ``propagation="fixed"``."""
+                members: torch.Tensor | None = None, context: torch.Tensor | None = None) -> Prediction:
+        """One batched step. ``members[B]`` (int) picks the member per row for ``propagation="fixed"``;
+        ``context[B, context_dim]`` is what ``next_context`` built from the previous steps (None = zeros)."""
         ...

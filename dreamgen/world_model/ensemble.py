@@ -38,8 +38,11 @@ class EnsembleConfig:
     batch_size: int = 256  # transitions per member per gradient step
     max_epochs: int = 200
     patience: int = 15  # epochs without a member improving by > 1% before stopping
+    action_history: int = 0  # previous actions fed as input (the hand chases a hidden, action-integrated target)
 
     def __post_init__(self) -> None:
+        if self.action_history < 0:
+            raise ValueError(f"action_history={self.action_history}; must be >= 0")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation {self.activation!r}; accepted: {sorted(ACTIVATIONS)}")
 
@@ -138,8 +141,9 @@ class EnsembleWorldModel:
         self.disagreement_bound = float(disagreement_bound)
         self.info = dict(info or {})
         self.device = torch.device(device)
+        self.context_dim = config.action_history * action_dim  # previous actions, newest first
         n_gauss = layout.n_dynamic + 1  # Δ dynamic dims + reward
-        in_dim = layout.obs_dim + (layout.n_dynamic if layout.history else 0) + action_dim
+        in_dim = layout.obs_dim + (layout.n_dynamic if layout.history else 0) + action_dim + self.context_dim
         self.net = EnsembleMLP(self.members, in_dim, self.cond_dim, config.hidden,
                                config.layers, 2 * n_gauss + 2, config.activation, n_gauss).to(self.device)
         # prediction needs the means and the two logits, not the log-variances
@@ -157,10 +161,14 @@ class EnsembleWorldModel:
         return 2 * self.members * per_member
 
     # ------------------------------------------------------------------ prediction
-    def inputs(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """Network input: normalised obs, normalised last-step velocity of the dynamic dims, action."""
-        return torch.cat([(obs - self.obs_norm.mean) / self.obs_norm.std,
-                          (self.layout.velocity(obs) - self.vel_norm.mean) / self.vel_norm.std, action], dim=-1)
+    def inputs(self, obs: torch.Tensor, action: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Network input: normalised obs, normalised last-step velocity of the dynamic dims, action, and
+        the ``context`` of previous actions ``[..., context_dim]`` (zeros = at rest, as at an episode start)."""
+        parts = [(obs - self.obs_norm.mean) / self.obs_norm.std,
+                 (self.layout.velocity(obs) - self.vel_norm.mean) / self.vel_norm.std, action]
+        if self.context_dim:
+            parts.append(context if context is not None else action.new_zeros(*action.shape[:-1], self.context_dim))
+        return torch.cat(parts, dim=-1)
 
     @torch.no_grad()
     def condition(self, cond: torch.Tensor) -> torch.Tensor:
@@ -169,12 +177,12 @@ class EnsembleWorldModel:
     @torch.no_grad()
     def predict(self, obs: torch.Tensor, action: torch.Tensor, cond: Any, *,
                 generator: torch.Generator | None = None, propagation: str = "random",
-                members: torch.Tensor | None = None) -> Prediction:
+                members: torch.Tensor | None = None, context: torch.Tensor | None = None) -> Prediction:
         if propagation not in PROPAGATIONS:
             raise ValueError(f"propagation {propagation!r}; accepted: {PROPAGATIONS}")
         batch = obs.shape[0]
         cond_bias = cond if cond.dim() == 3 else self.net.condition(cond)
-        x = self.inputs(obs, action)
+        x = self.inputs(obs, action, context)
         out = self.net.forward_shared(x, cond_bias, self._out_cols)
         n_dyn = self.layout.n_dynamic
         mean, success_logit, done_logit = out[..., :n_dyn + 1], out[..., n_dyn + 1], out[..., n_dyn + 2]

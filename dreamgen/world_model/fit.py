@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from dreamgen.types import Episode
-from dreamgen.world_model.base import InstructionTable, ObsLayout
+from dreamgen.world_model.base import InstructionTable, ObsLayout, action_context
 from dreamgen.world_model.ensemble import EnsembleConfig, EnsembleWorldModel, Normaliser
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ class Transitions:
 
     obs: np.ndarray  # [N, O]
     action: np.ndarray  # [N, A]
+    context: np.ndarray  # [N, k*A] the k previous actions, newest first (zeros before an episode's start)
     instruction: np.ndarray  # [N] row in the instruction table
     target: np.ndarray  # [N, D + 1]
     success: np.ndarray  # [N] float32
@@ -40,7 +41,8 @@ class Transitions:
         return len(self.obs)
 
 
-def transitions(episodes: Sequence[Episode], layout: ObsLayout, table: InstructionTable) -> Transitions:
+def transitions(episodes: Sequence[Episode], layout: ObsLayout, table: InstructionTable,
+                action_history: int = 0) -> Transitions:
     parts: dict[str, list[np.ndarray]] = {f.name: [] for f in dataclasses.fields(Transitions)}
     dyn = slice(*layout.dynamic)
     for episode in episodes:
@@ -49,6 +51,7 @@ def transitions(episodes: Sequence[Episode], layout: ObsLayout, table: Instructi
             continue
         parts["obs"].append(episode.obs[:-1])
         parts["action"].append(episode.action[:-1])
+        parts["context"].append(action_context(episode.action, action_history)[:-1])
         parts["instruction"].append(np.repeat(table.lookup([episode.meta["instruction"]]), n))
         delta = episode.obs[1:, dyn] - episode.obs[:-1, dyn]
         parts["target"].append(np.concatenate([delta, episode.reward[:-1, None]], axis=1))
@@ -77,11 +80,12 @@ def split_episodes(tasks: Sequence[str], fractions: tuple[float, float], rng: np
             np.sort(np.array(test, dtype=np.int64)))
 
 
-def _losses(model: EnsembleWorldModel, obs: torch.Tensor, action: torch.Tensor, cond: torch.Tensor,
-            target: torch.Tensor, success: torch.Tensor, done: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _losses(model: EnsembleWorldModel, obs: torch.Tensor, action: torch.Tensor, context: torch.Tensor,
+            cond: torch.Tensor, target: torch.Tensor, success: torch.Tensor,
+            done: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-member (NLL + BCE, MSE of normalised targets) for member-stacked batches ``[K, b, ...]``."""
     net = model.net
-    out = net(model.inputs(obs, action), net.condition(cond))
+    out = net(model.inputs(obs, action, context), net.condition(cond))
     mean, logvar, success_logit, done_logit = net.split(out)
     y = (target - model.target_norm.mean) / model.target_norm.std
     sq = (mean - y) ** 2
@@ -96,7 +100,7 @@ def _stack(data: Transitions, index: torch.Tensor, table: torch.Tensor) -> tuple
     def take(x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(x)[index]
 
-    return (take(data.obs), take(data.action), table[torch.as_tensor(data.instruction)[index]],
+    return (take(data.obs), take(data.action), take(data.context), table[torch.as_tensor(data.instruction)[index]],
             take(data.target), take(data.success), take(data.done))
 
 
@@ -162,5 +166,6 @@ def calibrate_bound(model: EnsembleWorldModel, data: Transitions, quantile: floa
     """The ``quantile`` of the model's disagreement on real transitions (MOReL's halting threshold)."""
     emb = torch.as_tensor(model.instructions.embeddings, dtype=torch.float32)
     pred = model.predict(torch.as_tensor(data.obs), torch.as_tensor(data.action),
-                         emb[torch.as_tensor(data.instruction)], propagation="mean")
+                         emb[torch.as_tensor(data.instruction)], propagation="mean",
+                         context=torch.as_tensor(data.context))
     return float(torch.quantile(pred.disagreement, quantile))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from dreamgen.types import Episode
-from dreamgen.world_model.base import WorldModel
+from dreamgen.world_model.base import WorldModel, action_context, next_context
 from dreamgen.world_model.fit import Transitions
 
 HAND = slice(0, 3)
@@ -34,7 +34,8 @@ def one_step_nmse(model: WorldModel, data: Transitions) -> dict[str, float]:
     dyn, n_dyn = slice(*model.layout.dynamic), model.layout.n_dynamic
     obs = torch.as_tensor(data.obs, device=model.device)
     cond = _cond(model, data.instruction)
-    pred = model.predict(obs, torch.as_tensor(data.action, device=model.device), cond, propagation="mean")
+    pred = model.predict(obs, torch.as_tensor(data.action, device=model.device), cond, propagation="mean",
+                         context=torch.as_tensor(data.context, device=model.device))
     real = data.obs[:, dyn] + data.target[:, :n_dyn]
     var = real.var(0)
     vary = var > 1e-10
@@ -44,13 +45,19 @@ def one_step_nmse(model: WorldModel, data: Transitions) -> dict[str, float]:
             "dims": int(vary.sum()), "transitions": len(data)}
 
 
-def rollout_open_loop(model: WorldModel, obs0: np.ndarray, actions: np.ndarray, texts: Sequence[str]) -> np.ndarray:
-    """Dreamed observations ``[N, H+1, O]`` from ``obs0[N,O]`` under recorded ``actions[N,H,A]`` (mean)."""
+def rollout_open_loop(model: WorldModel, obs0: np.ndarray, actions: np.ndarray, texts: Sequence[str],
+                      context0: np.ndarray | None = None) -> np.ndarray:
+    """Dreamed observations ``[N, H+1, O]`` from ``obs0[N,O]`` (and the previous actions ``context0``,
+    zeros = at rest) under recorded ``actions[N,H,A]`` (ensemble mean)."""
     obs = torch.as_tensor(obs0, device=model.device)
     cond = _cond(model, model.instructions.lookup(texts))
+    context = torch.zeros(len(obs0), model.context_dim, device=model.device) if context0 is None else \
+        torch.as_tensor(context0, device=model.device)
     out = [obs]
     for t in range(actions.shape[1]):
-        obs = model.predict(obs, torch.as_tensor(actions[:, t], device=model.device), cond, propagation="mean").next_obs
+        action = torch.as_tensor(actions[:, t], device=model.device)
+        obs = model.predict(obs, action, cond, propagation="mean", context=context).next_obs
+        context = next_context(context, action)
         out.append(obs)
     return torch.stack(out, 1).cpu().numpy()
 
@@ -72,8 +79,10 @@ def open_loop_errors(model: WorldModel, episodes: Sequence[Episode], horizons: S
             continue
         obs0 = np.stack([e.obs[t0] for e, t0 in starts])
         actions = np.stack([e.action[t0:t0 + horizon] for e, t0 in starts])
+        history = model.context_dim // model.action_dim
+        context0 = np.stack([action_context(e.action, history)[t0] for e, t0 in starts])
         real = np.stack([e.obs[t0 + horizon] for e, t0 in starts])
-        dream = rollout_open_loop(model, obs0, actions, [e.meta["instruction"] for e, _ in starts])[:, -1]
+        dream = rollout_open_loop(model, obs0, actions, [e.meta["instruction"] for e, _ in starts], context0)[:, -1]
         entry: dict[str, Any] = {"starts": len(starts)}
         for name, part in (("hand", HAND), ("object", OBJECT)):
             entry[f"{name}_mm"] = _stats(1000 * np.linalg.norm(dream[:, part] - real[:, part], axis=1))
