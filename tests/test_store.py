@@ -157,3 +157,22 @@ def test_killed_writer_leaves_only_whole_committed_episodes(tmp_path, delay):
     assert last.meta["episode_id"] == "ep-0099" and len(last) == 12
     for want, have in zip(base, again.iter_episodes(0, 5), strict=True):
         np.testing.assert_array_equal(want.obs, have.obs)
+
+
+def test_the_commit_is_one_final_write_of_the_root_metadata(tmp_path, monkeypatch):
+    """Both counts change in one atomic file replace, after every data write (a torn commit is what a
+    kill between two writes would leave)."""
+    import zarr.storage
+
+    store = TrajectoryStore.create(tmp_path / "s.zarr", obs_dim=39, action_dim=4)
+    store.append([make_episode(np.random.default_rng(0), 5, 0)])
+    writes: list[str] = []
+    original = zarr.storage.LocalStore.set
+
+    async def recording_set(self, key, value, *args, **kwargs):
+        writes.append(key)
+        return await original(self, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", recording_set)
+    store.append([make_episode(np.random.default_rng(1), 7, i) for i in range(1, 4)])
+    assert writes.count("zarr.json") == 1 and writes[-1] == "zarr.json", writes

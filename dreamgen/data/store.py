@@ -76,7 +76,7 @@ class TrajectoryStore:
         meta.create_array("episode_ends", shape=(0,), chunks=(CHUNK_EPISODES,), dtype="int64")
         for key, (dtype, _) in EPISODE_META.items():
             meta.create_array(key, shape=(0,), chunks=(CHUNK_EPISODES,), dtype=_np_dtype(dtype))
-        group.attrs.update({
+        group.update_attributes({
             "format": FORMAT, "schema_version": SCHEMA_VERSION, "obs_dim": int(obs_dim),
             "action_dim": int(action_dim), "n_episodes": 0, "n_frames": 0, "info": info or {},
         })
@@ -256,9 +256,10 @@ class TrajectoryStore:
             column = [m[key] for m in metas]
             self._array(f"meta/{key}").append(
                 np.array([str(v) for v in column]) if dtype == "str" else np.array(column, dtype=dtype))
-        # The commit: one atomic rewrite of the root zarr.json.
-        self._group.attrs.update({"n_episodes": n_episodes + len(episodes),
-                                  "n_frames": n_frames + int(lengths.sum())})
+        # The commit: one atomic rewrite of the root zarr.json holding both counts. (Not ``attrs.update``:
+        # that is MutableMapping.update, one file write per key — a kill between them tore the commit.)
+        self._group.update_attributes({"n_episodes": n_episodes + len(episodes),
+                                       "n_frames": n_frames + int(lengths.sum())})
         return len(episodes)
 
     def _array(self, name: str) -> Any:

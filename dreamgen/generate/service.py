@@ -68,7 +68,9 @@ def run_plan(plan: GenerationPlan, store_path: str | Path, *, workers: int, obs_
     """Generate every chunk of ``plan`` not yet in the store at ``store_path``; return totals.
 
     ``workers=0`` runs in this process; otherwise ``workers`` Ray actors (``address``: a Ray cluster,
-    default ``RAY_ADDRESS`` or a local one). ``on_start(pool)`` sees the actor pool (tests kill actors).
+    default ``RAY_ADDRESS`` or a local one). ``threads`` is 1 by default everywhere, so a chunk's floats
+    do not depend on where it ran (in-process and Ray stores are byte-identical). ``on_start(pool)``
+    sees the actor pool (tests kill actors).
     """
     store, created = open_dream_store(store_path, plan, obs_dim=obs_dim, action_dim=action_dim)
     done = committed_chunks(store, plan)
