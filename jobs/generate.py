@@ -72,9 +72,6 @@ def check_config(cfg: DictConfig) -> None:
     if g.sampler.kind == "sb3" and not g.sampler.sb3.checkpoint and (g.sampler.sb3.steps < 1 or g.sampler.sb3.envs < 1):
         raise ConfigError(f"generate.sampler.sb3.steps={g.sampler.sb3.steps} and .envs={g.sampler.sb3.envs}; "
                           "both must be >= 1 (or give generate.sampler.sb3.checkpoint)")
-    if g.sampler.kind == "policy" and not (Path(str(g.sampler.policy)) / "policy.json").is_file():
-        raise ConfigError(f"generate.sampler.policy={g.sampler.policy}: not a policy checkpoint (no policy.json); "
-                          "train one with `dreamgen train-policy` or point to one")
     if g.max_retries < 0:
         raise ConfigError(f"generate.max_retries={g.max_retries}; must be >= 0")
     sampler_spec(cfg)
@@ -104,6 +101,18 @@ def build_plan(cfg: DictConfig, store_root: str | None = None):
     return plan, model
 
 
+def check_inputs(cfg: DictConfig) -> None:
+    """What must exist when generation starts (not when a pipeline starts: earlier stages write it)."""
+    from dreamgen.errors import ConfigError
+
+    s = cfg.generate.sampler
+    given = {"policy": ("generate.sampler.policy", s.policy), "sb3": ("generate.sampler.sb3.checkpoint",
+                                                                    s.sb3.checkpoint)}.get(s.kind)
+    if given and given[1] and not (Path(str(given[1])) / "policy.json").is_file():
+        raise ConfigError(f"{given[0]}={given[1]}: not a policy checkpoint (no policy.json); train one "
+                          "(`dreamgen train-policy`, or leave sb3.checkpoint null to train PPO in the dream)")
+
+
 def run(cfg: DictConfig) -> dict:
     from dreamgen.data.store import TrajectoryStore
     from dreamgen.generate.service import run_plan
@@ -112,6 +121,7 @@ def run(cfg: DictConfig) -> dict:
 
     g = cfg.generate
     check_run_dir(cfg.run_dir, identity(cfg))  # before loading anything
+    check_inputs(cfg)
     plan, model = build_plan(cfg)
     real = TrajectoryStore.open(g.start_store)  # fail now if the start states are missing
     with run_verb(cfg, "generate", inputs={"real": real}) as (run_dir, tracker):

@@ -160,6 +160,13 @@ def test_generate_refuses_unknown_instructions_listing_the_closest_and_writes_no
                      "generate.sampler.kind=random", cwd=smoke_run["work"])
     meta = TrajectoryStore.open(store_path).meta()
     assert novel.returncode == 0 and meta["novel"].all() and (meta["task"] == "").all() and len(meta["novel"]) == 2
+    for bad, message in ((["generate.sampler.kind=policy", f"generate.sampler.policy={tmp_path / 'nope'}"],
+                          "not a policy checkpoint"), (["generate.workers=-1"], "generate.workers=-1"),
+                         (["generate.sampler.kind=greedy"], "accepted: expert, policy, random, sb3")):
+        out = dreamgen("generate", *smoke_run["common"], f"generate.store={tmp_path / 'bad.zarr'}", *bad,
+                       cwd=smoke_run["work"], check=False)
+        assert out.returncode == 2 and message in out.stderr, out.stderr[-500:]
+        assert not (tmp_path / "bad.zarr").exists()
 
 
 @pytest.mark.integration
