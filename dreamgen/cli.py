@@ -21,7 +21,12 @@ VERBS = {
     "submit": "submit any verb as a Ray Job: dreamgen submit [--address URL] [--no-wait] <verb> [overrides]",
     "jobs": "a submitted Ray Job: dreamgen jobs status|logs|stop ID (or list) [--address URL]",
 }
-CLUSTER_VERBS = ("submit", "jobs")
+CLUSTER_VERBS = ("submit", "jobs")  # handled here; every other verb is a module under jobs/
+
+
+def module_of(verb: str) -> str:
+    """The Hydra entry module a verb runs (``train-policy`` -> ``jobs.train_policy``)."""
+    return f"jobs.{verb.replace('-', '_')}"
 
 USAGE = "usage: dreamgen <verb> [hydra overrides, e.g. experiment=smoke run_dir=runs/x seed=1]\n\nverbs:\n" + \
     "\n".join(f"  {verb:14s} {text}" for verb, text in VERBS.items())
@@ -45,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         except DreamgenError as exc:
             print(f"dreamgen: error: {exc}", file=sys.stderr)
             sys.exit(2)
-    module = f"jobs.{verb.replace('-', '_')}"
+    module = module_of(verb)
     sys.argv = [module, *overrides]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 

@@ -47,9 +47,7 @@ def train_sb3_sampler(cfg: DictConfig, plan, model, tracker) -> None:
         log.info("sb3 sampler: reusing %s", path)
         return
     s = cfg.generate.sampler.sb3
-    table = model.instructions.extended([r.instruction for r in plan.requests], [r.task for r in plan.requests],
-                                        plan.embeddings)
-    model.instructions = table
+    model.instructions = plan.instruction_table(model.instructions)
     pool = StartPool.from_store(TrajectoryStore.open(plan.start_store))
     log.info("sb3 sampler: PPO for %d dream steps on %d instructions -> %s", s.steps, len(plan.requests), path)
     policy = train_in_dream(model, pool, [r.instruction for r in plan.requests], steps=s.steps, envs=s.envs,

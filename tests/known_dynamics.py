@@ -23,6 +23,7 @@ class LineModel:
     layout = LINE
     action_dim = 2
     cond_dim = 3
+    context_dim = 0
     members = 2
     instructions = TABLE
     disagreement_bound = float("inf")
@@ -32,7 +33,7 @@ class LineModel:
         return cond.expand(self.members, *cond.shape).clone()
 
     def predict(self, obs: torch.Tensor, action: torch.Tensor, cond: Any, *, generator=None,
-                propagation: str = "random", members=None) -> Prediction:
+                propagation: str = "random", members=None, context=None) -> Prediction:
         nxt = obs + action
         broken = cond[0, :, 2] > 0.5
         nxt = torch.where(broken[:, None] & (obs[:, :1] != 7.0), torch.full_like(nxt, float("nan")), nxt)

@@ -108,7 +108,7 @@ class DreamCore:
         self.generator.manual_seed(int(self.rng.integers(2**63)))
         dev = model.device
         self.obs = torch.zeros(num_envs, self.obs_dim, device=dev)
-        self.context = torch.zeros(num_envs, getattr(model, "context_dim", 0), device=dev)  # previous actions
+        self.context = torch.zeros(num_envs, model.context_dim, device=dev)  # previous actions, newest first
         self._handed_out = False
         self.cond = self.model.condition(torch.zeros(num_envs, model.cond_dim, device=dev))
         self.t = np.zeros(num_envs, np.int64)
@@ -195,9 +195,8 @@ class DreamCore:
         """Step every row once (one model call): ``reward[B], terminated[B], truncated[B], info``;
         the new observation is ``self.obs``. ``info``: disagreement, success_prob, success, halted, reason."""
         action = torch.as_tensor(self.check_actions(actions), device=self.model.device)
-        extra = {"context": self.context} if self.context.shape[1] else {}
         pred = self.model.predict(self.obs, action, self.cond, generator=self.generator,
-                                  propagation=self.config.propagation, members=self.member, **extra)
+                                  propagation=self.config.propagation, members=self.member, context=self.context)
         self.context = next_context(self.context, action)
         next_obs, disagreement = pred.next_obs, pred.disagreement.cpu().numpy()
         success_prob = pred.success_prob.cpu().numpy()

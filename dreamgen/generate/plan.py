@@ -68,8 +68,10 @@ class GenerationPlan:
     def episode_id(self, chunk: Chunk, j: int) -> str:
         return f"{self.job_id}-{chunk.index:05d}-{j:04d}"
 
-    def chunk_ids(self) -> set[int]:
-        return {c.index for c in self.chunks}
+    def instruction_table(self, table: Any) -> Any:
+        """The world model's ``InstructionTable`` with every request's text (and embedding) added."""
+        return table.extended([r.instruction for r in self.requests], [r.task for r in self.requests],
+                              self.embeddings)
 
     def summary(self) -> dict[str, Any]:
         return {"job_id": self.job_id, "world_model_id": self.world_model_id, "episodes": self.episodes,

@@ -149,7 +149,6 @@ class RayPool:
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
         queue = list(todo)  # not yet dispatched, in order
-        order = [c.index for c in todo]
         position = {c.index: i for i, c in enumerate(todo)}
         ready: dict[int, list[Episode]] = {}
         attempts: dict[int, int] = {}
@@ -165,7 +164,7 @@ class RayPool:
 
         for slot in range(len(self.actors)):
             dispatch(slot)
-        while next_commit < len(order):
+        while next_commit < len(todo):
             done, _ = ray.wait(list(in_flight), num_returns=1)
             slot, chunk = in_flight.pop(done[0])
             try:
@@ -191,9 +190,8 @@ class RayPool:
                 queue[:0] = sorted(lost, key=lambda c: position[c.index])
                 self.actors[slot] = self._spawn()
                 self.worker_info[slot] = ray.get(self.actors[slot].info.remote())
-            while next_commit < len(order) and order[next_commit] in ready:
-                index = order[next_commit]
-                commit(todo[next_commit], ready.pop(index))
+            while next_commit < len(todo) and todo[next_commit].index in ready:
+                commit(todo[next_commit], ready.pop(todo[next_commit].index))
                 next_commit += 1
             for s in range(len(self.actors)):
                 dispatch(s)

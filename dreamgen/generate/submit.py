@@ -69,14 +69,14 @@ def absolute_overrides(verb: str, overrides: list[str]) -> list[str]:
 
 def submit(verb: str, overrides: list[str], *, address: str, wait: bool, poll_s: float = 2.0) -> tuple[str, str]:
     """Submit ``verb`` as a Ray Job; with ``wait``, stream its logs until it ends. Returns (id, status)."""
-    from dreamgen.cli import VERBS
+    from dreamgen.cli import CLUSTER_VERBS, VERBS, module_of
     from dreamgen.errors import ConfigError
 
-    if verb not in VERBS or verb in ("submit", "jobs"):
+    if verb not in VERBS or verb in CLUSTER_VERBS:
         raise ConfigError(f"dreamgen submit: unknown verb {verb!r}; accepted: "
-                          f"{', '.join(v for v in VERBS if v not in ('submit', 'jobs'))}")
+                          f"{', '.join(v for v in VERBS if v not in CLUSTER_VERBS)}")
     args = absolute_overrides(verb, overrides)
-    entrypoint = " ".join(["python", "-m", f"jobs.{verb.replace('-', '_')}", *map(shlex.quote, args)])
+    entrypoint = " ".join(["python", "-m", module_of(verb), *map(shlex.quote, args)])
     jobs = client(address)
     job_id = jobs.submit_job(entrypoint=entrypoint, runtime_env={
         "working_dir": str(REPO), "excludes": EXCLUDES, "env_vars": JOB_ENV})

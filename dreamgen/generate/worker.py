@@ -33,8 +33,7 @@ class ChunkRunner:
             torch.set_num_threads(threads)
         self.plan = plan
         self.model = model if model is not None else load_world_model(plan.world_model)
-        self.model.instructions = self.model.instructions.extended(
-            [r.instruction for r in plan.requests], [r.task for r in plan.requests], plan.embeddings)
+        self.model.instructions = plan.instruction_table(self.model.instructions)
         self.pool = pool if pool is not None else StartPool.from_store(TrajectoryStore.open(plan.start_store))
         self.policy = load_sampler_policy(plan.sampler)
         for task in {r.task for r in plan.requests}:  # imports (Meta-World for the expert) happen at load
