@@ -296,6 +296,12 @@ class TrajectoryStore:
         array = np.array([str(v) for v in values]) if dtype == "str" else np.asarray(values, dtype=dtype)
         self._group[f"meta/{field}"][:n_episodes] = array
 
+    def set_info(self, key: str, value: Any) -> None:
+        """Set one entry of the store's free-form ``info`` (one atomic root-attribute write)."""
+        info = self.info
+        info[key] = value
+        self._group.update_attributes({"info": info})
+
 
 def _py(value: Any) -> Any:
     """numpy scalar -> plain Python value (for metadata dicts)."""

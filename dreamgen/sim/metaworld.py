@@ -163,9 +163,15 @@ def make_expert(task: str) -> Expert:
     return act
 
 
-def replay(task: str, seed: int, actions: Sequence[np.ndarray] | np.ndarray) -> dict[str, Any]:
-    """Replay ``actions`` open-loop from the layout of ``seed``; report real success and observations."""
-    env = make_env(task, max_episode_steps=max(len(actions), 1))
+def replay(task: str, seed: int, actions: Sequence[np.ndarray] | np.ndarray, *,
+           env: gym.Env | None = None) -> dict[str, Any]:
+    """Replay ``actions`` open-loop from the layout of ``seed``; report real success and observations.
+
+    ``env``: a ``make_env(task)`` env to reuse (its limit must be at least ``len(actions)``); creating
+    one costs more than a short replay.
+    """
+    own = env is None
+    env = make_env(task, max_episode_steps=max(len(actions), 1)) if env is None else env
     obs, _ = env.reset(seed=seed)
     observations = [obs]
     success = False
@@ -173,5 +179,6 @@ def replay(task: str, seed: int, actions: Sequence[np.ndarray] | np.ndarray) -> 
         obs, _, _, _, info = env.step(np.asarray(action, dtype=np.float32))
         observations.append(obs)
         success = success or bool(info["success"])
-    env.close()
+    if own:
+        env.close()
     return {"success": success, "obs": np.stack(observations)}

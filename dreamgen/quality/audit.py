@@ -1,0 +1,110 @@
+"""The dream audit (EVALUATION.md §4): does the dream tell the truth?
+
+A dream that started at a real episode's first frame (known layout seed) is replayed open-loop in the
+real simulator with the dream's own actions; its real outcome is whether ``info["success"]`` is reached
+within the dream's length. Labels are kept per ``episode_id`` in ``labels.json`` so a rerun replays only
+dreams it has not seen. Audited dreams are split by a hash of their id into a ``fit`` fold (the
+quality model and the target-precision threshold may learn from it) and a ``test`` fold (the only one
+the audit reports precision on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dreamgen.evaluate import wilson_interval
+from dreamgen.seeding import make_rng
+from dreamgen.types import Episode
+
+FOLDS = ("fit", "test")
+
+
+def fold_of(episode_id: str, test_fraction: float = 0.5) -> str:
+    """``fit`` or ``test``, fixed by the id alone (so every verb agrees without sharing state)."""
+    h = int(hashlib.sha256(episode_id.encode()).hexdigest()[:8], 16) / 2**32
+    return "test" if h < test_fraction else "fit"
+
+
+def auditable(meta: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Dreams that can be replayed: a known real layout seed and a matched task (not novel)."""
+    return (meta["source"] == "dream") & (meta["seed"] >= 0) & (meta["task"] != "")
+
+
+def sample_for_audit(meta: Mapping[str, np.ndarray], per_task: int, seed: int) -> np.ndarray:
+    """Up to ``per_task`` auditable dream indices per task, drawn reproducibly from ``seed``."""
+    pick: list[np.ndarray] = []
+    ok = auditable(meta)
+    for index, task in enumerate(sorted(set(meta["task"][ok].tolist()))):
+        rows = np.flatnonzero(ok & (meta["task"] == task))
+        rng = make_rng(seed, "audit", index)
+        pick.append(np.sort(rng.permutation(rows)[:per_task]))
+    return np.sort(np.concatenate(pick)) if pick else np.zeros(0, np.int64)
+
+
+def replay_episode(episode: Episode, env: Any = None) -> dict[str, Any]:
+    """Replay one dream's actions from its start seed: real success, start-state mismatch, real obs."""
+    from dreamgen.sim.metaworld import replay
+
+    out = replay(str(episode.meta["task"]), int(episode.meta["seed"]), episode.action, env=env)
+    start_err = float(np.abs(out["obs"][0] - episode.obs[0]).max())
+    return {"real_success": bool(out["success"]), "start_error": start_err, "real_obs": out["obs"]}
+
+
+def load_labels(path: Path) -> dict[str, dict[str, Any]]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def replay_dreams(episodes: Iterable[Episode], labels: dict[str, dict[str, Any]],
+                  on_episode: Callable[[], None] | None = None) -> int:
+    """Add a label for every episode not in ``labels`` (keyed by episode_id); return how many were replayed."""
+    from dreamgen.sim.metaworld import MAX_EPISODE_STEPS, make_env
+
+    done, envs = 0, {}
+    for episode in episodes:
+        eid = str(episode.meta["episode_id"])
+        if eid not in labels:
+            task = str(episode.meta["task"])
+            if task not in envs or len(episode) > MAX_EPISODE_STEPS:
+                envs[task] = make_env(task, max_episode_steps=max(MAX_EPISODE_STEPS, len(episode)))
+            result = replay_episode(episode, envs[task])
+            labels[eid] = {"task": str(episode.meta["task"]), "real_success": result["real_success"],
+                           "dream_success": bool(episode.success.any()), "length": len(episode),
+                           "start_error": result["start_error"], "fold": fold_of(eid)}
+            done += 1
+        if on_episode is not None:
+            on_episode()
+    for env in envs.values():
+        env.close()
+    return done
+
+
+def rates(accepted: np.ndarray, real: np.ndarray) -> dict[str, Any]:
+    """Precision (real success among accepted), recall (accepted among real successes), acceptance,
+    each with its Wilson 95% interval."""
+    accepted, real = np.asarray(accepted, bool), np.asarray(real, bool)
+    out: dict[str, Any] = {"n": int(len(real)), "accepted": int(accepted.sum()),
+                           "real_successes": int(real.sum())}
+    for name, hits, n in (("precision", int((accepted & real).sum()), int(accepted.sum())),
+                          ("recall", int((accepted & real).sum()), int(real.sum())),
+                          ("acceptance", int(accepted.sum()), int(len(real)))):
+        low, high = wilson_interval(hits, n)
+        out[name] = {"value": hits / n if n else float("nan"), "ci95": [low, high], "hits": hits, "of": n}
+    return out
+
+
+def compare_filters(filters: Mapping[str, np.ndarray], real: np.ndarray, tasks: Sequence[str]) -> dict[str, Any]:
+    """``rates`` of each named accept mask, overall and per task."""
+    tasks_arr = np.asarray(tasks)
+    report: dict[str, Any] = {}
+    for name, accepted in filters.items():
+        entry = {"overall": rates(accepted, real)}
+        entry["per_task"] = {t: rates(accepted[tasks_arr == t], real[tasks_arr == t])
+                             for t in sorted(set(tasks_arr.tolist()))}
+        report[name] = entry
+    return report

@@ -1,0 +1,278 @@
+"""The learned quality model: will this trajectory accomplish its instruction in the real world?
+
+``QualityModel.score(batch) -> (prob[N], value[N, T])``: for each episode the probability that it
+succeeds in the real simulator, and a per-step progress/value estimate in [0, 1].
+
+Architecture: a per-step MLP encodes ``[normalised obs_t, normalised Δobs_t, action_t, t / 150,
+instruction embedding]`` into ``h_t``; the value head reads each ``h_t``; the episode head reads the
+masked mean, max and last ``h_t``. Targets: the episode's real outcome (BCE, classes balanced), and
+``outcome × γ^(T_s − t)`` per step (``T_s`` = the first real success frame, else the last frame).
+
+Trained by ``fit_quality`` on real episodes (real success labels) and on audited dreams (their real
+replay outcome). ``cross_fit`` gives out-of-fold probabilities, so thresholds are never chosen on
+scores a model was trained on. Checkpoint: ``model.safetensors`` + ``quality.json``, never a pickle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+STEP_SCALE = 150.0  # t / STEP_SCALE is the time feature
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityConfig:
+    hidden: int = 128  # width of the per-step encoder and the episode head
+    layers: int = 2  # hidden layers of the per-step encoder
+    lr: float = 1.0e-3  # AdamW learning rate
+    weight_decay: float = 1.0e-4
+    epochs: int = 40  # passes over the training episodes
+    batch_size: int = 32  # episodes per gradient step
+    gamma: float = 0.97  # discount of the per-step progress target
+    value_weight: float = 0.5  # weight of the per-step value loss next to the episode loss
+
+    def __post_init__(self) -> None:
+        from dreamgen.errors import ConfigError
+
+        for name in ("hidden", "layers", "epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"quality.{name}={getattr(self, name)}; must be >= 1")
+        if self.lr <= 0 or not 0 < self.gamma <= 1 or self.value_weight < 0:
+            raise ConfigError(f"quality.lr={self.lr} must be > 0, quality.gamma={self.gamma} in (0, 1], "
+                              f"quality.value_weight={self.value_weight} >= 0")
+
+
+@dataclasses.dataclass
+class QualityData:
+    """Labelled episodes: ``obs[i]`` ``[T_i, O]``, ``action[i]`` ``[T_i, A]``, ``cond[N, C]``, ``label[N]``
+    (real success), ``success_step[N]`` (first real success frame, -1 = unknown/none), ``source[N]``
+    (real | dream) and ``episode_id[N]``."""
+
+    obs: list[np.ndarray]
+    action: list[np.ndarray]
+    cond: np.ndarray
+    label: np.ndarray
+    success_step: np.ndarray
+    source: np.ndarray
+    episode_id: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.obs)
+
+    def subset(self, index: np.ndarray) -> QualityData:
+        return QualityData([self.obs[i] for i in index], [self.action[i] for i in index], self.cond[index],
+                           self.label[index], self.success_step[index], self.source[index], self.episode_id[index])
+
+
+class _Net(nn.Module):
+    def __init__(self, in_dim: int, hidden: int, layers: int):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        width = in_dim
+        for _ in range(layers):
+            blocks += [nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.SiLU()]
+            width = hidden
+        self.encoder = nn.Sequential(*blocks)
+        self.value = nn.Linear(hidden, 1)
+        self.head = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x[B,T,F]``, ``mask[B,T]`` -> episode logit ``[B]``, per-step value logit ``[B,T]``."""
+        h = self.encoder(x)
+        m = mask[..., None].to(h.dtype)
+        mean = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+        peak = h.masked_fill(~mask[..., None], float("-inf")).amax(1)
+        last = h[torch.arange(len(h)), mask.sum(1).clamp_min(1) - 1]
+        return self.head(torch.cat([mean, peak, last], -1))[:, 0], self.value(h)[..., 0]
+
+
+class QualityModel:
+    """A trained quality model; ``score`` batches and pads episodes itself."""
+
+    def __init__(self, config: QualityConfig, obs_mean: np.ndarray, obs_std: np.ndarray, delta_std: np.ndarray,
+                 action_dim: int, cond_dim: int, info: dict[str, Any] | None = None):
+        self.config = config
+        self.obs_mean, self.obs_std = obs_mean.astype(np.float32), obs_std.astype(np.float32)
+        self.delta_std = delta_std.astype(np.float32)
+        self.action_dim, self.cond_dim = action_dim, cond_dim
+        self.info = dict(info or {})
+        self.net = _Net(2 * len(obs_mean) + action_dim + 1 + cond_dim, config.hidden, config.layers)
+
+    @classmethod
+    def for_data(cls, data: QualityData, config: QualityConfig) -> QualityModel:
+        obs = np.concatenate(data.obs)
+        delta = np.concatenate([np.diff(o, axis=0, prepend=o[:1]) for o in data.obs])
+        return cls(config, obs.mean(0), np.maximum(obs.std(0), 1e-2), np.maximum(delta.std(0), 1e-3),
+                   data.action[0].shape[1], data.cond.shape[1])
+
+    def features(self, obs: np.ndarray, action: np.ndarray, cond: np.ndarray) -> np.ndarray:
+        """Per-step inputs ``[T, F]`` of one episode."""
+        t = np.arange(len(obs), dtype=np.float32)[:, None] / STEP_SCALE
+        delta = np.diff(obs, axis=0, prepend=obs[:1]) / self.delta_std
+        return np.concatenate([(obs - self.obs_mean) / self.obs_std, np.clip(delta, -50, 50),
+                               action, t, np.broadcast_to(cond, (len(obs), len(cond)))], 1).astype(np.float32)
+
+    def batch(self, obs: Sequence[np.ndarray], action: Sequence[np.ndarray],
+              cond: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        longest = max(len(o) for o in obs)
+        x = np.zeros((len(obs), longest, self.net.encoder[0].in_features), np.float32)
+        mask = np.zeros((len(obs), longest), bool)
+        for i, (o, a) in enumerate(zip(obs, action, strict=True)):
+            x[i, :len(o)] = self.features(o, a, cond[i])
+            mask[i, :len(o)] = True
+        return torch.from_numpy(x), torch.from_numpy(mask)
+
+    @torch.no_grad()
+    def score(self, obs: Sequence[np.ndarray], action: Sequence[np.ndarray], cond: np.ndarray,
+              batch_size: int = 256) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Real-success probability ``[N]`` and per-step value ``[T_i]`` of each episode."""
+        self.net.eval()
+        probs, values = [], []
+        for start in range(0, len(obs), batch_size):
+            stop = start + batch_size
+            x, mask = self.batch(obs[start:stop], action[start:stop], cond[start:stop])
+            logit, value = self.net(x, mask)
+            probs.append(torch.sigmoid(logit).numpy())
+            v = torch.sigmoid(value).numpy()
+            values += [v[i, :int(mask[i].sum())] for i in range(len(v))]
+        return (np.concatenate(probs) if probs else np.zeros(0, np.float32)), values
+
+    def save(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file(self.net.state_dict(), str(path / "model.safetensors"))
+        (path / "quality.json").write_text(json.dumps({
+            "config": dataclasses.asdict(self.config), "obs_mean": self.obs_mean.tolist(),
+            "obs_std": self.obs_std.tolist(), "delta_std": self.delta_std.tolist(),
+            "action_dim": self.action_dim, "cond_dim": self.cond_dim, "info": self.info}, indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> QualityModel:
+        from safetensors.torch import load_file
+
+        from dreamgen.errors import ConfigError
+
+        path = Path(path)
+        if not (path / "quality.json").is_file():
+            raise ConfigError(f"{path}: not a quality model (no quality.json); train one with "
+                              "`dreamgen train-quality`")
+        spec = json.loads((path / "quality.json").read_text())
+        model = cls(QualityConfig(**spec["config"]), np.asarray(spec["obs_mean"]), np.asarray(spec["obs_std"]),
+                    np.asarray(spec["delta_std"]), spec["action_dim"], spec["cond_dim"], spec["info"])
+        model.net.load_state_dict(load_file(str(path / "model.safetensors")))
+        return model
+
+
+def _targets(data: QualityData, index: np.ndarray, longest: int, gamma: float) -> torch.Tensor:
+    out = np.zeros((len(index), longest), np.float32)
+    for row, i in enumerate(index):
+        if data.label[i]:
+            length = len(data.obs[i])
+            done = int(data.success_step[i]) if data.success_step[i] >= 0 else length - 1
+            t = np.arange(length)
+            out[row, :length] = gamma ** np.maximum(done - t, 0)
+    return torch.from_numpy(out)
+
+
+def fit_quality(data: QualityData, config: QualityConfig, *, seed: int, info: dict[str, Any] | None = None,
+                on_epoch: Callable[[int, float], None] | None = None) -> QualityModel:
+    """Fit a quality model on ``data``; deterministic given ``seed``."""
+    if len(data) == 0 or data.label.all() or not data.label.any():
+        from dreamgen.errors import ConfigError
+
+        raise ConfigError(f"the quality model needs real successes and failures to learn from; got "
+                          f"{int(data.label.sum())} successes among {len(data)} episodes (collect play episodes, "
+                          "or audit dreams first with `dreamgen audit`)")
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = QualityModel.for_data(data, config)
+    model.info.update(info or {})
+    positives = float(data.label.mean())
+    pos_weight = torch.tensor((1 - positives) / positives)
+    optimiser = torch.optim.AdamW(model.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = config.epochs * int(np.ceil(len(data) / config.batch_size))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
+    model.net.train()
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(data), generator=generator).numpy()
+        total = 0.0
+        for start in range(0, len(data), config.batch_size):
+            index = order[start:start + config.batch_size]
+            x, mask = model.batch([data.obs[i] for i in index], [data.action[i] for i in index], data.cond[index])
+            logit, value = model.net(x, mask)
+            label = torch.as_tensor(data.label[index], dtype=torch.float32)
+            loss = nn.functional.binary_cross_entropy_with_logits(logit, label, pos_weight=pos_weight)
+            step_loss = nn.functional.binary_cross_entropy_with_logits(
+                value, _targets(data, index, x.shape[1], config.gamma), reduction="none")
+            loss = loss + config.value_weight * (step_loss * mask).sum() / mask.sum()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            total += float(loss.detach()) * len(index)
+        if on_epoch is not None:
+            on_epoch(epoch, total / len(data))
+    model.net.eval()
+    return model
+
+
+def cross_fit(data: QualityData, config: QualityConfig, *, seed: int, folds: int) -> np.ndarray:
+    """Out-of-fold success probabilities ``[N]``: each episode scored by a model that never saw it."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(data), np.int64)
+    for cls in (False, True):  # stratified: every training split holds both classes
+        rows = np.flatnonzero(data.label == cls)
+        fold[rows] = rng.permutation(np.arange(len(rows)) % folds)
+    oof = np.full(len(data), np.nan, np.float32)
+    for k in range(folds):
+        train, held = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        model = fit_quality(data.subset(train), config, seed=seed + k)
+        held_data = data.subset(held)
+        oof[held] = model.score(held_data.obs, held_data.action, held_data.cond)[0]
+    return oof
+
+
+def auc(score: np.ndarray, label: np.ndarray) -> float:
+    """Area under the ROC curve (rank statistic, ties averaged); nan with one class only."""
+    score, label = np.asarray(score, float), np.asarray(label, bool)
+    n_pos, n_neg = int(label.sum()), int((~label).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(score, kind="mergesort")
+    ranks = np.empty(len(score))
+    sorted_scores = score[order]
+    i = 0
+    while i < len(score):
+        j = i
+        while j + 1 < len(score) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[label].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def calibration(score: np.ndarray, label: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """Brier score, expected calibration error and the reliability table (equal-width bins)."""
+    score, label = np.asarray(score, float), np.asarray(label, float)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(score, edges) - 1, 0, bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            gap = abs(score[inside].mean() - label[inside].mean())
+            ece += inside.mean() * gap
+            table.append({"bin": [float(edges[b]), float(edges[b + 1])], "n": int(inside.sum()),
+                          "mean_score": float(score[inside].mean()), "success_rate": float(label[inside].mean())})
+    return {"brier": float(((score - label) ** 2).mean()) if len(score) else float("nan"),
+            "ece": float(ece), "table": table}

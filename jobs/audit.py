@@ -1,0 +1,154 @@
+"""``dreamgen audit`` (EVALUATION.md §4): replay dreams in the real simulator; how precise is the filter?
+
+Samples up to ``audit.per_task`` replayable dreams per task (a real start seed, not novel), replays each
+one's actions open-loop from that seed (labels cached in ``audit.dir/labels.json``: a rerun replays only
+new dreams), then reports on the ``test`` fold — dreams no quality model or threshold was fitted on —
+precision / recall / acceptance with Wilson 95% intervals, overall and per task, for:
+
+- ``accept-all``: every dream;
+- ``dream-success``: dreams the world model says succeeded;
+- ``disagreement-only``: dream-success dreams whose max ensemble disagreement is within the filter's
+  bound (``filter.disagreement_step`` x the world model's halting bound);
+- ``disagreement-tuned``: the same with the threshold chosen like the learned filter's (the lowest that
+  reaches ``filter.target_precision`` on the fit fold);
+- ``task-only``: every dream of a task whose fit-fold dreams reach the target precision (what knowing
+  the task alone buys);
+- ``learned-filter``: the verdicts of ``dreamgen filter`` (when the store has been filtered).
+
+Writes ``audit.json`` and ``dreams_vs_real.png`` (hand/object paths of a few dreams and their replays).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from jobs.common import hydra_main, log, progress, run_verb
+
+
+def plot_dreams(store, indices, path: Path) -> None:
+    """Hand and object x/y/z over time: each dream (dashed) next to its real replay (solid)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dreamgen.quality.audit import replay_episode
+    from dreamgen.world_model.metrics import HAND, OBJECT
+
+    fig, axes = plt.subplots(len(indices), 2, figsize=(11, 2.6 * len(indices)), squeeze=False)
+    for row, index in enumerate(indices):
+        episode = store.episode(int(index))
+        real = replay_episode(episode)
+        for col, (name, part) in enumerate((("hand", HAND), ("object", OBJECT))):
+            ax = axes[row, col]
+            for k, (axis, colour) in enumerate(zip("xyz", ("tab:red", "tab:green", "tab:blue"), strict=True)):
+                ax.plot(1000 * real["real_obs"][:, part][:, k], color=colour, label=f"real {axis}")
+                ax.plot(1000 * episode.obs[:, part][:, k], color=colour, ls="--", label=f"dream {axis}")
+            verdict = episode.meta.get("verdict") or "unfiltered"
+            ax.set_title(f"{episode.meta['task']} {name} (mm): dream success {bool(episode.success.any())}, "
+                         f"real {real['real_success']}, {verdict}", fontsize=8)
+    axes[0, 0].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def run(cfg: DictConfig, *, report: bool = True) -> dict:
+    from dreamgen.data.store import TrajectoryStore
+    from dreamgen.errors import ConfigError
+    from dreamgen.quality.audit import load_labels, replay_dreams, sample_for_audit
+    from dreamgen.rundir import write_json
+
+    a = cfg.audit
+    if not isinstance(a.per_task, int) or a.per_task < 1 or not 0 < a.test_fraction < 1:
+        raise ConfigError(f"audit.per_task={a.per_task!r} must be an integer >= 1 and audit.test_fraction="
+                          f"{a.test_fraction!r} in (0, 1)")
+    store = TrajectoryStore.open(a.store)
+    meta = store.meta()
+    picked = sample_for_audit(meta, a.per_task, cfg.seed)
+    if not len(picked):
+        raise ConfigError(f"{a.store}: no dream can be audited (each needs a real start seed and a known task)")
+    with run_verb(cfg, "audit", inputs={"dream": store}) as (run_dir, tracker):
+        out = Path(str(a.dir))
+        labels_path = out / "labels.json"
+        labels = load_labels(labels_path)
+        todo = [int(i) for i in picked if meta["episode_id"][i] not in labels]
+        bar = progress(None, cfg, total=len(todo), desc="audit replay", unit="ep")
+        replayed = replay_dreams((store.episode(i) for i in todo), labels, on_episode=lambda: bar.update(1))
+        bar.close()
+        for eid, entry in labels.items():  # the fold follows the configured fraction
+            from dreamgen.quality.audit import fold_of
+
+            entry["fold"] = fold_of(eid, a.test_fraction)
+        write_json(labels_path, labels)
+        log.info("audit: replayed %d dreams (%d labelled in all) in the real simulator", replayed, len(labels))
+        result: dict = {"store": str(a.store), "store_digest": store.digest(), "replayed": replayed,
+                        "labelled": len(labels)}
+        if report:
+            result.update(audit_report(store, meta, picked, labels, cfg))
+            write_json(out / "audit.json", result)
+            tracker.log_dict(result, "audit.json")
+            test = [i for i in picked if labels[meta["episode_id"][i]]["fold"] == "test"]
+            if a.plots > 0 and test:
+                rng = np.random.default_rng(cfg.seed)
+                plot_dreams(store, rng.choice(test, size=min(a.plots, len(test)), replace=False), out / "dreams_vs_real.png")
+                tracker.log_artifact(out / "dreams_vs_real.png")
+            metrics = {}
+            for name, entry in result["filters"].items():
+                for key in ("precision", "recall", "acceptance"):
+                    value = entry["overall"][key]["value"]
+                    if np.isfinite(value):
+                        metrics[f"audit/{name}/{key}"] = value
+            tracker.log_metrics(metrics)
+            log.info("audit on %d held-out dreams:\n%s", result["test_dreams"], format_audit(result))
+        return result
+
+
+def audit_report(store, meta, picked, labels, cfg) -> dict:
+    from dreamgen.quality.audit import compare_filters
+    from dreamgen.quality.filter import pick_threshold
+    from dreamgen.world_model.checkpoint import load_world_model
+
+    ids = meta["episode_id"][picked]
+    fold = np.array([labels[e]["fold"] for e in ids])
+    real = np.array([labels[e]["real_success"] for e in ids], bool)
+    dream_success = meta["success"][picked]
+    dis = meta["disagreement_max"][picked].astype(float)
+    fit, test = fold == "fit", fold == "test"
+    # disagreement-only: the same target-precision rule as the learned filter, on disagreement alone
+    target = float(cfg.filter.target_precision)
+    chosen = pick_threshold(-dis, real, dream_success & fit, target)
+    bound = load_world_model(cfg.filter.world_model).disagreement_bound * float(cfg.filter.disagreement_step)
+    tasks = meta["task"][picked]
+    good_tasks = [t for t in set(tasks[fit].tolist()) if real[fit & (tasks == t)].mean() >= target]
+    filters = {"accept-all": np.ones(len(ids), bool), "dream-success": dream_success,
+               "disagreement-only": dream_success & (dis <= bound),
+               "disagreement-tuned": dream_success & (-dis >= chosen["threshold"]),
+               "task-only": np.isin(tasks, good_tasks)}
+    filtered = bool((meta["verdict"][picked] != "").all())
+    if filtered:
+        filters["learned-filter"] = meta["verdict"][picked] == "accept"
+    report = compare_filters({k: v[test] for k, v in filters.items()}, real[test], tasks[test])
+    return {"test_dreams": int(test.sum()), "fit_dreams": int(fit.sum()), "filters": report,
+            "disagreement_bound": bound, "disagreement_tuned_threshold": -chosen["threshold"],
+            "task_only_tasks": sorted(good_tasks), "filter_info": store.info.get("filter"),
+            "filtered": filtered}
+
+
+def format_audit(result: dict) -> str:
+    lines = [f"{'filter':20s} {'precision':>24s} {'recall':>24s} {'accepted':>9s}"]
+    for name, entry in result["filters"].items():
+        o = entry["overall"]
+        cells = [f"{o[k]['value']:.2f} [{o[k]['ci95'][0]:.2f},{o[k]['ci95'][1]:.2f}] {o[k]['hits']:3d}/{o[k]['of']:<3d}"
+                 for k in ("precision", "recall")]
+        lines.append(f"{name:20s} {cells[0]:>24s} {cells[1]:>24s} {o['accepted']:9d}")
+    return "\n".join(lines)
+
+
+main = hydra_main(run)
+
+if __name__ == "__main__":
+    main()

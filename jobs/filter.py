@@ -1,0 +1,136 @@
+"""``dreamgen filter``: a verdict and a reason for every dream, written back to the dream store.
+
+Physical checks (finite, action bounds, support of real data, teleports), the world model's ensemble
+disagreement on each dream's own transitions, and the learned quality score (see
+``dreamgen.quality.filter``). ``filter.quality_threshold=auto`` picks the lowest threshold that reaches
+``filter.target_precision`` on the out-of-fold scores of audited fit-fold dreams. Frames are never touched
+and nothing is deleted; the thresholds used are recorded in the store's ``info["filter"]``.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+from omegaconf import DictConfig
+
+from jobs.common import hydra_main, log, progress, run_verb
+
+
+def filter_config(cfg: DictConfig):
+    from dreamgen.errors import ConfigError
+    from dreamgen.quality.filter import FilterConfig
+
+    f = cfg.filter
+    threshold = f.quality_threshold
+    if threshold != "auto" and not isinstance(threshold, (int, float)):
+        raise ConfigError(f"filter.quality_threshold={threshold!r}; must be a number in [0, 1] or auto")
+    return FilterConfig(quality_threshold=None if threshold == "auto" else float(threshold),
+                        target_precision=f.target_precision, support_margin=f.support_margin,
+                        jump_margin=f.jump_margin, disagreement_step=f.disagreement_step,
+                        disagreement_mean=f.disagreement_mean)
+
+
+def judge(cfg: DictConfig, store, on_episode=None) -> dict:
+    """Score every dream of ``store``: physical reason, disagreement (max, mean), quality probability."""
+    from dreamgen.data.store import TrajectoryStore
+    from dreamgen.language import default_encoder
+    from dreamgen.quality.filter import Support, disagreement, physical_reason
+    from dreamgen.quality.model import QualityModel
+    from dreamgen.world_model.checkpoint import load_world_model
+
+    f = cfg.filter
+    config = filter_config(cfg)
+    quality = QualityModel.load(f.quality)
+    model = load_world_model(f.world_model)
+    real = TrajectoryStore.open(f.real_store)
+    support = Support.from_episodes(list(real.iter_episodes()))
+    dynamic = slice(*model.layout.dynamic)
+    meta = store.meta(["instruction"])
+    texts = sorted(set(meta["instruction"].tolist()))
+    embedding = dict(zip(texts, default_encoder().encode(texts), strict=True))
+    physical, dis_max, dis_mean, obs, action = [], [], [], [], []
+    for episode in store.iter_episodes():
+        physical.append(physical_reason(episode, support, config, dynamic))
+        d = disagreement(model, episode, embedding[episode.meta["instruction"]])
+        dis_max.append(float(np.max(d)))
+        dis_mean.append(float(np.mean(d)))
+        obs.append(np.nan_to_num(episode.obs))
+        action.append(np.nan_to_num(episode.action))
+        if on_episode is not None:
+            on_episode()
+    cond = np.stack([embedding[t] for t in meta["instruction"]]) if len(obs) else np.zeros((0, quality.cond_dim))
+    score = quality.score(obs, action, cond)[0]
+    return {"config": config, "bound": model.disagreement_bound, "world_model_id": model.info.get("world_model_id"),
+            "quality": quality, "episode_id": store.meta(["episode_id"])["episode_id"],
+            "physical": np.array(physical, dtype=object), "dis_max": np.array(dis_max),
+            "dis_mean": np.array(dis_mean), "score": np.array(score)}
+
+
+def choose_threshold(judged: dict) -> dict:
+    """The quality threshold: given, or chosen on the out-of-fold scores of audited fit-fold dreams."""
+    from dreamgen.errors import ConfigError
+    from dreamgen.quality.filter import pick_threshold, verdicts
+
+    config = judged["config"]
+    if config.quality_threshold is not None:
+        return {"threshold": config.quality_threshold, "mode": "given"}
+    oof = judged["quality"].info.get("oof", {})
+    index = np.array([i for i, e in enumerate(judged["episode_id"]) if e in oof], np.int64)
+    if len(index) == 0:
+        raise ConfigError("filter.quality_threshold=auto needs audited dreams of this store in the quality "
+                          "model's training data; run `dreamgen audit` then `dreamgen train-quality`, or give "
+                          "filter.quality_threshold=<probability>")
+    oof_score = np.array([oof[judged["episode_id"][i]][0] for i in index])
+    label = np.array([oof[judged["episode_id"][i]][1] for i in index], bool)
+    physical_ok = verdicts(judged["physical"][index], judged["dis_max"][index], judged["dis_mean"][index],
+                           np.ones(len(index)), judged["bound"], config, 0.0) == "passed"
+    picked = pick_threshold(oof_score, label, physical_ok, config.target_precision)
+    if not picked["met"]:
+        log.warning("filter: no quality threshold reaches precision %.2f on %d audited fit-fold dreams; "
+                    "using the most precise one (%.3f, precision %.2f)", config.target_precision, len(index),
+                    picked["threshold"], picked["precision"])
+    return {**picked, "mode": "auto", "calibration_dreams": int(len(index))}
+
+
+def run(cfg: DictConfig) -> dict:
+    import dataclasses
+
+    from dreamgen.data.store import TrajectoryStore
+    from dreamgen.quality.filter import PASSED, REASONS, verdicts
+
+    filter_config(cfg)
+    store = TrajectoryStore.open(cfg.filter.store, mode="r+")
+    with run_verb(cfg, "filter", inputs={"dream": store}) as (run_dir, tracker):
+        bar = progress(None, cfg, total=len(store), desc="filter", unit="ep")
+        judged = judge(cfg, store, on_episode=lambda: bar.update(1))
+        bar.close()
+        chosen = choose_threshold(judged)
+        reason = verdicts(judged["physical"], judged["dis_max"], judged["dis_mean"], judged["score"],
+                          judged["bound"], judged["config"], chosen["threshold"])
+        accepted = reason == PASSED
+        digest = store.digest()
+        store.update_meta("quality", judged["score"])
+        store.update_meta("reason", reason)
+        store.update_meta("verdict", np.where(accepted, "accept", "reject"))
+        counts = collections.Counter(reason.tolist())
+        record = {"thresholds": {**dataclasses.asdict(judged["config"]), "quality_threshold": chosen["threshold"]},
+                  "choice": chosen, "quality_model": str(cfg.filter.quality), "world_model_id": judged["world_model_id"],
+                  "store_digest": digest, "accepted": int(accepted.sum()), "episodes": len(store),
+                  "reasons": dict(counts)}
+        store.set_info("filter", record)
+        metrics = {"filter/accept_rate": float(accepted.mean()) if len(store) else 0.0,
+                   "filter/accepted": float(accepted.sum()), "filter/quality_threshold": float(chosen["threshold"])}
+        metrics.update({f"filter/rate_{r}": counts.get(r, 0) / max(len(store), 1) for r in (*REASONS, PASSED)})
+        tracker.log_metrics(metrics)
+        tracker.log_dict(record, "filter.json")
+        log.info("filter %s: accepted %d of %d (quality threshold %.3f, %s); reasons: %s", cfg.filter.store,
+                 int(accepted.sum()), len(store), chosen["threshold"], chosen["mode"],
+                 ", ".join(f"{k} {v}" for k, v in counts.most_common()))
+        return {"store": str(cfg.filter.store), **metrics, "reasons": dict(counts), "choice": chosen}
+
+
+main = hydra_main(run)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""``dreamgen train-quality``: the learned quality model on real episodes and audited dreams → run_dir/quality.
+
+Training data: every real episode of ``quality.real_store`` (label: reached success) and the dreams of
+``quality.dream_store`` the audit replayed in its ``fit`` fold (label: real replay outcome). Cross-fitting
+gives out-of-fold scores (kept in the checkpoint: the filter picks its threshold on them); the final
+model is trained on everything. Held-out AUC and calibration go to MLflow: out-of-fold on the training
+data, and on the audit's ``test`` fold, which no model or threshold ever trains on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from omegaconf import DictConfig
+
+from jobs.common import hydra_main, log, progress, run_verb
+
+
+def quality_config(cfg: DictConfig):
+    from dreamgen.errors import ConfigError
+    from dreamgen.quality.model import QualityConfig
+
+    q = cfg.quality
+    if not isinstance(q.folds, int) or q.folds < 2:
+        raise ConfigError(f"quality.folds={q.folds!r}; must be an integer >= 2 (cross-fitting folds)")
+    return QualityConfig(hidden=q.hidden, layers=q.layers, lr=q.lr, weight_decay=q.weight_decay, epochs=q.epochs,
+                         batch_size=q.batch_size, gamma=q.gamma, value_weight=q.value_weight)
+
+
+def labelled_data(real_store, dream_store, labels: dict, folds: tuple[str, ...]):
+    """``QualityData`` of every real episode plus the audited dreams of ``folds``."""
+    from dreamgen.language import default_encoder
+    from dreamgen.quality.model import QualityData
+
+    obs, action, texts, label, step, source, ids = [], [], [], [], [], [], []
+
+    def add(episode, success: bool, success_step: int, src: str) -> None:
+        obs.append(episode.obs)
+        action.append(episode.action)
+        texts.append(episode.meta["instruction"])
+        label.append(success)
+        step.append(success_step)
+        source.append(src)
+        ids.append(episode.meta["episode_id"])
+
+    if real_store is not None:
+        for episode in real_store.iter_episodes():
+            hit = bool(episode.success.any())
+            add(episode, hit, int(np.argmax(episode.success)) if hit else -1, "real")
+    if dream_store is not None and labels:
+        for episode in dream_store.iter_episodes():
+            entry = labels.get(episode.meta["episode_id"])
+            if entry is not None and entry["fold"] in folds:
+                add(episode, bool(entry["real_success"]), -1, "dream")
+    cond = default_encoder().encode(texts) if texts else np.zeros((0, 384), np.float32)
+    return QualityData(obs, action, cond, np.array(label, bool), np.array(step, np.int64), np.array(source),
+                       np.array(ids))
+
+
+def run(cfg: DictConfig) -> dict:
+    from pathlib import Path
+
+    from dreamgen.data.store import TrajectoryStore
+    from dreamgen.quality.audit import load_labels
+    from dreamgen.quality.model import auc, calibration, cross_fit, fit_quality
+    from dreamgen.rundir import staged
+
+    q = cfg.quality
+    config = quality_config(cfg)
+    real = TrajectoryStore.open(q.real_store)
+    dream = TrajectoryStore.open(q.dream_store) if Path(str(q.dream_store)).exists() else None
+    labels = load_labels(Path(str(q.labels)))
+    data = labelled_data(real, dream, labels, ("fit",))
+    test = labelled_data(None, dream, labels, ("test",))
+    inputs = {"real": real, **({"dream": dream} if dream is not None else {})}
+    with run_verb(cfg, "train-quality", inputs=inputs) as (run_dir, tracker):
+        n_dream = int((data.source == "dream").sum())
+        log.info("quality model: %d real episodes + %d audited dreams (fit fold); %d cross-fitting folds",
+                 len(data) - n_dream, n_dream, q.folds)
+        oof = cross_fit(data, config, seed=cfg.seed, folds=q.folds)
+        bar = progress(range(config.epochs), cfg, desc="train-quality", unit="epoch")
+
+        def on_epoch(epoch: int, loss: float) -> None:
+            bar.update(1)
+            tracker.log_metrics({"quality/train_loss": loss}, step=epoch)
+
+        info = {"real_store": str(real.path), "real_digest": real.digest(), "seed": cfg.seed,
+                "dream_store": str(dream.path) if dream is not None else None,
+                "dream_digest": dream.digest() if dream is not None else None}
+        model = fit_quality(data, config, seed=cfg.seed, info=info, on_epoch=on_epoch)
+        bar.close()
+        is_dream = data.source == "dream"
+        metrics = {"quality/oof_auc_real": auc(oof[~is_dream], data.label[~is_dream]),
+                   "quality/oof_auc_dream": auc(oof[is_dream], data.label[is_dream]),
+                   "quality/train_real": float((~is_dream).sum()), "quality/train_dreams": float(is_dream.sum())}
+        report = {"oof_real": calibration(oof[~is_dream], data.label[~is_dream]),
+                  "oof_dream": calibration(oof[is_dream], data.label[is_dream])}
+        if len(test):
+            score = model.score(test.obs, test.action, test.cond)[0]
+            metrics["quality/test_auc_dream"] = auc(score, test.label)
+            report["test_dream"] = calibration(score, test.label)
+            metrics["quality/test_ece_dream"] = report["test_dream"]["ece"]
+        metrics["quality/oof_ece_dream"] = report["oof_dream"]["ece"]
+        # out-of-fold scores of audited dreams: what `dreamgen filter` picks its automatic threshold on
+        model.info["oof"] = {str(i): [float(s), bool(lab)] for i, s, lab, d in
+                             zip(data.episode_id, oof, data.label, is_dream, strict=True) if d}
+        model.info["metrics"] = metrics
+        with staged(Path(str(q.out))) as partial:
+            model.save(partial)
+        tracker.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        tracker.log_dict(report, "quality_calibration.json")
+        log.info("quality model -> %s: %s", q.out, ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in metrics.items()))
+        return {"quality": str(q.out), **metrics}
+
+
+main = hydra_main(run)
+
+if __name__ == "__main__":
+    main()
