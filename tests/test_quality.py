@@ -142,13 +142,18 @@ def test_audit_train_quality_filter_on_real_dreams(smoke_run, tmp_path):
     common = [c if not c.startswith("run_dir=") else f"run_dir={run_dir}" for c in common]
     dreamgen("generate", *common, "generate.workers=0", "generate.episodes=12", cwd=work)
     store = TrajectoryStore.open(run_dir / "dream.zarr", mode="r+")
-    template = store.episode(0)
+    real_episodes = list(TrajectoryStore.open(run_dir / "real.zarr").iter_episodes())
+    real = Support.from_episodes(real_episodes)
+    template = real_episodes[0]  # a physically perfect "dream": a real trajectory, then damaged
+    template.meta = {**store.episode(0).meta, "task": template.meta["task"], "instruction": template.meta["instruction"],
+                     "seed": template.meta["seed"]}
+    assert physical_reason(template, real, FilterConfig(), DYNAMIC) == PASSED
     bad = {}
     for reason, e in planted(template).items():
         if reason in (PASSED, "non-finite"):  # the store itself refuses NaN; "ended non-finite" stands in
             continue
         if reason == "teleport":  # one frame where the object jumps across its real range, and back
-            real = Support.from_episodes(list(TrajectoryStore.open(run_dir / "real.zarr").iter_episodes()))
+            e = planted(template)[PASSED]
             span = real.high - real.low
             d = 4 + int(np.argmax(span[4:7] / np.maximum(real.jump[4:7], 1e-9)))
             assert 0.8 * span[d] > 3 * real.jump[d]
