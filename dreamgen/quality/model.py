@@ -104,7 +104,8 @@ class QualityModel:
         self.delta_std = delta_std.astype(np.float32)
         self.action_dim, self.cond_dim = action_dim, cond_dim
         self.info = dict(info or {})
-        self.net = _Net(2 * len(obs_mean) + action_dim + 1 + cond_dim, config.hidden, config.layers)
+        self.in_dim = 2 * len(obs_mean) + action_dim + 1 + cond_dim
+        self.net = _Net(self.in_dim, config.hidden, config.layers)
 
     @classmethod
     def for_data(cls, data: QualityData, config: QualityConfig) -> QualityModel:
@@ -123,7 +124,7 @@ class QualityModel:
     def batch(self, obs: Sequence[np.ndarray], action: Sequence[np.ndarray],
               cond: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         longest = max(len(o) for o in obs)
-        x = np.zeros((len(obs), longest, self.net.encoder[0].in_features), np.float32)
+        x = np.zeros((len(obs), longest, self.in_dim), np.float32)
         mask = np.zeros((len(obs), longest), bool)
         for i, (o, a) in enumerate(zip(obs, action, strict=True)):
             x[i, :len(o)] = self.features(o, a, cond[i])
