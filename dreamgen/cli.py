@@ -19,7 +19,7 @@ VERBS = {
     "filter": "verdict + reason per dream (physical checks, disagreement, quality), written to the store",
     "train-policy": "train the language-conditioned BC policy on a store",
     "evaluate": "evaluate a policy on the real simulator (per-task success, Wilson 95% CI)",
-    "pipeline": "the main job: collect -> train-world-model -> train-policy -> generate -> evaluate, summary table",
+    "pipeline": "the main job: collect -> train-world-model -> train-policy -> generate -> audit -> train-quality -> filter -> audit -> evaluate",
     "runs": "list the MLflow runs of the tracking experiment",
     "submit": "submit any verb as a Ray Job: dreamgen submit [--address URL] [--no-wait] <verb> [overrides]",
     "jobs": "a submitted Ray Job: dreamgen jobs status|logs|stop ID (or list) [--address URL]",
