@@ -59,7 +59,7 @@ def plot_dreams(store, indices, path: Path) -> None:
 def run(cfg: DictConfig, *, report: bool = True) -> dict:
     from dreamgen.data.store import TrajectoryStore
     from dreamgen.errors import ConfigError
-    from dreamgen.quality.audit import load_labels, replay_dreams, sample_for_audit
+    from dreamgen.quality.audit import fold_of, load_labels, replay_dreams, sample_for_audit
     from dreamgen.rundir import write_json
 
     a = cfg.audit
@@ -80,8 +80,6 @@ def run(cfg: DictConfig, *, report: bool = True) -> dict:
         replayed = replay_dreams((store.episode(i) for i in todo), labels, on_episode=lambda: bar.update(1))
         bar.close()
         for eid, entry in labels.items():  # the fold follows the configured fraction
-            from dreamgen.quality.audit import fold_of
-
             entry["fold"] = fold_of(eid, a.test_fraction)
         write_json(labels_path, labels)
         log.info("audit: replayed %d dreams (%d labelled in all) in the real simulator", replayed, len(labels))
@@ -118,7 +116,7 @@ def audit_report(store, meta, picked, labels, cfg) -> dict:
     dream_success = meta["success"][picked]
     dis = meta["disagreement_max"][picked].astype(float)
     fit, test = fold == "fit", fold == "test"
-    # disagreement-only: the same target-precision rule as the learned filter, on disagreement alone
+    # disagreement-tuned: the learned filter's target-precision rule, on disagreement alone (fit fold)
     target = float(cfg.filter.target_precision)
     chosen = pick_threshold(-dis, real, dream_success & fit, target)
     bound = load_world_model(cfg.filter.world_model).disagreement_bound * float(cfg.filter.disagreement_step)

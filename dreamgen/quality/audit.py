@@ -62,7 +62,8 @@ def load_labels(path: Path) -> dict[str, dict[str, Any]]:
 
 def replay_dreams(episodes: Iterable[Episode], labels: dict[str, dict[str, Any]],
                   on_episode: Callable[[], None] | None = None) -> int:
-    """Add a label for every episode not in ``labels`` (keyed by episode_id); return how many were replayed."""
+    """Add a label for every episode not in ``labels`` (keyed by episode_id); return how many were replayed.
+    The caller assigns folds (``fold_of``), so a changed test fraction re-folds old labels too."""
     from dreamgen.sim.metaworld import MAX_EPISODE_STEPS, make_env
 
     done, envs = 0, {}
@@ -75,7 +76,7 @@ def replay_dreams(episodes: Iterable[Episode], labels: dict[str, dict[str, Any]]
             result = replay_episode(episode, envs[task])
             labels[eid] = {"task": str(episode.meta["task"]), "real_success": result["real_success"],
                            "dream_success": bool(episode.success.any()), "length": len(episode),
-                           "start_error": result["start_error"], "fold": fold_of(eid)}
+                           "start_error": result["start_error"]}
             done += 1
         if on_episode is not None:
             on_episode()
