@@ -19,8 +19,10 @@ log = logging.getLogger("dreamgen")
 
 # Keys that may change between verbs of one run without making it a different run.
 # ``generate`` is one of them: each generation job is identified by its own job id in its dream store;
-# the quality model, filter and audit record what they read (store digests, thresholds) themselves.
-NON_IDENTITY_KEYS = ("run_dir", "tracking", "progress", "export", "generate", "audit", "quality", "filter")
+# the quality model, filter and audit record what they read (store digests, thresholds) themselves;
+# each sweep arm is its own run dir with its own identity.
+NON_IDENTITY_KEYS = ("run_dir", "tracking", "progress", "export", "generate", "audit", "quality", "filter",
+                     "sweep")
 
 
 def plain(node: Any) -> Any:

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from omegaconf import DictConfig
 
 from jobs.common import hydra_main, log, progress, run_verb
 
 
-def run(cfg: DictConfig) -> dict:
-    from dreamgen.data.store import TrajectoryStore
+def check_config(cfg: DictConfig) -> list[str]:
+    """The evaluated tasks; refuses bad ``evaluate.*`` values."""
     from dreamgen.errors import ConfigError
-    from dreamgen.evaluate import evaluate_task, format_table, summarise
-    from dreamgen.language import default_encoder
-    from dreamgen.rundir import write_json
     from dreamgen.sim.metaworld import check_tasks
-    from policies import load_policy
 
     e = cfg.evaluate
     tasks = check_tasks(cfg.tasks)
@@ -23,20 +22,54 @@ def run(cfg: DictConfig) -> dict:
                           f"{e.max_steps} in [1, 500]")
     if e.instructions not in ("canonical", "sampled"):
         raise ConfigError(f"evaluate.instructions={e.instructions!r}; accepted: canonical, sampled")
-    policy = load_policy(e.policy)
+    return tasks
+
+
+def evaluate_policy(cfg: DictConfig, policy: Any, on_task: Callable[[Any], None] | None = None) -> dict:
+    """Success of ``policy`` per task on the real simulator (no tracking, no files): ``summarise``'s dict.
+
+    Layout seeds derive from ``cfg.seed`` alone, so every policy evaluated under one run seed meets the
+    same layouts (a paired comparison); seeds of ``evaluate.store``'s episodes are refused.
+    """
+    from dreamgen.data.store import TrajectoryStore
+    from dreamgen.evaluate import evaluate_task, summarise
+    from dreamgen.language import default_encoder
+
+    e = cfg.evaluate
+    tasks = check_config(cfg)
     store = TrajectoryStore.open(e.store)
     train_seeds = {int(s) for s in store.meta(["seed"])["seed"] if s >= 0}
     encoder = default_encoder()
-    with run_verb(cfg, "evaluate", inputs={"real": store}) as (run_dir, tracker):
-        results = []
-        for index, task in enumerate(progress(tasks, cfg, desc="evaluate", unit="task")):
-            result = evaluate_task(
-                lambda obs, cond: policy.act(obs, cond, deterministic=True), task, index,
-                n_episodes=e.n_episodes, max_steps=e.max_steps, run_seed=cfg.seed,
-                embed=encoder.encode, instructions=e.instructions, exclude_seeds=train_seeds)
-            results.append(result)
-            tracker.log_metrics({f"policy/success_rate/{task}": result.rate})
-        summary = summarise(results)
+    results = []
+    for index, task in enumerate(tasks):
+        result = evaluate_task(
+            lambda obs, cond: policy.act(obs, cond, deterministic=True), task, index,
+            n_episodes=e.n_episodes, max_steps=e.max_steps, run_seed=cfg.seed,
+            embed=encoder.encode, instructions=e.instructions, exclude_seeds=train_seeds)
+        results.append(result)
+        if on_task is not None:
+            on_task(result)
+    return summarise(results)
+
+
+def run(cfg: DictConfig) -> dict:
+    from dreamgen.data.store import TrajectoryStore
+    from dreamgen.evaluate import format_table
+    from dreamgen.rundir import write_json
+    from policies import load_policy
+
+    e = cfg.evaluate
+    tasks = check_config(cfg)
+    policy = load_policy(e.policy)
+    with run_verb(cfg, "evaluate", inputs={"real": TrajectoryStore.open(e.store)}) as (run_dir, tracker):
+        bar = progress(None, cfg, total=len(tasks), desc="evaluate", unit="task")
+
+        def on_task(result: Any) -> None:
+            bar.update(1)
+            tracker.log_metrics({f"policy/success_rate/{result.task}": result.rate})
+
+        summary = evaluate_policy(cfg, policy, on_task)
+        bar.close()
         summary["policy"] = str(e.policy)
         write_json(run_dir / "eval.json", summary)
         tracker.log_dict(summary, "eval.json")
@@ -44,9 +77,8 @@ def run(cfg: DictConfig) -> dict:
         tracker.log_metrics({"policy/success_rate": overall["success_rate"],
                              "policy/success_ci95_low": overall["ci95_low"],
                              "policy/success_ci95_high": overall["ci95_high"]})
-        table = format_table(summary)
         log.info("real-simulator success (%d episodes per task, seeds disjoint from training):\n%s",
-                 e.n_episodes, table)
+                 e.n_episodes, format_table(summary))
         return summary
 
 

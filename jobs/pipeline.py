@@ -1,62 +1,87 @@
-"""``dreamgen pipeline``: the main job, collect → train-world-model → train-policy → generate → audit
-(replay) → train-quality → filter → audit (report) → evaluate.
+"""``dreamgen pipeline``: the main job, collect → train-world-model → [train-policy] → generate → audit
+(replay) → train-quality → filter → audit (report) → sweep.
 
-Prints the world model's fidelity summary, the generation totals and the policy's per-task success on
-the real simulator.
+Does dream data help, and at what ratio? The last stage answers it: the capped-mix sweep trains and
+evaluates a policy per (cap, seed) on the real simulator. ``train-policy`` runs only when the dreams
+come from the BC policy (``generate.sampler.kind=policy``); the sweep's cap-0 arms are the real-only
+baseline. Prints a final summary (success per cap with intervals, the filter's precision, dream
+throughput) and writes ``run_dir/report.json``.
 
-Each stage is the same function its own verb runs, under one parent MLflow run.
+Each stage is the same function its own verb runs, as a child of one parent MLflow run.
 """
 
 from __future__ import annotations
 
-import json
+import time
+from typing import Any
 
 from omegaconf import DictConfig
 
-from jobs import audit, collect, evaluate, generate, train_policy, train_quality, train_world_model
+from jobs import audit, collect, generate, sweep, train_policy, train_quality, train_world_model
 from jobs import filter as filter_verb
 from jobs.common import hydra_main, run_verb
 
 
-def run(cfg: DictConfig) -> dict:
-    from dreamgen.evaluate import format_table
+def summary_text(cfg: DictConfig, report: dict[str, Any]) -> str:
+    """The final summary: world model, dreams and their throughput, the filter's precision, the sweep."""
+    from dreamgen.sweep import format_sweep
 
+    wm, dreams, filtered, audited, swept = (report[k] for k in ("world_model", "generate", "filter", "audit", "sweep"))
+    learned = audited["filters"].get("learned-filter", {}).get("overall")
+    everything = audited["filters"]["accept-all"]["overall"]
+    precision = ("n/a (no dream accepted in the held-out fold)" if learned is None or not learned["accepted"] else
+                 f"{learned['precision']['value']:.2f} [{learned['precision']['ci95'][0]:.2f}, "
+                 f"{learned['precision']['ci95'][1]:.2f}] ({learned['precision']['hits']}/{learned['precision']['of']}),"
+                 f" recall {learned['recall']['value']:.2f}")
+    lines = [
+        f"dreamgen pipeline: {cfg.name} (run_dir {cfg.run_dir}), {report['seconds'] / 60:.1f} min",
+        f"world model {wm['world_model_id']}",
+        f"dreams: {int(dreams['generate/store_episodes'])} from sampler {cfg.generate.sampler.kind}"
+        f"{' (an oracle labeller: the scripted expert acting in the dream)' if cfg.generate.sampler.kind == 'expert' else ''}; "
+        f"{dreams['generate/episodes_per_s']:.1f} episodes/s, {dreams['generate/transitions_per_s']:.0f} transitions/s",
+        f"filter: accepted {int(filtered['filter/accepted'])} of {int(dreams['generate/store_episodes'])} "
+        f"(quality threshold {filtered['filter/quality_threshold']:.3f})",
+        f"filter precision on {audited['test_dreams']} held-out dreams replayed in the real simulator: {precision} "
+        f"(accept-all {everything['precision']['value']:.2f})",
+        "",
+        f"real-simulator success per cap ({swept['episodes_per_task']} episodes per task per arm, seeds "
+        f"{swept['seeds']}, pooled; Wilson / Newcombe 95% CI):",
+        format_sweep(swept),
+    ]
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig) -> dict:
+    started = time.monotonic()
     collect.collect_spec(cfg)  # fail fast on every stage's config
     train_world_model.ensemble_config(cfg)
     train_world_model.dream_config(cfg)
     generate.check_config(cfg)
     train_quality.quality_config(cfg)
     filter_verb.filter_config(cfg)
+    sweep.check_config(cfg)
     with run_verb(cfg, "pipeline") as (run_dir, tracker):
-        collected = collect.run(cfg)
-        world_model = train_world_model.run(cfg)
-        trained = train_policy.run(cfg)
-        dreams = generate.run(cfg)
+        report: dict[str, Any] = {"collect": collect.run(cfg), "world_model": train_world_model.run(cfg)}
+        if cfg.generate.sampler.kind == "policy":  # the dreams' sampler is the real-only BC policy
+            report["train_policy"] = train_policy.run(cfg)
+        report["generate"] = generate.run(cfg)
         audit.run(cfg, report=False)  # real outcomes of the audited dreams: training data for the quality model
-        quality = train_quality.run(cfg)
-        filtered = filter_verb.run(cfg)
-        audited = audit.run(cfg)
-        summary = evaluate.run(cfg)
-        report = {"collect": collected, "world_model": world_model, "train_policy": trained, "generate": dreams,
-                  "train_quality": quality, "filter": filtered, "audit": audited, "evaluate": summary}
+        report["train_quality"] = train_quality.run(cfg)
+        report["filter"] = filter_verb.run(cfg)
+        report["audit"] = audit.run(cfg)
+        report["sweep"] = sweep.run(cfg)
+        report["seconds"] = time.monotonic() - started
         from dreamgen.rundir import write_json
 
         write_json(run_dir / "report.json", report)
         tracker.log_dict(report, "report.json")
-        tracker.log_metrics({"policy/success_rate": summary["overall"]["success_rate"]})
-    wm_report = json.loads((run_dir / "world_model" / "report.json").read_text())
-    print(f"\ndreamgen pipeline: {cfg.name} (run_dir {cfg.run_dir})\n"
-          f"world model {world_model['world_model_id']} on held-out real episodes:\n"
-          f"{train_world_model.format_report(wm_report)}\n\n"
-          f"dreams: {int(dreams['generate/store_episodes'])} in {dreams['store']} (job {dreams['job_id']}), "
-          f"{dreams['generate/episodes_per_s']:.1f} episodes/s; ended with predicted success "
-          f"{int(dreams['generate/success'])}, halted {int(dreams['generate/halted'])}, "
-          f"non-finite {int(dreams['generate/nonfinite'])}\n"
-          f"filter: accepted {int(filtered['filter/accepted'])} (quality threshold "
-          f"{filtered['filter/quality_threshold']:.3f}); audit on {audited['test_dreams']} held-out dreams "
-          f"replayed in the real simulator, Wilson 95% CI:\n{audit.format_audit(audited)}\n\n"
-          f"real-only BC policy, {cfg.evaluate.n_episodes} real-simulator episodes per task, "
-          f"Wilson 95% CI:\n{format_table(summary)}\nreport: {run_dir / 'report.json'}")
+        swept = report["sweep"]
+        tracker.log_metrics({"pipeline/minutes": report["seconds"] / 60,
+                             "sweep/recommended_cap": swept["recommended_cap"],
+                             **{f"sweep/success/cap_{k}": v["success_rate"] for k, v in swept["per_cap"].items()}})
+        text = summary_text(cfg, report)
+        tracker.log_text(text, "summary.txt")
+    print(f"\n{text}\nreport: {run_dir / 'report.json'}\nMLflow: mlflow ui --backend-store-uri {cfg.tracking.uri}")
     return report
 
 

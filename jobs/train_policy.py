@@ -1,11 +1,30 @@
-"""``dreamgen train-policy``: language-conditioned BC on a store's demonstrations → run_dir/policy."""
+"""``dreamgen train-policy``: language-conditioned BC on real demos (+ capped accepted dreams) → run_dir/policy.
+
+With ``policy.dream_store`` set and ``policy.max_dream_fraction > 0``, the accepted dreams of a filtered
+dream store are mixed in by ``CappedMixSampler``; the checkpoint's ``info["dream_selection"]`` records
+which dreams it consumed (store digest, verdicts, the filter's thresholds) and the achieved fraction.
+"""
 
 from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
 
 from jobs.common import hydra_main, log, progress, run_verb
+
+
+def _frames(store: Any, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    obs, action, texts = [], [], []
+    for index, episode in enumerate(store.iter_episodes()):
+        if keep[index]:
+            obs.append(episode.obs)
+            action.append(episode.action)
+            texts += [episode.meta["instruction"]] * len(episode)
+    return np.concatenate(obs), np.concatenate(action), texts
 
 
 def load_demos(cfg: DictConfig):
@@ -14,7 +33,7 @@ def load_demos(cfg: DictConfig):
     from dreamgen.errors import ConfigError
 
     store = TrajectoryStore.open(cfg.policy.store)
-    meta = store.meta(["kind", "success", "instruction"])
+    meta = store.meta(["kind", "success"])
     keep = np.isin(meta["kind"], list(cfg.policy.train_kinds))
     if cfg.policy.success_only:
         keep &= meta["success"]
@@ -22,53 +41,142 @@ def load_demos(cfg: DictConfig):
         raise ConfigError(f"policy.train_kinds={list(cfg.policy.train_kinds)} (success_only="
                           f"{cfg.policy.success_only}) selects no episode of {cfg.policy.store}; "
                           f"its kinds are {sorted(set(meta['kind']))}")
-    obs, action, texts = [], [], []
-    for index, episode in enumerate(store.iter_episodes()):
-        if keep[index]:
-            obs.append(episode.obs)
-            action.append(episode.action)
-            texts += [episode.meta["instruction"]] * len(episode)
-    return store, np.concatenate(obs), np.concatenate(action), texts, int(keep.sum())
+    obs, action, texts = _frames(store, keep)
+    return store, obs, action, texts, int(keep.sum())
 
 
-def run(cfg: DictConfig) -> dict:
+def dream_selection(store: Any, verdicts: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Which dreams of a filtered store have one of ``verdicts``: ``(mask, selection record)``.
+
+    The record names the store (digest), the filter's thresholds and a digest of the selected episode
+    ids, so a checkpoint says exactly which dreams it consumed. Refuses a store that was never filtered
+    or that changed since (its verdicts would not describe its dreams).
+    """
+    import hashlib
+
     from dreamgen.errors import ConfigError
-    from dreamgen.language import default_encoder
-    from dreamgen.rundir import staged
-    from policies.bc import BCConfig, fit_bc
+
+    record = store.info.get("filter")
+    if record is None:
+        raise ConfigError(f"dream store {store.path} has no filter verdicts; run `dreamgen filter` on it first "
+                          "(only accepted dreams are mixed in)")
+    digest = store.digest()
+    if record["store_digest"] != digest:
+        raise ConfigError(f"dream store {store.path} changed since it was filtered ({record['episodes']} episodes "
+                          f"then, {len(store)} now); rerun `dreamgen filter`")
+    meta = store.meta(["verdict", "sampler", "episode_id"])
+    keep = np.isin(meta["verdict"], verdicts)
+    ids = hashlib.sha256("\n".join(sorted(meta["episode_id"][keep].tolist())).encode()).hexdigest()[:16]
+    return keep, {"store": str(store.path), "store_digest": digest, "verdicts": list(verdicts),
+                  "episodes": int(keep.sum()), "episode_ids_digest": ids, "frames": 0,
+                  "samplers": dict(collections.Counter(meta["sampler"][keep].tolist())),
+                  "filter": {k: record[k] for k in ("thresholds", "quality_model", "world_model_id", "accepted",
+                                                    "episodes")}}
+
+
+def load_dreams(cfg: DictConfig) -> tuple[Any, dict[str, Any] | None]:
+    """Frames ``(obs, action, texts)`` of the selected dreams and their selection record, or ``(None, None)``."""
+    from dreamgen.data.store import TrajectoryStore
+    from dreamgen.errors import ConfigError
+    from dreamgen.mix import check_fraction
+
+    p = cfg.policy
+    fraction = check_fraction(p.max_dream_fraction, "policy.max_dream_fraction")
+    if p.dream_store is None:
+        if fraction > 0:
+            raise ConfigError(f"policy.max_dream_fraction={fraction} but policy.dream_store is null; give a "
+                              "filtered dream store (e.g. policy.dream_store=${generate.store}) or set the cap to 0")
+        return None, None
+    store = TrajectoryStore.open(p.dream_store)
+    keep, selection = dream_selection(store, list(p.dream_verdicts))
+    selection["max_dream_fraction"] = fraction
+    if not keep.any():
+        log.warning("policy.dream_store=%s has no dream with verdict in %s: training on real data only",
+                    p.dream_store, list(p.dream_verdicts))
+        return None, selection
+    frames = _frames(store, keep)
+    selection["frames"] = len(frames[0])
+    return frames, selection
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse bad ``policy.*`` values before anything is read or trained."""
+    from dreamgen.errors import ConfigError
+    from dreamgen.mix import check_fraction
 
     p = cfg.policy
     if p.epochs < 1 or p.batch_size < 1 or p.hidden < 1 or p.layers < 1 or p.lr <= 0:
         raise ConfigError("policy.epochs, batch_size, hidden, layers must be >= 1 and policy.lr > 0; "
                           f"got epochs={p.epochs} batch_size={p.batch_size} hidden={p.hidden} "
                           f"layers={p.layers} lr={p.lr}")
+    check_fraction(p.max_dream_fraction, "policy.max_dream_fraction")
+    if not list(p.dream_verdicts):
+        raise ConfigError("policy.dream_verdicts is empty; accepted: a list of filter verdicts, e.g. [accept]")
+
+
+def train(cfg: DictConfig, on_epoch: Callable[[int, float], None] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Train the BC policy that ``cfg.policy`` describes; no tracking, no files. Returns (policy, metrics)."""
+    from dreamgen.language import default_encoder
+    from policies.bc import BCConfig, fit_bc
+
+    check_config(cfg)
+    p = cfg.policy
+    seed = cfg.seed if p.seed is None else int(p.seed)
     config = BCConfig(hidden=p.hidden, layers=p.layers, lr=p.lr, weight_decay=p.weight_decay,
                       epochs=p.epochs, batch_size=p.batch_size, action_noise_std=p.action_noise_std)
     store, obs, action, texts, n_episodes = load_demos(cfg)
-    cond = default_encoder().encode(texts)
-    with run_verb(cfg, "train-policy", inputs={"real": store}) as (run_dir, tracker):
-        bar = progress(range(p.epochs), cfg, desc="train-policy", unit="epoch")
+    dream_frames, selection = load_dreams(cfg)
+    encoder = default_encoder()
+    dream = None
+    if dream_frames is not None:
+        dream = (dream_frames[0], dream_frames[1], encoder.encode(dream_frames[2]))
+    info = {"store": str(store.path), "store_digest": store.digest(), "episodes": n_episodes,
+            "frames": len(obs), "train_kinds": list(p.train_kinds), "seed": seed, "dream_selection": selection}
+    policy = fit_bc(obs, action, encoder.encode(texts), config, seed=seed, info=info, on_epoch=on_epoch,
+                    dream=dream, max_dream_fraction=p.max_dream_fraction)
+    achieved = policy.info["achieved_dream_fraction"]
+    if selection is not None:
+        selection["achieved_fraction"] = achieved
+    metrics = {"policy/episodes": n_episodes, "policy/frames": len(obs),
+               "policy/dream_episodes": selection["episodes"] if selection else 0,
+               "policy/dream_frames": selection["frames"] if selection else 0,
+               "policy/max_dream_fraction": float(p.max_dream_fraction), "policy/achieved_dream_fraction": achieved}
+    return policy, metrics
+
+
+def run(cfg: DictConfig) -> dict:
+    from dreamgen.rundir import staged
+
+    check_config(cfg)
+    from dreamgen.data.store import TrajectoryStore
+
+    inputs = {"real": TrajectoryStore.open(cfg.policy.store)}
+    if cfg.policy.dream_store is not None:
+        inputs["dream"] = TrajectoryStore.open(cfg.policy.dream_store)
+    with run_verb(cfg, "train-policy", inputs=inputs) as (run_dir, tracker):
+        bar = progress(range(cfg.policy.epochs), cfg, desc="train-policy", unit="epoch")
         losses: list[float] = []
 
         def on_epoch(epoch: int, loss: float) -> None:
             losses.append(loss)
             bar.update(1)
             bar.set_postfix(mse=f"{loss:.4f}")
-            if epoch % max(1, p.epochs // 50) == 0 or epoch == p.epochs - 1:
+            if epoch % max(1, cfg.policy.epochs // 50) == 0 or epoch == cfg.policy.epochs - 1:
                 tracker.log_metrics({"policy/train_mse": loss}, step=epoch)
 
-        info = {"store": str(store.path), "store_digest": store.digest(), "episodes": n_episodes,
-                "frames": len(obs), "train_kinds": list(p.train_kinds), "seed": cfg.seed,
-                "dream_selection": None}
-        policy = fit_bc(obs, action, cond, config, seed=cfg.seed, info=info, on_epoch=on_epoch)
+        policy, metrics = train(cfg, on_epoch)
         bar.close()
         with staged(run_dir / "policy") as partial:
             policy.save(partial)
-        metrics = {"policy/final_train_mse": losses[-1], "policy/episodes": n_episodes,
-                   "policy/frames": len(obs)}
+        metrics["policy/final_train_mse"] = losses[-1]
         tracker.log_metrics(metrics)
-        log.info("trained BC on %d demos (%d frames): final mse %.4f -> %s", n_episodes, len(obs),
-                 losses[-1], run_dir / "policy")
+        if policy.info["dream_selection"] is not None:
+            tracker.log_dict(policy.info["dream_selection"], "dream_selection.json")
+        log.info("trained BC on %d demos (%d frames) + %d accepted dreams (%d frames) at dream fraction %.3f "
+                 "(cap %.3f): final mse %.4f -> %s", metrics["policy/episodes"], metrics["policy/frames"],
+                 metrics["policy/dream_episodes"], metrics["policy/dream_frames"],
+                 metrics["policy/achieved_dream_fraction"], metrics["policy/max_dream_fraction"], losses[-1],
+                 run_dir / "policy")
         return {"policy": str(run_dir / "policy"), **metrics}
 
 

@@ -100,33 +100,51 @@ class BCPolicy:
 
 def fit_bc(obs: np.ndarray, action: np.ndarray, cond: np.ndarray, config: BCConfig, *, seed: int,
            info: dict[str, Any] | None = None,
-           on_epoch: Callable[[int, float], None] | None = None) -> BCPolicy:
-    """Fit a BC policy by MSE on ``(obs[N,O], cond[N,C]) -> action[N,A]``; deterministic given ``seed``."""
+           on_epoch: Callable[[int, float], None] | None = None,
+           dream: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+           max_dream_fraction: float = 0.0) -> BCPolicy:
+    """Fit a BC policy by MSE on ``(obs[N,O], cond[N,C]) -> action[N,A]``; deterministic given ``seed``.
+
+    ``dream = (obs, action, cond)`` of accepted dream frames is mixed in by ``CappedMixSampler``: every
+    batch holds at most ``floor(max_dream_fraction x batch_size)`` dream frames. The budget is fixed in
+    gradient steps, ``epochs x ceil(N / batch_size)``, whatever the cap, so arms of a ratio sweep differ
+    in what they train on, not in how long. The normaliser is fitted on real frames only. The achieved
+    dream fraction is written to ``policy.info["achieved_dream_fraction"]``.
+    """
+    from dreamgen.mix import CappedMixSampler
+
     if len(obs) == 0:
         raise ValueError("fit_bc: no training frames")
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
     mean, std = obs.mean(axis=0), obs.std(axis=0)
     std = np.maximum(std, 1e-2)  # constant dims (e.g. an unused object slot) stay finite
     policy = BCPolicy(config, mean, std, cond.shape[1], action.shape[1], info, seed=seed)
-    x = policy._inputs(obs, cond)
-    y = torch.as_tensor(action, dtype=torch.float32)
+    pools = [(obs, action, cond)] + ([dream] if dream is not None and len(dream[0]) else [])
+    x = torch.cat([policy._inputs(o, c) for o, _, c in pools])
+    y = torch.as_tensor(np.concatenate([a for _, a, _ in pools]), dtype=torch.float32)
+    n_real = len(obs)
+    sampler = CappedMixSampler(n_real, len(x) - n_real, config.batch_size, max_dream_fraction, seed=seed)
     optimiser = torch.optim.AdamW(policy.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, int(np.ceil(len(x) / config.batch_size)))
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs * steps_per_epoch)
+    steps_per_epoch = max(1, int(np.ceil(n_real / config.batch_size)))
+    total_steps = config.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=total_steps)
     policy.model.train()
-    for epoch in range(config.epochs):
-        order = torch.randperm(len(x), generator=generator)
-        total = 0.0
-        for start in range(0, len(x), config.batch_size):
-            index = order[start:start + config.batch_size]
+    step, total, seen = 0, 0.0, 0
+    while step < total_steps:
+        for real, dreamed in sampler.epoch():
+            index = torch.as_tensor(np.concatenate([real, dreamed + n_real]))
             loss = nn.functional.mse_loss(policy.model(x[index]), y[index])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             scheduler.step()
-            total += float(loss) * len(index)
-        if on_epoch is not None:
-            on_epoch(epoch, total / len(x))
+            total, seen, step = total + loss.item() * len(index), seen + len(index), step + 1
+            if step % steps_per_epoch == 0:
+                if on_epoch is not None:
+                    on_epoch(step // steps_per_epoch - 1, total / seen)
+                total, seen = 0.0, 0
+            if step == total_steps:
+                break
     policy.model.eval()
+    policy.info["achieved_dream_fraction"] = sampler.achieved_fraction
     return policy

@@ -119,17 +119,28 @@ def run_plan(plan: GenerationPlan, store_path: str | Path, *, workers: int, obs_
     return totals
 
 
+def connect_ray(address: str | None) -> bool:
+    """Join Ray unless this process already has; returns whether it connected (then it must ``ray.shutdown()``).
+
+    The address is ``address``, else ``RAY_ADDRESS`` (set inside a Ray Job), else a fresh local cluster:
+    never silently join whatever cluster ``ray start`` left on this machine.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
+             logging_level=logging.WARNING, log_to_driver=False, configure_logging=False)
+    return True
+
+
 class RayPool:
     """``workers`` Ray actors, each holding a ``ChunkRunner``; a dead actor is replaced and its chunks rerun."""
 
     def __init__(self, plan: GenerationPlan, workers: int, *, address: str | None, threads: int | None):
         import ray
 
-        self._started_ray = not ray.is_initialized()
-        if self._started_ray:
-            # "local" unless told otherwise: never silently join whatever cluster `ray start` left on this machine
-            ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, logging_level=logging.WARNING,
-                     log_to_driver=False, configure_logging=False)
+        self._started_ray = connect_ray(address)
         self._plan_ref = ray.put(plan)
         self._actor_cls = ray.remote(num_cpus=1, max_restarts=0)(_RayWorker)
         self._threads = threads

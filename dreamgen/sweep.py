@@ -1,0 +1,104 @@
+"""Reading an augmentation-ratio sweep (EVALUATION.md §2): success per cap, gain over real-only, a cap.
+
+An arm is one (cap, training seed) pair evaluated on the same real-simulator layouts as every other
+arm. Per cap, episodes are pooled over seeds and tasks: success with a Wilson 95% interval, plus the
+per-seed rates so training-seed spread is visible. Gain = success(cap) − success(cap 0) with Newcombe's
+hybrid score interval (from the two Wilson intervals). The recommended cap is the smallest cap whose
+difference from the best cap's success is within noise (its interval contains 0); "beats real-only"
+means the gain's interval lies above 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from dreamgen.errors import ConfigError
+from dreamgen.evaluate import wilson_interval
+
+
+def newcombe_interval(s1: int, n1: int, s2: int, n2: int) -> tuple[float, float]:
+    """95% interval of ``s1/n1 − s2/n2`` (Newcombe 1998, method 10: hybrid score from Wilson intervals)."""
+    p1, p2 = s1 / n1, s2 / n2
+    l1, u1 = wilson_interval(s1, n1)
+    l2, u2 = wilson_interval(s2, n2)
+    d = p1 - p2
+    return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
+def _pool(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    successes = sum(int(r["successes"]) for r in rows)
+    episodes = sum(int(r["episodes"]) for r in rows)
+    low, high = wilson_interval(successes, episodes)
+    return {"successes": successes, "episodes": episodes, "success_rate": successes / episodes,
+            "ci95_low": low, "ci95_high": high}
+
+
+def analyse(arms: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per-cap and per-task success, gains over cap 0, the recommended cap and a plain verdict.
+
+    Each arm: ``{"cap", "seed", "tasks": [{"task", "successes", "episodes"}, ...], "achieved_fraction"}``.
+    """
+    caps = sorted({float(a["cap"]) for a in arms})
+    if 0.0 not in caps:
+        raise ConfigError(f"a sweep needs the real-only arm (cap 0) to compare with; it has caps {caps}")
+    tasks = [row["task"] for row in arms[0]["tasks"]]
+    per_cap: dict[float, dict[str, Any]] = {}
+    for cap in caps:
+        mine = [a for a in arms if float(a["cap"]) == cap]
+        rows = [row for a in mine for row in a["tasks"]]
+        per_cap[cap] = {
+            "cap": cap, **_pool(rows), "seeds": sorted(int(a["seed"]) for a in mine),
+            "per_seed": {int(a["seed"]): _pool(a["tasks"])["success_rate"] for a in mine},
+            "achieved_fraction": sum(a["achieved_fraction"] for a in mine) / len(mine),
+            "tasks": {t: _pool([r for r in rows if r["task"] == t]) for t in tasks},
+        }
+    base = per_cap[0.0]
+    for row in per_cap.values():
+        row["gain"] = row["success_rate"] - base["success_rate"]
+        row["gain_ci95"] = list(newcombe_interval(row["successes"], row["episodes"], base["successes"], base["episodes"]))
+        for t in tasks:
+            mine, theirs = row["tasks"][t], base["tasks"][t]
+            mine["gain"] = mine["success_rate"] - theirs["success_rate"]
+            mine["gain_ci95"] = list(newcombe_interval(mine["successes"], mine["episodes"],
+                                                       theirs["successes"], theirs["episodes"]))
+    best = max(caps, key=lambda c: (per_cap[c]["success_rate"], -c))
+    b = per_cap[best]
+    within = [c for c in caps
+              if newcombe_interval(b["successes"], b["episodes"], per_cap[c]["successes"], per_cap[c]["episodes"])[0] <= 0]
+    recommended = min(within)
+    beats = [c for c in caps if c > 0 and per_cap[c]["gain_ci95"][0] > 0]
+    if beats:
+        verdict = (f"caps {', '.join(f'{c:g}' for c in beats)} beat real-only beyond noise (gain interval above 0); "
+                   f"recommended cap {recommended:g} (the smallest within noise of the best, {best:g})")
+    elif recommended == 0.0:
+        verdict = ("no cap beats real-only: every gain interval includes 0 or lies below it; "
+                   "recommended cap 0 (train on real data only)")
+    else:
+        verdict = (f"no cap beats real-only beyond noise, and real-only is itself not within noise of the best "
+                   f"cap {best:g}; recommended cap {recommended:g}")
+    return {"caps": caps, "tasks": tasks, "per_cap": {f"{c:g}": per_cap[c] for c in caps}, "best_cap": best,
+            "recommended_cap": recommended, "beats_real_only": beats, "verdict": verdict,
+            "seeds": sorted({int(a["seed"]) for a in arms})}
+
+
+def format_sweep(report: dict[str, Any]) -> str:
+    """Success per cap (pooled over seeds and tasks) with intervals and gains, then success per task."""
+    lines = [f"{'cap':>5s} {'achieved':>8s} {'success':>8s} {'95% CI':>13s} {'gain':>7s} {'gain 95% CI':>16s} "
+             f"{'per seed':>20s} {'episodes':>8s}"]
+    for key, row in report["per_cap"].items():
+        seeds = " ".join(f"{v:.2f}" for _, v in sorted(row["per_seed"].items()))
+        lines.append(f"{key:>5s} {row['achieved_fraction']:8.3f} {row['success_rate']:8.2f} "
+                     f"[{row['ci95_low']:.2f}, {row['ci95_high']:.2f}] {row['gain']:+7.2f} "
+                     f"[{row['gain_ci95'][0]:+.2f}, {row['gain_ci95'][1]:+.2f}] {seeds:>20s} {row['episodes']:8d}")
+    lines.append("")
+    header = f"{'task':28s}" + "".join(f" {'cap ' + k:>19s}" for k in report["per_cap"])
+    lines.append(header)
+    for task in report["tasks"]:
+        cells = [row["tasks"][task] for row in report["per_cap"].values()]
+        lines.append(f"{task:28s}" + "".join(
+            f" {c['success_rate']:5.2f} [{c['ci95_low']:.2f}, {c['ci95_high']:.2f}]" for c in cells))
+    lines.append("")
+    lines.append(report["verdict"])
+    return "\n".join(lines)

@@ -1,0 +1,233 @@
+"""``dreamgen sweep``: the augmentation-ratio experiment — caps × training seeds, each trained and evaluated.
+
+Every arm (cap, seed) trains the BC policy on the real demos plus the accepted dreams of
+``sweep.dream_store`` at ``policy.max_dream_fraction = cap`` (cap 0 = real only) and evaluates it on
+the real simulator, on the same layouts as every other arm (EVALUATION.md §1–2). Arms run one after
+another in this process or as Ray tasks (``sweep.workers``), each in its own run dir under
+``sweep.dir``; a rerun skips the arms already finished on the same dream selection. One MLflow parent
+run holds a child per arm, the plot of success vs cap, the per-task table and the recommended cap.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from jobs.common import hydra_main, identity, log, plain, progress, run_verb
+
+ARM_FILE = "arm.json"
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse bad ``sweep.*`` (and the ``policy``/``evaluate`` values every arm uses) before any arm runs."""
+    from dreamgen.errors import ConfigError
+    from dreamgen.mix import check_fraction
+    from jobs import evaluate, train_policy
+
+    s = cfg.sweep
+    caps = [check_fraction(c, "sweep.caps[]") for c in s.caps]
+    if 0.0 not in caps:
+        raise ConfigError(f"sweep.caps={list(s.caps)} must include 0: the real-only arm every cap is compared with")
+    if len(set(caps)) != len(caps):
+        raise ConfigError(f"sweep.caps={list(s.caps)} repeats a cap")
+    seeds = list(s.seeds)
+    if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(x, int) for x in seeds):
+        raise ConfigError(f"sweep.seeds={seeds}; give distinct integer training seeds, e.g. [0, 1, 2]")
+    if not isinstance(s.workers, int) or s.workers < 0:
+        raise ConfigError(f"sweep.workers={s.workers!r}; must be an integer >= 0 (0 = arms one after another here)")
+    train_policy.check_config(cfg)
+    evaluate.check_config(cfg)
+
+
+def arm_configs(cfg: DictConfig) -> list[dict[str, Any]]:
+    """The resolved config of every arm: its own run dir, cap, dream store (none at cap 0) and seed."""
+    resolved = plain(cfg)
+    arms = []
+    for cap in sorted(float(c) for c in cfg.sweep.caps):
+        for seed in cfg.sweep.seeds:
+            arm = copy.deepcopy(resolved)
+            arm["run_dir"] = str(Path(cfg.sweep.dir) / f"cap{cap:g}-seed{seed}")
+            arm["policy"].update(max_dream_fraction=cap, seed=int(seed),
+                                 dream_store=cfg.sweep.dream_store if cap > 0 else None)
+            arm["progress"] = False
+            arms.append(arm)
+    return arms
+
+
+def run_arm(config: dict[str, Any], threads: int | None = None) -> dict[str, Any]:
+    """Train and evaluate one arm in its run dir; writes ``arm.json`` last (its presence = the arm is done)."""
+    from dreamgen.rundir import open_run_dir, staged, write_json
+    from jobs import evaluate, train_policy
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    cfg = OmegaConf.create(config)
+    with open_run_dir(cfg.run_dir, identity(cfg)) as run_dir:
+        losses: list[float] = []
+        policy, metrics = train_policy.train(cfg, on_epoch=lambda _, loss: losses.append(loss))
+        with staged(run_dir / "policy") as partial:
+            policy.save(partial)
+        summary = evaluate.evaluate_policy(cfg, policy)
+        result = {"cap": float(cfg.policy.max_dream_fraction), "seed": int(cfg.policy.seed),
+                  "run_dir": str(run_dir), "tasks": summary["tasks"], "overall": summary["overall"],
+                  "achieved_fraction": metrics["policy/achieved_dream_fraction"], "metrics": metrics,
+                  "train_mse": losses, "dream_selection": policy.info["dream_selection"]}
+        write_json(run_dir / ARM_FILE, result)
+        return result
+
+
+def current_selection(cfg: DictConfig) -> dict[str, Any]:
+    """The dreams the arms would consume now (store digest, filter thresholds, selected episode ids)."""
+    from dreamgen.data.store import TrajectoryStore
+    from jobs.train_policy import dream_selection
+
+    return dream_selection(TrajectoryStore.open(cfg.sweep.dream_store), list(cfg.policy.dream_verdicts))[1]
+
+
+def finished(config: dict[str, Any], selection: dict[str, Any]) -> dict[str, Any] | None:
+    """The arm's result if it already ran on this dream selection; a stale arm's outputs are removed."""
+    path = Path(config["run_dir"]) / ARM_FILE
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    used = result["dream_selection"]
+    keys = ("store_digest", "episode_ids_digest", "filter")
+    if used is None or all(used.get(k) == selection[k] for k in keys):
+        return result
+    log.info("arm %s consumed another dream selection; training it again", config["run_dir"])
+    path.unlink()
+    shutil.rmtree(Path(config["run_dir"]) / "policy", ignore_errors=True)
+    return None
+
+
+def run_arms(cfg: DictConfig, todo: list[dict[str, Any]], on_result: Any) -> None:
+    """Run ``todo`` arms in this process (``sweep.workers=0``) or as Ray tasks, one CPU each."""
+    if cfg.sweep.workers == 0 or len(todo) <= 1:
+        for config in todo:
+            on_result(run_arm(config))
+        return
+    import ray
+
+    from dreamgen.generate.service import connect_ray
+    from jobs.sweep import run_arm as arm  # by reference: Ray workers import it, even when this file is __main__
+
+    started = connect_ray(cfg.sweep.address)
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=1)(arm)
+        pending = [remote.remote(config, 1) for config in todo[:cfg.sweep.workers]]
+        queue = todo[cfg.sweep.workers:]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            on_result(ray.get(done[0]))
+            if queue:
+                pending.append(remote.remote(queue.pop(0), 1))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def plot_sweep(report: dict[str, Any], arms: list[dict[str, Any]], path: Path) -> None:
+    """Success vs cap: pooled rate with its Wilson 95% interval, each seed's rate, and each task's rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    caps = report["caps"]
+    rows = [report["per_cap"][f"{c:g}"] for c in caps]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    rate = [r["success_rate"] for r in rows]
+    ax.errorbar(caps, rate, yerr=[[r["success_rate"] - r["ci95_low"] for r in rows],
+                                  [r["ci95_high"] - r["success_rate"] for r in rows]],
+                fmt="o-", capsize=4, color="k", label="pooled (Wilson 95%)")
+    ax.scatter([a["cap"] for a in arms], [a["overall"]["success_rate"] for a in arms], s=14, alpha=0.6,
+               label="one training seed")
+    ax.axhline(rows[0]["success_rate"], ls=":", color="grey", label="real only")
+    ax.set(xlabel="max_dream_fraction (cap)", ylabel="real-simulator success", title="all tasks",
+           ylim=(-0.02, 1.02))
+    ax.legend(fontsize=8)
+    for task in report["tasks"]:
+        bx.plot(caps, [r["tasks"][task]["success_rate"] for r in rows], "o-", label=task)
+    bx.set(xlabel="max_dream_fraction (cap)", title="per task (pooled over seeds)", ylim=(-0.02, 1.02))
+    bx.legend(fontsize=7)
+    fig.suptitle(report["verdict"], fontsize=8, wrap=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(cfg: DictConfig) -> dict:
+    from dreamgen import tracking
+    from dreamgen.rundir import write_json
+    from dreamgen.sweep import analyse, format_sweep
+
+    check_config(cfg)
+    selection = current_selection(cfg)
+    configs = arm_configs(cfg)
+    with run_verb(cfg, "sweep") as (run_dir, tracker):
+        results: dict[str, dict[str, Any]] = {}
+        todo = []
+        for config in configs:
+            result = finished(config, selection)
+            if result is None:
+                todo.append(config)
+            else:
+                results[config["run_dir"]] = result
+        log.info("sweep: %d arms (%d already finished) under %s", len(configs), len(results), cfg.sweep.dir)
+        bar = progress(None, cfg, total=len(configs), initial=len(results), desc="sweep", unit="arm")
+
+        def on_result(result: dict[str, Any]) -> None:
+            results[result["run_dir"]] = result
+            bar.update(1)
+            bar.set_postfix(cap=result["cap"], seed=result["seed"], success=f"{result['overall']['success_rate']:.2f}")
+
+        run_arms(cfg, todo, on_result)
+        bar.close()
+        arms = [results[c["run_dir"]] for c in configs]
+        for config, arm in zip(configs, arms, strict=True):  # one child run per arm, in arm order
+            with tracking.start_run(cfg.tracking.uri, cfg.tracking.experiment,
+                                    f"{cfg.name}/sweep/cap{arm['cap']:g}-seed{arm['seed']}",
+                                    config_yaml=OmegaConf.to_yaml(OmegaConf.create(config)), params=config,
+                                    tags={"dreamgen.verb": "sweep-arm", "dreamgen.run_dir": arm["run_dir"]}) as child:
+                for epoch, loss in enumerate(arm["train_mse"]):
+                    if epoch % max(1, len(arm["train_mse"]) // 50) == 0 or epoch == len(arm["train_mse"]) - 1:
+                        child.log_metrics({"policy/train_mse": loss}, step=epoch)
+                child.log_metrics({**arm["metrics"], "policy/success_rate": arm["overall"]["success_rate"],
+                                   "policy/success_ci95_low": arm["overall"]["ci95_low"],
+                                   "policy/success_ci95_high": arm["overall"]["ci95_high"],
+                                   **{f"policy/success_rate/{t['task']}": t["success_rate"] for t in arm["tasks"]}})
+                child.log_dict({k: arm[k] for k in ("tasks", "overall", "dream_selection")}, "arm.json")
+        report = analyse(arms)
+        report["dream_selection"] = selection
+        report["samplers"] = next((a["dream_selection"]["samplers"] for a in arms if a["dream_selection"]), {})
+        report["episodes_per_task"] = int(cfg.evaluate.n_episodes)
+        report["arms"] = [{k: a[k] for k in ("cap", "seed", "run_dir", "overall", "achieved_fraction")} for a in arms]
+        table = format_sweep(report)
+        out = Path(cfg.sweep.dir)
+        write_json(out / "sweep.json", report)
+        (out / "sweep.txt").write_text(table + "\n")
+        plot_sweep(report, arms, out / "sweep.png")
+        for key, row in report["per_cap"].items():
+            tracker.log_metrics({f"sweep/success/cap_{key}": row["success_rate"], f"sweep/gain/cap_{key}": row["gain"],
+                                 f"sweep/gain_ci95_low/cap_{key}": row["gain_ci95"][0],
+                                 f"sweep/gain_ci95_high/cap_{key}": row["gain_ci95"][1]})
+        tracker.log_metrics({"sweep/recommended_cap": report["recommended_cap"], "sweep/best_cap": report["best_cap"]})
+        tracker.log_dict(report, "sweep.json")
+        tracker.log_text(table, "sweep.txt")
+        tracker.log_artifact(out / "sweep.png")
+        log.info("sweep over caps %s x seeds %s (%d real-simulator episodes per task per arm; dreams from %s):\n%s",
+                 report["caps"], report["seeds"], report["episodes_per_task"], report["samplers"] or "none", table)
+        return report
+
+
+main = hydra_main(run)
+
+if __name__ == "__main__":
+    main()
