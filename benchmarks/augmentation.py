@@ -1,0 +1,64 @@
+"""Augmentation gain (EVALUATION.md §2): does filtered dream data raise real success, and at what cap?
+
+Runs the main job (``dreamgen pipeline experiment=augment``) once per (sampler, demos per task) row —
+the oracle expert acting in the dream and the learned BC policy + noise, at 5 and 10 real demos per
+task — then prints, per row and cap, real-simulator success pooled over the 3 tasks and 3 training
+seeds and the gain over real-only, with 95% intervals. A row whose run dir already holds a finished
+pipeline is only read (``--runs`` keeps them), so an interrupted benchmark resumes.
+
+    python benchmarks/augmentation.py --runs runs/augment            # all rows (~1 h on 2 cores)
+    python benchmarks/augmentation.py --runs runs/augment --rows oracle-5 policy-5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROWS = {  # name: (sampler kind, expert demos per task)
+    "oracle-5": ("expert", 5),
+    "oracle-10": ("expert", 10),
+    "policy-5": ("policy", 5),
+    "policy-10": ("policy", 10),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default="runs/augment", help="parent of one run dir per row")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--tracking", default="sqlite:///mlflow.db")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every row")
+    args = parser.parse_args()
+    lines = [f"{'row':10s} {'sampler':8s} {'demos':>5s} {'cap':>5s} {'accepted':>8s} {'achieved':>8s} "
+             f"{'success':>8s} {'95% CI':>13s} {'gain':>7s} {'gain 95% CI':>16s} {'minutes':>7s}"]
+    for name in args.rows:
+        kind, demos = ROWS[name]
+        run_dir = Path(args.runs) / name
+        report_path = run_dir / "report.json"
+        if not report_path.is_file():
+            command = [sys.executable, "-m", "jobs.pipeline", "experiment=augment", f"run_dir={run_dir}",
+                       f"collect.n_expert={demos}", f"generate.sampler.kind={kind}", f"tracking.uri={args.tracking}",
+                       "progress=false", *args.overrides]
+            print("$", " ".join(command), flush=True)
+            started = time.monotonic()
+            subprocess.run(command, check=True)
+            print(f"{name}: {(time.monotonic() - started) / 60:.1f} min", flush=True)
+        report = json.loads(report_path.read_text())
+        swept = report["sweep"]
+        accepted = int(report["filter"]["filter/accepted"])
+        for key, row in swept["per_cap"].items():
+            lines.append(f"{name:10s} {kind:8s} {demos:5d} {key:>5s} {accepted:8d} {row['achieved_fraction']:8.3f} "
+                         f"{row['success_rate']:8.3f} [{row['ci95_low']:.2f}, {row['ci95_high']:.2f}] "
+                         f"{row['gain']:+7.3f} [{row['gain_ci95'][0]:+.2f}, {row['gain_ci95'][1]:+.2f}] "
+                         f"{report['seconds'] / 60:7.1f}")
+        lines.append(f"{'':10s} {swept['verdict']}")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
