@@ -1,0 +1,152 @@
+"""Training on the capped mix, reading a ratio sweep, and the main job (`dreamgen pipeline`) end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dreamgen.data.store import TrajectoryStore
+from dreamgen.errors import ConfigError
+from dreamgen.sweep import analyse, newcombe_interval
+from dreamgen.tracking import list_runs
+from policies.bc import BCConfig, fit_bc
+from tests.conftest import dreamgen
+
+CONFIG = BCConfig(hidden=32, layers=2, lr=3e-3, weight_decay=0.0, epochs=30, batch_size=16, action_noise_std=0.1)
+
+
+def test_newcombe_interval_matches_the_published_example():
+    # Newcombe (1998), Stat Med 17:873, table II example (56/70 vs 48/80), method 10: 0.0524 to 0.3339
+    low, high = newcombe_interval(56, 70, 48, 80)
+    assert low == pytest.approx(0.0524, abs=5e-4) and high == pytest.approx(0.3339, abs=5e-4)
+
+
+def _arms(rates: dict[float, float], n: int = 150, seeds: int = 3) -> list[dict]:
+    """Arms whose pooled success per cap is exactly ``rates[cap]`` (n episodes per cap, split over seeds)."""
+    arms = []
+    for cap, rate in rates.items():
+        per_seed = n // seeds
+        for seed in range(seeds):
+            successes = round(rate * per_seed)
+            arms.append({"cap": cap, "seed": seed, "achieved_fraction": cap * 0.9,
+                         "tasks": [{"task": "reach-v3", "successes": successes, "episodes": per_seed}]})
+    return arms
+
+
+def test_sweep_reading_recommends_the_smallest_cap_within_noise_and_says_when_nothing_helps():
+    flat = analyse(_arms({0.0: 0.5, 0.25: 0.52, 0.5: 0.48, 0.75: 0.46}))
+    assert flat["recommended_cap"] == 0.0 and flat["beats_real_only"] == []
+    assert flat["verdict"].startswith("no cap beats real-only")
+
+    helps = analyse(_arms({0.0: 0.3, 0.25: 0.32, 0.5: 0.8, 0.75: 0.78}))
+    assert helps["best_cap"] == 0.5 and helps["beats_real_only"] == [0.5, 0.75]
+    assert helps["recommended_cap"] == 0.5  # 0.25 is far below the best; 0.75 is within noise but larger
+    row = helps["per_cap"]["0.5"]
+    assert row["gain"] == pytest.approx(0.5) and row["gain_ci95"][0] > 0
+    assert row["tasks"]["reach-v3"]["success_rate"] == pytest.approx(0.8)
+
+    close = analyse(_arms({0.0: 0.3, 0.25: 0.76, 0.5: 0.8}))
+    assert close["best_cap"] == 0.5 and close["recommended_cap"] == 0.25
+
+    with pytest.raises(ConfigError, match="cap 0"):
+        analyse(_arms({0.25: 0.5, 0.5: 0.5}))
+
+
+def _mix_data(rng: np.random.Generator):
+    real_obs = rng.normal(size=(160, 6)).astype(np.float32)
+    real_action = np.tile([0.5, -0.5], (160, 1)).astype(np.float32)
+    dream_obs = (rng.normal(size=(200, 6)) + 3.0).astype(np.float32)  # another region of state space
+    dream_action = np.tile([-0.5, 0.5], (200, 1)).astype(np.float32)
+    cond = lambda n: np.ones((n, 3), np.float32)  # noqa: E731
+    return (real_obs, real_action, cond(160)), (dream_obs, dream_action, cond(200))
+
+
+def test_bc_on_the_capped_mix_uses_dreams_only_up_to_the_cap_at_a_fixed_step_budget():
+    (obs, action, cond), dream = _mix_data(np.random.default_rng(0))
+    epochs: dict[float, int] = {}
+    policies = {}
+    for cap in (0.0, 0.25, 0.5):
+        calls: list[int] = []
+        policies[cap] = fit_bc(obs, action, cond, CONFIG, seed=1, dream=dream, max_dream_fraction=cap,
+                               on_epoch=lambda e, loss, calls=calls: calls.append(e))
+        epochs[cap] = len(calls)
+    assert set(epochs.values()) == {CONFIG.epochs}  # same number of gradient steps whatever the cap
+    assert policies[0.0].info["achieved_dream_fraction"] == 0.0
+    assert 0.2 < policies[0.25].info["achieved_dream_fraction"] <= 0.25
+    assert 0.45 < policies[0.5].info["achieved_dream_fraction"] <= 0.5
+    real_only = fit_bc(obs, action, cond, CONFIG, seed=1)  # cap 0 never touches the dreams
+    for a, b in zip(real_only.model.state_dict().values(), policies[0.0].model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    dream_obs, dream_action, dream_cond = dream
+    ignored = policies[0.0].act(dream_obs, dream_cond)
+    learned = policies[0.5].act(dream_obs, dream_cond)
+    assert np.abs(learned - dream_action).mean() < 0.5 * np.abs(ignored - dream_action).mean()
+
+
+def test_pipeline_main_job_end_to_end(smoke_run, tmp_path):
+    """The smoke main job with a filter loose enough to accept dreams; the sweep's arms run as Ray tasks."""
+    work = tmp_path
+    run_dir = tmp_path / "run"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = ["experiment=smoke", f"run_dir={run_dir}", f"tracking.uri={uri}", "progress=false"]
+    loose = ["filter.quality_threshold=0", "filter.support_margin=100", "filter.jump_margin=100",
+             "filter.disagreement_step=100", "filter.disagreement_mean=100"]
+    result = dreamgen("pipeline", *common, *loose, "sweep.workers=2", cwd=work, timeout=900)
+    out = result.stdout
+    assert "real-simulator success per cap" in out and "recommended cap" in out and "filter precision" in out
+
+    report = json.loads((run_dir / "report.json").read_text())
+    swept = report["sweep"]
+    assert swept["caps"] == [0.0, 0.5] and swept["seeds"] == [0, 1]
+    dream = TrajectoryStore.open(run_dir / "dream.zarr")
+    accepted = int((dream.meta(["verdict"])["verdict"] == "accept").sum())
+    assert accepted > 0 and accepted == report["filter"]["filter/accepted"]
+    for seed in (0, 1):
+        spec = json.loads((run_dir / "sweep" / f"cap0.5-seed{seed}" / "policy" / "policy.json").read_text())
+        selection = spec["info"]["dream_selection"]
+        assert selection["store_digest"] == dream.digest() and selection["episodes"] == accepted
+        assert selection["filter"]["thresholds"] == dream.info["filter"]["thresholds"]
+        assert 0 < selection["achieved_fraction"] <= 0.5 and spec["info"]["seed"] == seed
+        base = json.loads((run_dir / "sweep" / f"cap0-seed{seed}" / "policy" / "policy.json").read_text())
+        assert base["info"]["dream_selection"] is None and base["info"]["achieved_dream_fraction"] == 0.0
+    assert (run_dir / "sweep" / "sweep.png").is_file()
+    episodes = 3 * 2 * 2  # evaluate.n_episodes x tasks x seeds, pooled per cap
+    assert all(row["episodes"] == episodes for row in swept["per_cap"].values())
+
+    runs = {r["run_name"]: r for r in list_runs(uri, "dreamgen")}
+    parent = runs["smoke/sweep"]
+    children = [r for r in runs.values() if r["tags"].get("mlflow.parentRunId") == parent["run_id"]]
+    assert sorted(r["run_name"] for r in children) == [f"smoke/sweep/cap{c}-seed{s}" for c in ("0", "0.5") for s in (0, 1)]
+    assert parent["tags"]["mlflow.parentRunId"] == runs["smoke/pipeline"]["run_id"]
+    assert parent["metrics"]["sweep/recommended_cap"] == swept["recommended_cap"]
+    for child in children:
+        arm = json.loads((run_dir / "sweep" / child["run_name"].split("/")[-1] / "arm.json").read_text())
+        assert child["metrics"]["policy/success_rate"] == pytest.approx(arm["overall"]["success_rate"])
+
+    # a rerun skips every finished arm (same dream selection): nothing is trained again
+    stamps = {p: p.stat().st_mtime_ns for p in (run_dir / "sweep").glob("*/arm.json")}
+    again = dreamgen("sweep", *common, cwd=work)
+    assert "4 arms (4 already finished)" in again.stdout + again.stderr
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_mix_and_sweep_refuse_bad_input(smoke_run, tmp_path):
+    work, run_dir = smoke_run["work"], smoke_run["run_dir"]
+    base = ["experiment=smoke", f"tracking.uri={smoke_run['uri']}", "progress=false",
+            f"policy.store={run_dir / 'real.zarr'}"]
+    fresh = tmp_path / "new"
+    for args, match in (
+        (["train-policy", "policy.max_dream_fraction=1.0"], "policy.max_dream_fraction=1.0"),
+        (["train-policy", "policy.max_dream_fraction=0.5"], "policy.dream_store is null"),
+        (["train-policy", f"policy.dream_store={run_dir / 'real.zarr'}", "policy.max_dream_fraction=0.5"],
+         "no filter verdicts"),
+        (["sweep", "sweep.caps=[0.25,0.5]"], "must include 0"),
+        (["sweep", "sweep.seeds=[]"], "sweep.seeds"),
+        (["sweep", f"sweep.dream_store={run_dir / 'real.zarr'}"], "no filter verdicts"),
+    ):
+        result = dreamgen(args[0], *base, f"run_dir={fresh}", *args[1:], cwd=work, check=False)
+        assert result.returncode == 2 and match in result.stderr, (args, result.stderr[-2000:])
+        assert not fresh.exists()  # refused before anything was written
