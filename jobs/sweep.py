@@ -113,24 +113,10 @@ def run_arms(cfg: DictConfig, todo: list[dict[str, Any]], on_result: Any) -> Non
         for config in todo:
             on_result(run_arm(config))
         return
-    import ray
-
-    from dreamgen.generate.service import connect_ray
+    from dreamgen.generate.service import run_tasks
     from jobs.sweep import run_arm as arm  # by reference: Ray workers import it, even when this file is __main__
 
-    started = connect_ray(cfg.sweep.address)
-    try:
-        remote = ray.remote(num_cpus=1, max_retries=1)(arm)
-        pending = [remote.remote(config, 1) for config in todo[:cfg.sweep.workers]]
-        queue = todo[cfg.sweep.workers:]
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            on_result(ray.get(done[0]))
-            if queue:
-                pending.append(remote.remote(queue.pop(0), 1))
-    finally:
-        if started:
-            ray.shutdown()
+    run_tasks(arm, todo, workers=cfg.sweep.workers, address=cfg.sweep.address, on_result=on_result)
 
 
 def plot_sweep(report: dict[str, Any], arms: list[dict[str, Any]], path: Path) -> None:

@@ -110,6 +110,11 @@ def check_config(cfg: DictConfig) -> None:
                           f"got epochs={p.epochs} batch_size={p.batch_size} hidden={p.hidden} "
                           f"layers={p.layers} lr={p.lr}")
     check_fraction(p.max_dream_fraction, "policy.max_dream_fraction")
+    if p.family not in ("bc", "sb3"):
+        raise ConfigError(f"policy.family={p.family!r}; accepted: bc (MLP behaviour cloning), sb3 (an SB3 PPO actor "
+                          "cloned on the same mix, then fine-tuned by PPO in the dream)")
+    if p.family == "sb3" and (p.sb3.steps < 0 or p.sb3.envs < 1):
+        raise ConfigError(f"policy.sb3.steps={p.sb3.steps} must be >= 0 and policy.sb3.envs={p.sb3.envs} >= 1")
     if not list(p.dream_verdicts):
         raise ConfigError("policy.dream_verdicts is empty; accepted: a list of filter verdicts, e.g. [accept]")
 
@@ -132,8 +137,11 @@ def train(cfg: DictConfig, on_epoch: Callable[[int, float], None] | None = None)
         dream = (dream_frames[0], dream_frames[1], encoder.encode(dream_frames[2]))
     info = {"store": str(store.path), "store_digest": store.digest(), "episodes": n_episodes,
             "frames": len(obs), "train_kinds": list(p.train_kinds), "seed": seed, "dream_selection": selection}
-    policy = fit_bc(obs, action, encoder.encode(texts), config, seed=seed, info=info, on_epoch=on_epoch,
-                    dream=dream, max_dream_fraction=p.max_dream_fraction)
+    if p.family == "bc":
+        policy = fit_bc(obs, action, encoder.encode(texts), config, seed=seed, info=info, on_epoch=on_epoch,
+                        dream=dream, max_dream_fraction=p.max_dream_fraction)
+    else:
+        policy = _clone_and_finetune(cfg, obs, action, encoder.encode(texts), config, seed, info, on_epoch, dream)
     achieved = policy.info["achieved_dream_fraction"]
     if selection is not None:
         selection["achieved_fraction"] = achieved
@@ -142,6 +150,26 @@ def train(cfg: DictConfig, on_epoch: Callable[[int, float], None] | None = None)
                "policy/dream_frames": selection["frames"] if selection else 0,
                "policy/max_dream_fraction": float(p.max_dream_fraction), "policy/achieved_dream_fraction": achieved}
     return policy, metrics
+
+
+def _clone_and_finetune(cfg: DictConfig, obs, action, cond, config, seed: int, info: dict[str, Any],
+                        on_epoch: Any, dream: Any) -> Any:
+    """``policy.family=sb3``: an SB3 PPO actor cloned on the capped mix, then PPO in the dream."""
+    from dreamgen.data.store import TrajectoryStore
+    from dreamgen.dream.core import StartPool
+    from dreamgen.world_model.checkpoint import load_world_model
+    from jobs.train_world_model import dream_config
+    from policies.sb3_dream import clone_and_finetune
+
+    s = cfg.policy.sb3
+    model = load_world_model(s.world_model)
+    pool = StartPool.from_store(TrajectoryStore.open(cfg.policy.store))
+    instructions = [model.instructions.for_task(task) for task in cfg.tasks]
+    return clone_and_finetune(obs, action, cond, config, model=model, pool=pool, instructions=instructions,
+                              steps=int(s.steps), envs=int(s.envs), seed=seed, dream_config=dream_config(cfg),
+                              log_std_init=float(s.log_std_init), dream=dream,
+                              max_dream_fraction=cfg.policy.max_dream_fraction,
+                              info={**info, "family": "sb3", "world_model": str(s.world_model)}, on_epoch=on_epoch)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -172,8 +200,8 @@ def run(cfg: DictConfig) -> dict:
         tracker.log_metrics(metrics)
         if policy.info["dream_selection"] is not None:
             tracker.log_dict(policy.info["dream_selection"], "dream_selection.json")
-        log.info("trained BC on %d demos (%d frames) + %d accepted dreams (%d frames) at dream fraction %.3f "
-                 "(cap %.3f): final mse %.4f -> %s", metrics["policy/episodes"], metrics["policy/frames"],
+        log.info("trained %s on %d demos (%d frames) + %d accepted dreams (%d frames) at dream fraction %.3f "
+                 "(cap %.3f): final mse %.4f -> %s", cfg.policy.family, metrics["policy/episodes"], metrics["policy/frames"],
                  metrics["policy/dream_episodes"], metrics["policy/dream_frames"],
                  metrics["policy/achieved_dream_fraction"], metrics["policy/max_dream_fraction"], losses[-1],
                  run_dir / "policy")

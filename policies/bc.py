@@ -98,42 +98,29 @@ class BCPolicy:
         return policy
 
 
-def fit_bc(obs: np.ndarray, action: np.ndarray, cond: np.ndarray, config: BCConfig, *, seed: int,
-           info: dict[str, Any] | None = None,
-           on_epoch: Callable[[int, float], None] | None = None,
-           dream: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-           max_dream_fraction: float = 0.0) -> BCPolicy:
-    """Fit a BC policy by MSE on ``(obs[N,O], cond[N,C]) -> action[N,A]``; deterministic given ``seed``.
+def fit_on_mix(predict: Callable[[torch.Tensor], torch.Tensor], parameters: Any, target: torch.Tensor, n_real: int,
+               config: BCConfig, *, seed: int, max_dream_fraction: float = 0.0,
+               on_epoch: Callable[[int, float], None] | None = None) -> float:
+    """Regress ``predict(index) -> target[index]`` by MSE on capped real + dream batches; returns the achieved
+    dream fraction.
 
-    ``dream = (obs, action, cond)`` of accepted dream frames is mixed in by ``CappedMixSampler``: every
-    batch holds at most ``floor(max_dream_fraction x batch_size)`` dream frames. The budget is fixed in
-    gradient steps, ``epochs x ceil(N / batch_size)``, whatever the cap, so arms of a ratio sweep differ
-    in what they train on, not in how long. The normaliser is fitted on real frames only. The achieved
-    dream fraction is written to ``policy.info["achieved_dream_fraction"]``.
+    Rows ``[0, n_real)`` of ``target`` are real, the rest dreams. ``CappedMixSampler`` builds every batch
+    (at most ``floor(max_dream_fraction x batch_size)`` dream rows). The budget is fixed in gradient steps,
+    ``epochs x ceil(n_real / batch_size)``, whatever the cap, so arms of a ratio sweep differ in what they
+    train on, not in how long; ``on_epoch(epoch, mean loss)`` is called every ``ceil(n_real / batch_size)`` steps.
     """
     from dreamgen.mix import CappedMixSampler
 
-    if len(obs) == 0:
-        raise ValueError("fit_bc: no training frames")
-    torch.manual_seed(seed)
-    mean, std = obs.mean(axis=0), obs.std(axis=0)
-    std = np.maximum(std, 1e-2)  # constant dims (e.g. an unused object slot) stay finite
-    policy = BCPolicy(config, mean, std, cond.shape[1], action.shape[1], info, seed=seed)
-    pools = [(obs, action, cond)] + ([dream] if dream is not None and len(dream[0]) else [])
-    x = torch.cat([policy._inputs(o, c) for o, _, c in pools])
-    y = torch.as_tensor(np.concatenate([a for _, a, _ in pools]), dtype=torch.float32)
-    n_real = len(obs)
-    sampler = CappedMixSampler(n_real, len(x) - n_real, config.batch_size, max_dream_fraction, seed=seed)
-    optimiser = torch.optim.AdamW(policy.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sampler = CappedMixSampler(n_real, len(target) - n_real, config.batch_size, max_dream_fraction, seed=seed)
+    optimiser = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, int(np.ceil(n_real / config.batch_size)))
     total_steps = config.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=total_steps)
-    policy.model.train()
     step, total, seen = 0, 0.0, 0
     while step < total_steps:
         for real, dreamed in sampler.epoch():
             index = torch.as_tensor(np.concatenate([real, dreamed + n_real]))
-            loss = nn.functional.mse_loss(policy.model(x[index]), y[index])
+            loss = nn.functional.mse_loss(predict(index), target[index])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -145,6 +132,32 @@ def fit_bc(obs: np.ndarray, action: np.ndarray, cond: np.ndarray, config: BCConf
                 total, seen = 0.0, 0
             if step == total_steps:
                 break
+    return sampler.achieved_fraction
+
+
+def fit_bc(obs: np.ndarray, action: np.ndarray, cond: np.ndarray, config: BCConfig, *, seed: int,
+           info: dict[str, Any] | None = None,
+           on_epoch: Callable[[int, float], None] | None = None,
+           dream: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+           max_dream_fraction: float = 0.0) -> BCPolicy:
+    """Fit a BC policy by MSE on ``(obs[N,O], cond[N,C]) -> action[N,A]``; deterministic given ``seed``.
+
+    ``dream = (obs, action, cond)`` of accepted dream frames is mixed in at most ``max_dream_fraction`` of
+    every batch (``fit_on_mix``). The normaliser is fitted on real frames only. The achieved dream
+    fraction is written to ``policy.info["achieved_dream_fraction"]``.
+    """
+    if len(obs) == 0:
+        raise ValueError("fit_bc: no training frames")
+    torch.manual_seed(seed)
+    mean, std = obs.mean(axis=0), obs.std(axis=0)
+    std = np.maximum(std, 1e-2)  # constant dims (e.g. an unused object slot) stay finite
+    policy = BCPolicy(config, mean, std, cond.shape[1], action.shape[1], info, seed=seed)
+    pools = [(obs, action, cond)] + ([dream] if dream is not None and len(dream[0]) else [])
+    x = torch.cat([policy._inputs(o, c) for o, _, c in pools])
+    y = torch.as_tensor(np.concatenate([a for _, a, _ in pools]), dtype=torch.float32)
+    policy.model.train()
+    achieved = fit_on_mix(lambda index: policy.model(x[index]), policy.model.parameters(), y, len(obs), config,
+                          seed=seed, max_dream_fraction=max_dream_fraction, on_epoch=on_epoch)
     policy.model.eval()
-    policy.info["achieved_dream_fraction"] = sampler.achieved_fraction
+    policy.info["achieved_dream_fraction"] = achieved
     return policy

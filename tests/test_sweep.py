@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -15,6 +16,9 @@ from dreamgen.tracking import list_runs
 from policies.bc import BCConfig, fit_bc
 from tests.conftest import dreamgen
 
+# a filter loose enough that the tiny smoke world model's dreams are accepted (the mix needs some)
+LOOSE = ["filter.quality_threshold=0", "filter.support_margin=100", "filter.jump_margin=100",
+         "filter.disagreement_step=100", "filter.disagreement_mean=100"]
 CONFIG = BCConfig(hidden=32, layers=2, lr=3e-3, weight_decay=0.0, epochs=30, batch_size=16, action_noise_std=0.1)
 
 
@@ -92,9 +96,7 @@ def test_pipeline_main_job_end_to_end(smoke_run, tmp_path):
     run_dir = tmp_path / "run"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     common = ["experiment=smoke", f"run_dir={run_dir}", f"tracking.uri={uri}", "progress=false"]
-    loose = ["filter.quality_threshold=0", "filter.support_margin=100", "filter.jump_margin=100",
-             "filter.disagreement_step=100", "filter.disagreement_mean=100"]
-    result = dreamgen("pipeline", *common, *loose, "sweep.workers=2", cwd=work, timeout=900)
+    result = dreamgen("pipeline", *common, *LOOSE, "sweep.workers=2", cwd=work, timeout=900)
     out = result.stdout
     assert "real-simulator success per cap" in out and "recommended cap" in out and "filter precision" in out
 
@@ -150,3 +152,30 @@ def test_mix_and_sweep_refuse_bad_input(smoke_run, tmp_path):
         result = dreamgen(args[0], *base, f"run_dir={fresh}", *args[1:], cwd=work, check=False)
         assert result.returncode == 2 and match in result.stderr, (args, result.stderr[-2000:])
         assert not fresh.exists()  # refused before anything was written
+
+
+def test_second_policy_family_sb3_clones_the_mix_then_finetunes_in_the_dream(smoke_run, tmp_path):
+    """policy.family=sb3 on a filtered smoke dream store: an SB3 PPO actor, its checkpoint loadable and acting."""
+    from policies import load_policy
+
+    work, source = smoke_run["work"], smoke_run["run_dir"]
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir)
+    common = ["experiment=smoke", f"run_dir={run_dir}", f"tracking.uri={smoke_run['uri']}", "progress=false"]
+    dreamgen("generate", *common, "generate.workers=0", "generate.episodes=4", cwd=work)
+    dreamgen("train-quality", *common, cwd=work)
+    dreamgen("filter", *common, *LOOSE, cwd=work)
+    dream = TrajectoryStore.open(run_dir / "dream.zarr")
+    out = tmp_path / "sb3"
+    dreamgen("train-policy", *[c for c in common if not c.startswith("run_dir=")], f"run_dir={out}",
+             f"policy.store={run_dir / 'real.zarr'}", f"policy.sb3.world_model={run_dir / 'world_model'}",
+             f"policy.dream_store={run_dir / 'dream.zarr'}", "policy.max_dream_fraction=0.5", "policy.family=sb3",
+             "policy.sb3.steps=256", "policy.sb3.envs=4", cwd=work)
+    policy = load_policy(out / "policy")
+    assert policy.kind == "sb3" and policy.info["family"] == "sb3" and policy.info["finetune_steps"] == 256
+    selection = policy.info["dream_selection"]
+    assert selection["store_digest"] == dream.digest() and selection["episodes"] > 0
+    assert 0 < policy.info["achieved_dream_fraction"] <= 0.5
+    obs = dream.episode(0).obs[:5]
+    action = policy.act(obs, np.zeros((5, policy.cond_dim), np.float32))
+    assert action.shape == (5, 4) and np.all(np.abs(action) <= 1)

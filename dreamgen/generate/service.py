@@ -134,6 +134,31 @@ def connect_ray(address: str | None) -> bool:
     return True
 
 
+def run_tasks(fn: Callable[[Any, int], Any], items: list[Any], *, workers: int, address: str | None,
+              on_result: Callable[[Any], None]) -> None:
+    """``fn(item, 1)`` for every item as Ray tasks, at most ``workers`` at once (one CPU and torch thread each);
+    ``on_result`` sees each result as it finishes. ``fn`` must be importable by reference (a module function)."""
+    import ray
+
+    started = connect_ray(address)
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=1)(fn)
+        pending = [remote.remote(item, 1) for item in items[:workers]]
+        queue = list(items[workers:])
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                result = ray.get(done[0])
+            except ray.exceptions.RayError as exc:
+                raise GenerationError(f"a Ray task failed: {_cause(exc)}") from None
+            on_result(result)
+            if queue:
+                pending.append(remote.remote(queue.pop(0), 1))
+    finally:
+        if started:
+            ray.shutdown()
+
+
 class RayPool:
     """``workers`` Ray actors, each holding a ``ChunkRunner``; a dead actor is replaced and its chunks rerun."""
 
