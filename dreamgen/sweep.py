@@ -70,8 +70,9 @@ def analyse(arms: Sequence[dict[str, Any]]) -> dict[str, Any]:
     recommended = min(within)
     beats = [c for c in caps if c > 0 and per_cap[c]["gain_ci95"][0] > 0]
     if beats:
-        verdict = (f"caps {', '.join(f'{c:g}' for c in beats)} beat real-only beyond noise (gain interval above 0); "
-                   f"recommended cap {recommended:g} (the smallest within noise of the best, {best:g})")
+        verdict = (f"cap{'s' if len(beats) > 1 else ''} {', '.join(f'{c:g}' for c in beats)} beat{'' if len(beats) > 1 else 's'} "
+                   f"real-only beyond noise (gain interval above 0); recommended cap {recommended:g} (the smallest "
+                   f"within noise of the best, {best:g}{'' if recommended in beats else '; its own gain interval includes 0'})")
     elif recommended == 0.0:
         verdict = ("no cap beats real-only: every gain interval includes 0 or lies below it; "
                    "recommended cap 0 (train on real data only)")
