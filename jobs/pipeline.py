@@ -40,7 +40,8 @@ def summary_text(cfg: DictConfig, report: dict[str, Any]) -> str:
         f"{' (an oracle labeller: the scripted expert acting in the dream)' if cfg.generate.sampler.kind == 'expert' else ''}; "
         f"{dreams['generate/episodes_per_s']:.1f} episodes/s, {dreams['generate/transitions_per_s']:.0f} transitions/s",
         f"filter: accepted {int(filtered['filter/accepted'])} of {int(dreams['generate/store_episodes'])} "
-        f"(quality threshold {filtered['filter/quality_threshold']:.3f})",
+        f"(quality threshold {filtered['filter/quality_threshold']:.3f}"
+        f"{'' if filtered['choice'].get('met', True) else '; it did NOT reach filter.target_precision on the fit fold'})",
         f"filter precision on {audited['test_dreams']} held-out dreams replayed in the real simulator: {precision} "
         f"(accept-all {everything['precision']['value']:.2f})",
         "",
