@@ -92,7 +92,13 @@ def current_selection(cfg: DictConfig) -> dict[str, Any]:
 
 
 def finished(config: dict[str, Any], selection: dict[str, Any]) -> dict[str, Any] | None:
-    """The arm's result if it already ran on this dream selection; a stale arm's outputs are removed."""
+    """The arm's result if it already ran on this dream selection; a stale arm's outputs are removed.
+
+    An arm dir that holds another configuration (say, other ``policy.epochs``) is refused, not reused.
+    """
+    from dreamgen.rundir import check_run_dir
+
+    check_run_dir(config["run_dir"], identity(OmegaConf.create(config)))
     path = Path(config["run_dir"]) / ARM_FILE
     if not path.is_file():
         return None

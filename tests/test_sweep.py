@@ -134,6 +134,10 @@ def test_pipeline_main_job_end_to_end(smoke_run, tmp_path):
     assert "4 arms (4 already finished)" in again.stdout + again.stderr
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
+    # an arm trained under other settings is never passed off as this one
+    other = dreamgen("sweep", *common, "policy.epochs=3", cwd=work, check=False)
+    assert other.returncode == 2 and "holds a different run" in other.stderr and "policy.epochs" in other.stderr
+
 
 def test_mix_and_sweep_refuse_bad_input(smoke_run, tmp_path):
     work, run_dir = smoke_run["work"], smoke_run["run_dir"]
