@@ -99,15 +99,17 @@ def evaluate_task(act: Act, task: str, task_index: int, *, n_episodes: int, max_
     return TaskResult(task, len(seeds), len(steps_to_success), mean_steps)
 
 
+def pooled(successes: int, episodes: int) -> dict:
+    """A pooled success rate with its Wilson 95% interval (nan when there are no episodes)."""
+    low, high = wilson_interval(successes, episodes)
+    return {"episodes": episodes, "successes": successes,
+            "success_rate": successes / episodes if episodes else float("nan"), "ci95_low": low, "ci95_high": high}
+
+
 def summarise(results: Sequence[TaskResult]) -> dict:
     """Per-task rows plus the pooled overall rate with its Wilson interval."""
-    episodes = sum(r.episodes for r in results)
-    successes = sum(r.successes for r in results)
-    low, high = wilson_interval(successes, episodes)
     return {"tasks": [r.as_dict() for r in results],
-            "overall": {"episodes": episodes, "successes": successes,
-                        "success_rate": successes / episodes if episodes else float("nan"),
-                        "ci95_low": low, "ci95_high": high}}
+            "overall": pooled(sum(r.successes for r in results), sum(r.episodes for r in results))}
 
 
 def format_table(summary: dict) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dreamgen.errors import ConfigError
-from dreamgen.evaluate import wilson_interval
+from dreamgen.evaluate import pooled, wilson_interval
 
 
 def newcombe_interval(s1: int, n1: int, s2: int, n2: int) -> tuple[float, float]:
@@ -28,11 +28,7 @@ def newcombe_interval(s1: int, n1: int, s2: int, n2: int) -> tuple[float, float]
 
 
 def _pool(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    successes = sum(int(r["successes"]) for r in rows)
-    episodes = sum(int(r["episodes"]) for r in rows)
-    low, high = wilson_interval(successes, episodes)
-    return {"successes": successes, "episodes": episodes, "success_rate": successes / episodes,
-            "ci95_low": low, "ci95_high": high}
+    return pooled(sum(int(r["successes"]) for r in rows), sum(int(r["episodes"]) for r in rows))
 
 
 def analyse(arms: Sequence[dict[str, Any]]) -> dict[str, Any]:
