@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from dreamgen.nets import mlp_blocks
+
 log = logging.getLogger(__name__)
 
 
@@ -34,13 +36,8 @@ class BCConfig:
 class _MLP(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, hidden: int, layers: int):
         super().__init__()
-        blocks: list[nn.Module] = []
-        width = in_dim
-        for _ in range(layers):
-            blocks += [nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.GELU()]
-            width = hidden
-        blocks.append(nn.Linear(width, out_dim))
-        self.net = nn.Sequential(*blocks)
+        self.net = nn.Sequential(*mlp_blocks(in_dim, hidden, layers, nn.GELU),
+                                 nn.Linear(hidden if layers else in_dim, out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.net(x))

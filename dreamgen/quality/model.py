@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from dreamgen.nets import mlp_blocks
+
 STEP_SCALE = 150.0  # t / STEP_SCALE is the time feature
 
 
@@ -75,12 +77,7 @@ class QualityData:
 class _Net(nn.Module):
     def __init__(self, in_dim: int, hidden: int, layers: int):
         super().__init__()
-        blocks: list[nn.Module] = []
-        width = in_dim
-        for _ in range(layers):
-            blocks += [nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.SiLU()]
-            width = hidden
-        self.encoder = nn.Sequential(*blocks)
+        self.encoder = nn.Sequential(*mlp_blocks(in_dim, hidden, layers, nn.SiLU))
         self.value = nn.Linear(hidden, 1)
         self.head = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
 
