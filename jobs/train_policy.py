@@ -27,12 +27,15 @@ def _frames(store: Any, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[
     return np.concatenate(obs), np.concatenate(action), texts
 
 
-def load_demos(cfg: DictConfig):
-    """Frames of the selected demonstrations: obs[N,O], action[N,A], instructions[N], episode count."""
+def load_demos(cfg: DictConfig, store: Any = None):
+    """Frames of the selected demonstrations: obs[N,O], action[N,A], instructions[N], episode count.
+
+    ``store``: ``policy.store`` already open (its digest is then read once per handle).
+    """
     from dreamgen.data.store import TrajectoryStore
     from dreamgen.errors import ConfigError
 
-    store = TrajectoryStore.open(cfg.policy.store)
+    store = store or TrajectoryStore.open(cfg.policy.store)
     meta = store.meta(["kind", "success"])
     keep = np.isin(meta["kind"], list(cfg.policy.train_kinds))
     if cfg.policy.success_only:
@@ -74,8 +77,11 @@ def dream_selection(store: Any, verdicts: list[str]) -> tuple[np.ndarray, dict[s
                                                     "episodes")}}
 
 
-def load_dreams(cfg: DictConfig) -> tuple[Any, dict[str, Any] | None]:
-    """Frames ``(obs, action, texts)`` of the selected dreams and their selection record, or ``(None, None)``."""
+def load_dreams(cfg: DictConfig, store: Any = None) -> tuple[Any, dict[str, Any] | None]:
+    """Frames ``(obs, action, texts)`` of the selected dreams and their selection record, or ``(None, None)``.
+
+    ``store``: ``policy.dream_store`` already open.
+    """
     from dreamgen.data.store import TrajectoryStore
     from dreamgen.errors import ConfigError
     from dreamgen.mix import check_fraction
@@ -87,7 +93,7 @@ def load_dreams(cfg: DictConfig) -> tuple[Any, dict[str, Any] | None]:
             raise ConfigError(f"policy.max_dream_fraction={fraction} but policy.dream_store is null; give a "
                               "filtered dream store (e.g. policy.dream_store=${generate.store}) or set the cap to 0")
         return None, None
-    store = TrajectoryStore.open(p.dream_store)
+    store = store or TrajectoryStore.open(p.dream_store)
     keep, selection = dream_selection(store, list(p.dream_verdicts))
     selection["max_dream_fraction"] = fraction
     if not keep.any():
@@ -119,8 +125,12 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("policy.dream_verdicts is empty; accepted: a list of filter verdicts, e.g. [accept]")
 
 
-def train(cfg: DictConfig, on_epoch: Callable[[int, float], None] | None = None) -> tuple[Any, dict[str, Any]]:
-    """Train the BC policy that ``cfg.policy`` describes; no tracking, no files. Returns (policy, metrics)."""
+def train(cfg: DictConfig, on_epoch: Callable[[int, float], None] | None = None,
+          stores: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Train the policy that ``cfg.policy`` describes; no tracking, no files. Returns (policy, metrics).
+
+    ``stores``: the ``real`` (and ``dream``) stores already open, so their digests are read once.
+    """
     from dreamgen.language import default_encoder
     from policies.bc import BCConfig, fit_bc
 
@@ -129,8 +139,9 @@ def train(cfg: DictConfig, on_epoch: Callable[[int, float], None] | None = None)
     seed = cfg.seed if p.seed is None else int(p.seed)
     config = BCConfig(hidden=p.hidden, layers=p.layers, lr=p.lr, weight_decay=p.weight_decay,
                       epochs=p.epochs, batch_size=p.batch_size, action_noise_std=p.action_noise_std)
-    store, obs, action, texts, n_episodes = load_demos(cfg)
-    dream_frames, selection = load_dreams(cfg)
+    stores = stores or {}
+    store, obs, action, texts, n_episodes = load_demos(cfg, stores.get("real"))
+    dream_frames, selection = load_dreams(cfg, stores.get("dream"))
     encoder = default_encoder()
     dream = None
     if dream_frames is not None:
@@ -192,7 +203,7 @@ def run(cfg: DictConfig) -> dict:
             if epoch % max(1, cfg.policy.epochs // 50) == 0 or epoch == cfg.policy.epochs - 1:
                 tracker.log_metrics({"policy/train_mse": loss}, step=epoch)
 
-        policy, metrics = train(cfg, on_epoch)
+        policy, metrics = train(cfg, on_epoch, inputs)
         bar.close()
         with staged(run_dir / "policy") as partial:
             policy.save(partial)
