@@ -5,9 +5,13 @@
 
 Prints a markdown table: dream transitions/s at each batch size (whole ``env.step``: model call, heads,
 halting, autoreset, observation dict), the same per core, the ratio to the real env's steps/s on the
-same task, and the model call alone as GFLOP/s and as a fraction of a measured fp32 matmul rate (the
-floor any MLP can reach on the machine). Without ``--checkpoint`` the default architecture is built
-with random weights: throughput does not depend on what the weights learned.
+same task, and the model call (``WorldModel.predict``: inputs, the ensemble, member sampling, heads,
+disagreement) as GFLOP/s and as a fraction of a measured fp32 matmul rate (the ceiling any MLP can reach
+on the machine). The matmul rate is measured again in every round, right before that round's model
+timings, and each rate is the median over ``--rounds`` rounds: on a shared VM the machine's speed drifts
+by ±15% within a minute, and a ratio of two numbers taken minutes apart would measure the drift.
+Without ``--checkpoint`` the default architecture is built with random weights: throughput does not
+depend on what the weights learned.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 import torch
 
 
-def matmul_rate(device: str, n: int = 2048, repeats: int = 10) -> float:
+def matmul_rate(device: str, n: int = 2048, repeats: int = 5) -> float:
     """Measured fp32 GFLOP/s of an n x n matmul on ``device`` (TF32 off on GPUs: true fp32)."""
     torch.backends.cuda.matmul.allow_tf32 = False
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
@@ -71,8 +75,9 @@ def build_model(checkpoint: str | None, device: str, task: str, pool_obs: np.nda
                               members=config.elites, disagreement_bound=1e9, device=device)
 
 
-def dream_rates(model, pool, batch: int, seconds: float, device: str) -> tuple[float, float]:
-    """(env.step transitions/s, model-call transitions/s) at ``batch``."""
+def dream_rates(model, pool, batch: int, seconds: float, device: str, rounds: int) -> dict[str, float]:
+    """Median over ``rounds`` of: env.step transitions/s, model-call transitions/s, and the model call's
+    share of the matmul rate measured in the same round."""
     from dreamgen.dream.core import DreamConfig
     from dreamgen.dream.vector import DreamVectorEnv
 
@@ -94,9 +99,15 @@ def dream_rates(model, pool, batch: int, seconds: float, device: str) -> tuple[f
 
     core = env.core
     act_t = torch.as_tensor(action, device=model.device)
-    call = timed(lambda: model.predict(core.obs, act_t, core.cond, generator=core.generator,
-                                       propagation="random"))
-    return timed(lambda: env.step(action)), call
+    flops = model.flops_per_transition()
+    rows: dict[str, list[float]] = {"step": [], "call": [], "matmul": [], "share": []}
+    for _ in range(rounds):
+        rows["matmul"].append(matmul_rate(device))
+        rows["call"].append(timed(lambda: model.predict(core.obs, act_t, core.cond, generator=core.generator,
+                                                        propagation="random")))
+        rows["share"].append(rows["call"][-1] * flops / 1e9 / rows["matmul"][-1])
+        rows["step"].append(timed(lambda: env.step(action)))
+    return {key: float(np.median(values)) for key, values in rows.items()}
 
 
 def main() -> None:
@@ -106,7 +117,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batches", default="1,64,1024,8192")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seconds", type=float, default=2.0, help="timing window per measurement")
+    parser.add_argument("--seconds", type=float, default=1.0, help="timing window per measurement")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per batch size (medians are reported)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from dreamgen.dream.core import StartPool
@@ -119,7 +131,6 @@ def main() -> None:
                      np.array(seeds))
     model = build_model(args.checkpoint, args.device, args.task, pool_obs)
     real = real_rate(args.task, 3000)
-    peak = matmul_rate(args.device)
     flops = model.flops_per_transition()
     cores = args.threads if args.device == "cpu" else 1
     cpu = platform.processor() or platform.machine()
@@ -130,15 +141,14 @@ def main() -> None:
           f"{model.members} members x {model.config.layers}x{model.config.hidden} {model.config.activation}, "
           f"{flops / 1e3:.0f} kFLOP per transition")
     print(f"real Meta-World {args.task} env.step: {real:,.0f} steps/s (1 core, random actions)")
-    print(f"measured fp32 matmul (2048^2): {peak:,.1f} GFLOP/s\n")
+    print(f"medians of {args.rounds} rounds of {args.seconds:g} s; fp32 matmul (2048^2) re-measured each round\n")
     print("| batch | dream env.step transitions/s | per core | x real env.step (per core) "
-          "| model call transitions/s | model call GFLOP/s | % of matmul |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+          "| model call transitions/s | model call GFLOP/s | matmul GFLOP/s | % of matmul |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for batch in (int(b) for b in args.batches.split(",")):
-        step_rate, call_rate = dream_rates(model, pool, batch, args.seconds, args.device)
-        gflops = call_rate * flops / 1e9
-        print(f"| {batch} | {step_rate:,.0f} | {step_rate / cores:,.0f} | {step_rate / cores / real:,.1f} | "
-              f"{call_rate:,.0f} | {gflops:,.1f} | {100 * gflops / peak:.0f}% |")
+        r = dream_rates(model, pool, batch, args.seconds, args.device, args.rounds)
+        print(f"| {batch} | {r['step']:,.0f} | {r['step'] / cores:,.0f} | {r['step'] / cores / real:,.1f} | "
+              f"{r['call']:,.0f} | {r['call'] * flops / 1e9:,.1f} | {r['matmul']:,.1f} | {100 * r['share']:.0f}% |")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ import torch
 
 from dreamgen.errors import InstructionError
 from dreamgen.types import Episode
+from dreamgen.world_model import ensemble
 from dreamgen.world_model.base import METAWORLD_LAYOUT, InstructionTable, ObsLayout, WorldModel
 from dreamgen.world_model.checkpoint import CheckpointError, load_world_model, save_world_model
-from dreamgen.world_model.ensemble import EnsembleConfig
+from dreamgen.world_model.ensemble import ACTIVATIONS, EnsembleConfig, EnsembleMLP
 from dreamgen.world_model.fit import fit_ensemble, split_episodes, transitions
 from dreamgen.world_model.metrics import fidelity_report
 
@@ -77,6 +78,25 @@ def test_learns_known_dynamics_and_beats_the_copy_baseline(trained):
     pred = model.predict(obs, torch.zeros(4, 2), model.condition(torch.as_tensor(TABLE.embeddings[[0, 1, 0, 1]])))
     assert torch.equal(pred.next_obs[:, 2:4], obs[:, :2]) and torch.equal(pred.next_obs[:, 4], obs[:, 4])
     assert (pred.disagreement >= 0).all() and ((pred.success_prob >= 0) & (pred.success_prob <= 1)).all()
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_inference_forward_equals_the_training_forward(activation, monkeypatch):
+    """Prediction's shortcuts (a shared input, in-place activations, row blocks, a column subset) compute
+    exactly what the autograd path that training uses computes."""
+    monkeypatch.setattr(ensemble, "_BLOCK", 16)  # 50 rows -> 4 blocks, the last one short
+    torch.manual_seed(0)
+    net = EnsembleMLP(members=3, in_dim=6, cond_dim=4, hidden=32, layers=3, out_dim=9, activation=activation,
+                      n_gauss=3)
+    x, cond = torch.randn(50, 6), torch.randn(50, 4)
+    cols = torch.tensor([0, 2, 7, 8])
+    trained = net(x.expand(3, 50, 6), net.condition(cond))  # grad enabled: the training path
+    assert trained.requires_grad
+    with torch.no_grad():
+        shared = net(x, net.condition(cond), cols)
+        whole = net(x, net.condition(cond))
+    torch.testing.assert_close(shared, trained[..., cols].detach())
+    torch.testing.assert_close(whole, trained.detach())
 
 
 def test_propagation_modes(trained):

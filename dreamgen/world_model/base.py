@@ -63,12 +63,13 @@ class ObsLayout:
             return obs[..., :0]
         return obs[..., slice(*self.dynamic)] - obs[..., slice(*self.history)]
 
-    def compose(self, obs: torch.Tensor, next_dynamic: torch.Tensor) -> torch.Tensor:
-        """The full next observation ``[B,O]`` from the current one and the predicted dynamic dims."""
+    def compose(self, obs: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """The full next observation ``[B,O]`` from the current one and the predicted change ``[B,D]`` of
+        the dynamic dims."""
         nxt = obs.clone()
         if self.history:
             nxt[:, slice(*self.history)] = obs[:, slice(*self.dynamic)]
-        nxt[:, slice(*self.dynamic)] = next_dynamic
+        nxt[:, slice(*self.dynamic)] += delta
         return nxt
 
     def to_json(self) -> dict[str, Any]:

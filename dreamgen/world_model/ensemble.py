@@ -2,7 +2,9 @@
 
 All members run in one fused call: weights are ``[K, in, out]`` and every layer is one
 ``torch.baddbmm`` over the member axis. The instruction enters the first layer as a per-episode bias
-(``condition``), so a step costs only the state/action part of the network.
+(``condition``), so a step costs only the state/action part of the network. Training and prediction
+share one forward; prediction feeds every member the same input (an expanded view), keeps only the
+outputs it needs and runs the activations in place.
 
 Outputs per member (normalised units): Gaussian mean and log-variance over ``[Δ dynamic dims, reward]``,
 then a success logit and a done logit.
@@ -20,8 +22,15 @@ from torch import nn
 
 from dreamgen.world_model.base import PROPAGATIONS, InstructionTable, ObsLayout, Prediction
 
-_BLOCK = 512  # rows per inference block: activations of all members stay in cache
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"silu": nn.functional.silu, "relu": nn.functional.relu, "tanh": torch.tanh}
+_BLOCK = 1024  # rows per inference block: bounds the activations of all members at large batches
+Activation = Callable[[torch.Tensor], torch.Tensor]
+# name -> (activation, the same in place: inference reuses each layer's output buffer)
+ACTIVATIONS: dict[str, tuple[Activation, Activation]] = {
+    "silu": (nn.functional.silu, lambda h: nn.functional.silu(h, inplace=True)),
+    "hardswish": (nn.functional.hardswish, lambda h: nn.functional.hardswish(h, inplace=True)),
+    "relu": (torch.relu, torch.relu_),
+    "tanh": (torch.tanh, torch.tanh_),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +68,7 @@ class Normaliser(NamedTuple):
 
 
 class EnsembleMLP(nn.Module):
-    """``K`` independent MLPs evaluated together. ``forward(x[K,B,I], cond_bias[K,B,H]) -> [K,B,out]``."""
+    """``K`` independent MLPs evaluated together. ``forward(x[K,B,I] or x[B,I], cond_bias[K,B,H]) -> [K,B,out]``."""
 
     def __init__(self, members: int, in_dim: int, cond_dim: int, hidden: int, layers: int, out_dim: int,
                  activation: str, n_gauss: int):
@@ -75,7 +84,7 @@ class EnsembleMLP(nn.Module):
                                                                                    1 / np.sqrt(cond_dim)))
         self.max_logvar = nn.Parameter(torch.full((1, 1, n_gauss), 0.5))
         self.min_logvar = nn.Parameter(torch.full((1, 1, n_gauss), -10.0))
-        self.act: Callable[[torch.Tensor], torch.Tensor] = ACTIVATIONS[activation]
+        self.act, self.act_ = ACTIVATIONS[activation]
         self.n_gauss = n_gauss
 
     def condition(self, cond: torch.Tensor) -> torch.Tensor:
@@ -84,28 +93,34 @@ class EnsembleMLP(nn.Module):
             cond = cond.expand(self.w_cond.shape[0], *cond.shape)
         return torch.baddbmm(self.biases[0], cond, self.w_cond)
 
-    def forward(self, x: torch.Tensor, cond_bias: torch.Tensor) -> torch.Tensor:
-        h = self.act(torch.baddbmm(cond_bias, x, self.weights[0]))
-        for weight, bias in zip(self.weights[1:-1], self.biases[1:-1], strict=True):
-            h = self.act(torch.baddbmm(bias, h, weight))
-        return torch.baddbmm(self.biases[-1], h, self.weights[-1])
+    def forward(self, x: torch.Tensor, cond_bias: torch.Tensor, out_cols: torch.Tensor | None = None) -> torch.Tensor:
+        """``x[K,B,I]`` (one batch per member, training) or ``x[B,I]`` (shared by every member, inference)
+        -> ``[K,B,out]``, or only the ``out_cols`` outputs.
 
-    def forward_shared(self, x: torch.Tensor, cond_bias: torch.Tensor, out_cols: torch.Tensor) -> torch.Tensor:
-        """Inference: one input ``x[B,I]`` for every member, only the ``out_cols`` outputs -> ``[K,B,len]``.
-
-        The first layer is a single ``[B,I] x [I,K*H]`` GEMM; rows go through in cache-sized blocks.
+        Without autograd the activations run in place and rows go through in cache-sized blocks.
         """
-        k, i, h = self.weights[0].shape
-        w_first = self.weights[0].transpose(0, 1).reshape(i, k * h)
-        w_last, b_last = self.weights[-1][:, :, out_cols], self.biases[-1][:, :, out_cols]
-        blocks = []
-        for start in range(0, x.shape[0], _BLOCK):
-            xb, cb = x[start:start + _BLOCK], cond_bias[:, start:start + _BLOCK]
-            hb = self.act((xb @ w_first).view(-1, k, h).transpose(0, 1) + cb)
-            for weight, bias in zip(self.weights[1:-1], self.biases[1:-1], strict=True):
-                hb = self.act(torch.baddbmm(bias, hb, weight))
-            blocks.append(torch.baddbmm(b_last, hb, w_last))
-        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+        w_last, b_last = self.weights[-1], self.biases[-1]
+        if out_cols is not None:
+            w_last, b_last = w_last[:, :, out_cols], b_last[:, :, out_cols]
+        if torch.is_grad_enabled():
+            return self._layers(x, cond_bias, w_last, b_last, inplace=False)
+        rows = x.shape[-2]
+        if rows <= _BLOCK:
+            return self._layers(x, cond_bias, w_last, b_last, inplace=True)
+        out = x.new_empty(w_last.shape[0], rows, w_last.shape[2])
+        for start in range(0, rows, _BLOCK):
+            block = slice(start, start + _BLOCK)
+            out[:, block] = self._layers(x[..., block, :], cond_bias[:, block], w_last, b_last, inplace=True)
+        return out
+
+    def _layers(self, x: torch.Tensor, cond_bias: torch.Tensor, w_last: torch.Tensor, b_last: torch.Tensor,
+                inplace: bool) -> torch.Tensor:
+        """One ``baddbmm`` per layer over the member axis; a shared ``x[B,I]`` is an expanded view, never copied."""
+        act = self.act_ if inplace else self.act
+        h = act(torch.baddbmm(cond_bias, x if x.dim() == 3 else x.expand(w_last.shape[0], *x.shape), self.weights[0]))
+        for weight, bias in zip(self.weights[1:-1], self.biases[1:-1], strict=True):
+            h = act(torch.baddbmm(bias, h, weight))
+        return torch.baddbmm(b_last, h, w_last)
 
     def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, soft-bounded log-variance, success logit, done logit."""
@@ -183,11 +198,11 @@ class EnsembleWorldModel:
         batch = obs.shape[0]
         cond_bias = cond if cond.dim() == 3 else self.net.condition(cond)
         x = self.inputs(obs, action, context)
-        out = self.net.forward_shared(x, cond_bias, self._out_cols)
+        out = self.net(x, cond_bias, self._out_cols)
         n_dyn = self.layout.n_dynamic
-        mean, success_logit, done_logit = out[..., :n_dyn + 1], out[..., n_dyn + 1], out[..., n_dyn + 2]
+        mean = out[..., :n_dyn + 1]  # normalised Δ dynamic dims and reward, per member
         centre = mean.mean(0)
-        disagreement = (mean[..., :n_dyn] - centre[:, :n_dyn]).norm(dim=-1).amax(0)
+        disagreement = torch.linalg.vector_norm(mean[..., :n_dyn] - centre[:, :n_dyn], dim=-1).amax(0)
         if propagation == "mean" or self.members == 1:
             chosen = centre
         else:
@@ -196,12 +211,12 @@ class EnsembleWorldModel:
             elif members is None:
                 raise ValueError('propagation="fixed" needs members[B]')
             chosen = mean[members, torch.arange(batch, device=self.device)]
-        target = chosen * self.target_norm.std + self.target_norm.mean
-        next_dynamic = obs[:, slice(*self.layout.dynamic)] + target[:, :n_dyn]
+        target = torch.addcmul(self.target_norm.mean, chosen, self.target_norm.std)
+        probs = torch.sigmoid(out[..., n_dyn + 1:]).mean(0)  # success and done, averaged over members
         return Prediction(
-            next_obs=self.layout.compose(obs, next_dynamic),
+            next_obs=self.layout.compose(obs, target[:, :n_dyn]),
             reward=target[:, n_dyn],
-            success_prob=torch.sigmoid(success_logit).mean(0),
-            done_prob=torch.sigmoid(done_logit).mean(0),
+            success_prob=probs[:, 0],
+            done_prob=probs[:, 1],
             disagreement=disagreement,
         )
