@@ -26,34 +26,33 @@ def quality_config(cfg: DictConfig):
                          batch_size=q.batch_size, gamma=q.gamma, value_weight=q.value_weight)
 
 
-def labelled_data(real_store, dream_store, labels: dict, folds: tuple[str, ...]):
-    """``QualityData`` of every real episode plus the audited dreams of ``folds``."""
+def labelled_data(real_store, dream_store, labels: dict) -> dict:
+    """``QualityData`` per audit fold in one pass over each store: ``fit`` holds every real episode and
+    the dreams audited in the fit fold, ``test`` the dreams audited in the test fold."""
     from dreamgen.language import default_encoder
     from dreamgen.quality.model import QualityData
 
-    obs, action, texts, label, step, source, ids = [], [], [], [], [], [], []
-
-    def add(episode, success: bool, success_step: int, src: str) -> None:
-        obs.append(episode.obs)
-        action.append(episode.action)
-        texts.append(episode.meta["instruction"])
-        label.append(success)
-        step.append(success_step)
-        source.append(src)
-        ids.append(episode.meta["episode_id"])
-
+    rows: dict[str, list[tuple]] = {"fit": [], "test": []}
     if real_store is not None:
         for episode in real_store.iter_episodes():
             hit = bool(episode.success.any())
-            add(episode, hit, int(np.argmax(episode.success)) if hit else -1, "real")
+            rows["fit"].append((episode, hit, int(np.argmax(episode.success)) if hit else -1, "real"))
     if dream_store is not None and labels:
         for episode in dream_store.iter_episodes():
             entry = labels.get(episode.meta["episode_id"])
-            if entry is not None and entry["fold"] in folds:
-                add(episode, bool(entry["real_success"]), -1, "dream")
-    cond = default_encoder().encode(texts) if texts else np.zeros((0, 384), np.float32)
-    return QualityData(obs, action, cond, np.array(label, bool), np.array(step, np.int64), np.array(source),
-                       np.array(ids))
+            if entry is not None and entry["fold"] in rows:
+                rows[entry["fold"]].append((episode, bool(entry["real_success"]), -1, "dream"))
+    encoder = default_encoder()
+    out = {}
+    for fold, items in rows.items():
+        texts = [e.meta["instruction"] for e, *_ in items]
+        out[fold] = QualityData([e.obs for e, *_ in items], [e.action for e, *_ in items],
+                                encoder.encode(texts) if texts else np.zeros((0, 384), np.float32),
+                                np.array([hit for _, hit, _, _ in items], bool),
+                                np.array([step for *_, step, _ in items], np.int64),
+                                np.array([src for *_, src in items]),
+                                np.array([e.meta["episode_id"] for e, *_ in items]))
+    return out
 
 
 def run(cfg: DictConfig) -> dict:
@@ -69,8 +68,8 @@ def run(cfg: DictConfig) -> dict:
     real = TrajectoryStore.open(q.real_store)
     dream = TrajectoryStore.open(q.dream_store) if Path(str(q.dream_store)).exists() else None
     labels = load_labels(Path(str(q.labels)))
-    data = labelled_data(real, dream, labels, ("fit",))
-    test = labelled_data(None, dream, labels, ("test",))
+    folds = labelled_data(real, dream, labels)
+    data, test = folds["fit"], folds["test"]
     inputs = {"real": real, **({"dream": dream} if dream is not None else {})}
     with run_verb(cfg, "train-quality", inputs=inputs) as (run_dir, tracker):
         n_dream = int((data.source == "dream").sum())

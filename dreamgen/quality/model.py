@@ -4,8 +4,8 @@
 succeeds in the real simulator, and a per-step progress/value estimate in [0, 1].
 
 Architecture: a per-step MLP encodes ``[normalised obs_t, normalised Δobs_t, action_t, t / 150,
-instruction embedding]`` into ``h_t``; the value head reads each ``h_t``; the episode head reads the
-masked mean, max and last ``h_t``. Targets: the episode's real outcome (BCE, classes balanced), and
+instruction embedding]`` into ``h_t`` (episodes packed end to end, never padded); the value head reads
+each ``h_t``; the episode head reads the episode's mean, max and last ``h_t``. Targets: the episode's real outcome (BCE, classes balanced), and
 ``outcome × γ^(T_s − t)`` per step (``T_s`` = the first real success frame, else the last frame).
 
 Trained by ``fit_quality`` on real episodes (real success labels) and on audited dreams (their real
@@ -75,20 +75,30 @@ class QualityData:
 
 
 class _Net(nn.Module):
-    def __init__(self, in_dim: int, hidden: int, layers: int):
+    def __init__(self, step_dim: int, cond_dim: int, hidden: int, layers: int):
         super().__init__()
-        self.encoder = nn.Sequential(*mlp_blocks(in_dim, hidden, layers, nn.SiLU))
+        self.step_dim = step_dim
+        self.encoder = nn.Sequential(*mlp_blocks(step_dim + cond_dim, hidden, layers, nn.SiLU))
         self.value = nn.Linear(hidden, 1)
         self.head = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x[B,T,F]``, ``mask[B,T]`` -> episode logit ``[B]``, per-step value logit ``[B,T]``."""
-        h = self.encoder(x)
-        m = mask[..., None].to(h.dtype)
-        mean = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
-        peak = h.masked_fill(~mask[..., None], float("-inf")).amax(1)
-        last = h[torch.arange(len(h)), mask.sum(1).clamp_min(1) - 1]
-        return self.head(torch.cat([mean, peak, last], -1))[:, 0], self.value(h)[..., 0]
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x[N,F]``: the per-step features of ``B`` episodes packed end to end (``lengths[B]`` steps each),
+        ``cond[B,C]`` their instruction embeddings -> episode logit ``[B]``, per-step value logit ``[N]``.
+
+        The encoder's first layer reads ``[step features, instruction]``; the instruction is constant over an
+        episode, so its part of that layer is computed once per episode and added as a bias. Steps are
+        packed, not padded: the encoder only ever sees real steps, and the pooling runs per episode.
+        """
+        episode = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+        first: nn.Linear = self.encoder[0]  # type: ignore[assignment]
+        bias = nn.functional.linear(cond, first.weight[:, self.step_dim:], first.bias)
+        h = self.encoder[1:](nn.functional.linear(x, first.weight[:, :self.step_dim]) + bias[episode])
+        mean = h.new_zeros(len(lengths), h.shape[1]).index_add(0, episode, h) / lengths[:, None]
+        peak = h.new_full((len(lengths), h.shape[1]), float("-inf")).scatter_reduce(
+            0, episode[:, None].expand_as(h), h, "amax")
+        last = h[lengths.cumsum(0) - 1]
+        return self.head(torch.cat([mean, peak, last], -1))[:, 0], self.value(h)[:, 0]
 
 
 class QualityModel:
@@ -101,8 +111,8 @@ class QualityModel:
         self.delta_std = delta_std.astype(np.float32)
         self.action_dim, self.cond_dim = action_dim, cond_dim
         self.info = dict(info or {})
-        self.in_dim = 2 * len(obs_mean) + action_dim + 1 + cond_dim
-        self.net = _Net(self.in_dim, config.hidden, config.layers)
+        self.step_dim = 2 * len(obs_mean) + action_dim + 1
+        self.net = _Net(self.step_dim, cond_dim, config.hidden, config.layers)
 
     @classmethod
     def for_data(cls, data: QualityData, config: QualityConfig) -> QualityModel:
@@ -111,22 +121,20 @@ class QualityModel:
         return cls(config, obs.mean(0), np.maximum(obs.std(0), 1e-2), np.maximum(delta.std(0), 1e-3),
                    data.action[0].shape[1], data.cond.shape[1])
 
-    def features(self, obs: np.ndarray, action: np.ndarray, cond: np.ndarray) -> np.ndarray:
-        """Per-step inputs ``[T, F]`` of one episode."""
+    def features(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """Per-step inputs ``[T, F]`` of one episode (the instruction goes to the network separately)."""
         t = np.arange(len(obs), dtype=np.float32)[:, None] / STEP_SCALE
         delta = np.diff(obs, axis=0, prepend=obs[:1]) / self.delta_std
-        return np.concatenate([(obs - self.obs_mean) / self.obs_std, np.clip(delta, -50, 50),
-                               action, t, np.broadcast_to(cond, (len(obs), len(cond)))], 1).astype(np.float32)
+        return np.concatenate([(obs - self.obs_mean) / self.obs_std, np.clip(delta, -50, 50), action, t],
+                              1).astype(np.float32)
 
-    def batch(self, obs: Sequence[np.ndarray], action: Sequence[np.ndarray],
-              cond: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        longest = max(len(o) for o in obs)
-        x = np.zeros((len(obs), longest, self.in_dim), np.float32)
-        mask = np.zeros((len(obs), longest), bool)
-        for i, (o, a) in enumerate(zip(obs, action, strict=True)):
-            x[i, :len(o)] = self.features(o, a, cond[i])
-            mask[i, :len(o)] = True
-        return torch.from_numpy(x), torch.from_numpy(mask)
+    @staticmethod
+    def batch(features: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Episodes' features packed end to end: ``x[N,F]`` and ``lengths[B]``."""
+        lengths = [len(f) for f in features]
+        if min(lengths) < 1:
+            raise ValueError("the quality model scores episodes of at least one step")
+        return torch.from_numpy(np.concatenate(features)), torch.as_tensor(lengths)
 
     @torch.no_grad()
     def score(self, obs: Sequence[np.ndarray], action: Sequence[np.ndarray], cond: np.ndarray,
@@ -136,11 +144,11 @@ class QualityModel:
         probs, values = [], []
         for start in range(0, len(obs), batch_size):
             stop = start + batch_size
-            x, mask = self.batch(obs[start:stop], action[start:stop], cond[start:stop])
-            logit, value = self.net(x, mask)
+            x, lengths = self.batch([self.features(o, a) for o, a in zip(obs[start:stop], action[start:stop],
+                                                                          strict=True)])
+            logit, value = self.net(x, torch.as_tensor(cond[start:stop], dtype=torch.float32), lengths)
             probs.append(torch.sigmoid(logit).numpy())
-            v = torch.sigmoid(value).numpy()
-            values += [v[i, :int(mask[i].sum())] for i in range(len(v))]
+            values += [v.numpy() for v in torch.sigmoid(value).split(lengths.tolist())]
         return (np.concatenate(probs) if probs else np.zeros(0, np.float32)), values
 
     def save(self, path: str | Path) -> None:
@@ -171,15 +179,18 @@ class QualityModel:
         return model
 
 
-def _targets(data: QualityData, index: np.ndarray, longest: int, gamma: float) -> torch.Tensor:
-    out = np.zeros((len(index), longest), np.float32)
-    for row, i in enumerate(index):
+def _targets(data: QualityData, index: np.ndarray, gamma: float) -> torch.Tensor:
+    """Per-step progress targets of the episodes ``index``, packed like ``QualityModel.batch``: ``gamma``
+    to the steps left until success on episodes that really succeed, 0 on the others."""
+    out = []
+    for i in index:
+        length = len(data.obs[i])
+        target = np.zeros(length, np.float32)
         if data.label[i]:
-            length = len(data.obs[i])
             done = int(data.success_step[i]) if data.success_step[i] >= 0 else length - 1
-            t = np.arange(length)
-            out[row, :length] = gamma ** np.maximum(done - t, 0)
-    return torch.from_numpy(out)
+            target[:] = gamma ** np.maximum(done - np.arange(length), 0)
+        out.append(target)
+    return torch.from_numpy(np.concatenate(out))
 
 
 def fit_quality(data: QualityData, config: QualityConfig, *, seed: int, info: dict[str, Any] | None = None,
@@ -200,19 +211,20 @@ def fit_quality(data: QualityData, config: QualityConfig, *, seed: int, info: di
     optimiser = torch.optim.AdamW(model.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * int(np.ceil(len(data) / config.batch_size))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
+    features = [model.features(o, a) for o, a in zip(data.obs, data.action, strict=True)]
+    cond = torch.as_tensor(data.cond, dtype=torch.float32)
     model.net.train()
     for epoch in range(config.epochs):
         order = torch.randperm(len(data), generator=generator).numpy()
         total = 0.0
         for start in range(0, len(data), config.batch_size):
             index = order[start:start + config.batch_size]
-            x, mask = model.batch([data.obs[i] for i in index], [data.action[i] for i in index], data.cond[index])
-            logit, value = model.net(x, mask)
+            x, lengths = model.batch([features[i] for i in index])
+            logit, value = model.net(x, cond[index], lengths)
             label = torch.as_tensor(data.label[index], dtype=torch.float32)
             loss = nn.functional.binary_cross_entropy_with_logits(logit, label, pos_weight=pos_weight)
-            step_loss = nn.functional.binary_cross_entropy_with_logits(
-                value, _targets(data, index, x.shape[1], config.gamma), reduction="none")
-            loss = loss + config.value_weight * (step_loss * mask).sum() / mask.sum()
+            step_loss = nn.functional.binary_cross_entropy_with_logits(value, _targets(data, index, config.gamma))
+            loss = loss + config.value_weight * step_loss
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
