@@ -6,7 +6,8 @@ succeeds in the real simulator, and a per-step progress/value estimate in [0, 1]
 Architecture: a per-step MLP encodes ``[normalised obs_t, normalised Δobs_t, action_t, t / 150,
 instruction embedding]`` into ``h_t`` (episodes packed end to end, never padded); the value head reads
 each ``h_t``; the episode head reads the episode's mean, max and last ``h_t``. Targets: the episode's
-real outcome (BCE, classes balanced), and ``outcome × γ^(T_s − t)`` per step (``T_s`` = the first real success frame, else the last frame).
+real outcome (BCE, classes balanced), and ``outcome × γ^(T_s − t)`` per step (``T_s`` = the first real
+success frame, else the last frame).
 
 Trained by ``fit_quality`` on real episodes (real success labels) and on audited dreams (their real
 replay outcome). ``cross_fit`` gives out-of-fold probabilities, so thresholds are never chosen on
