@@ -32,27 +32,30 @@ def labelled_data(real_store, dream_store, labels: dict) -> dict:
     from dreamgen.language import default_encoder
     from dreamgen.quality.model import QualityData
 
-    rows: dict[str, list[tuple]] = {"fit": [], "test": []}
+    columns = ("obs", "action", "text", "label", "step", "source", "id")
+    folds: dict[str, dict[str, list]] = {fold: {c: [] for c in columns} for fold in ("fit", "test")}
+
+    def add(fold: str, episode, success: bool, success_step: int, src: str) -> None:
+        values = (episode.obs, episode.action, episode.meta["instruction"], success, success_step, src,
+                  episode.meta["episode_id"])
+        for column, value in zip(columns, values, strict=True):
+            folds[fold][column].append(value)
+
     if real_store is not None:
         for episode in real_store.iter_episodes():
             hit = bool(episode.success.any())
-            rows["fit"].append((episode, hit, int(np.argmax(episode.success)) if hit else -1, "real"))
+            add("fit", episode, hit, int(np.argmax(episode.success)) if hit else -1, "real")
     if dream_store is not None and labels:
         for episode in dream_store.iter_episodes():
             entry = labels.get(episode.meta["episode_id"])
-            if entry is not None and entry["fold"] in rows:
-                rows[entry["fold"]].append((episode, bool(entry["real_success"]), -1, "dream"))
+            if entry is not None and entry["fold"] in folds:
+                add(entry["fold"], episode, bool(entry["real_success"]), -1, "dream")
     encoder = default_encoder()
-    out = {}
-    for fold, items in rows.items():
-        texts = [e.meta["instruction"] for e, *_ in items]
-        out[fold] = QualityData([e.obs for e, *_ in items], [e.action for e, *_ in items],
-                                encoder.encode(texts) if texts else np.zeros((0, 384), np.float32),
-                                np.array([hit for _, hit, _, _ in items], bool),
-                                np.array([step for *_, step, _ in items], np.int64),
-                                np.array([src for *_, src in items]),
-                                np.array([e.meta["episode_id"] for e, *_ in items]))
-    return out
+    return {fold: QualityData(c["obs"], c["action"],
+                              encoder.encode(c["text"]) if c["text"] else np.zeros((0, 384), np.float32),
+                              np.array(c["label"], bool), np.array(c["step"], np.int64), np.array(c["source"]),
+                              np.array(c["id"]))
+            for fold, c in folds.items()}
 
 
 def run(cfg: DictConfig) -> dict:
