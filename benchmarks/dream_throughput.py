@@ -103,7 +103,7 @@ def dream_rates(model, pool, batch: int, seconds: float, device: str, rounds: in
     rows: dict[str, list[float]] = {"step": [], "call": [], "matmul": [], "share": []}
     for _ in range(rounds):
         rows["matmul"].append(matmul_rate(device))
-        rows["call"].append(timed(lambda: model.predict(core.obs, act_t, core.cond, generator=core.generator,
+        rows["call"].append(timed(lambda: model.predict(core.obs, act_t, core.state.cond, generator=core.generator,
                                                         propagation="random")))
         rows["share"].append(rows["call"][-1] * flops / 1e9 / rows["matmul"][-1])
         rows["step"].append(timed(lambda: env.step(action)))

@@ -12,14 +12,14 @@ import numpy as np
 import torch
 
 from dreamgen.dream.core import StartPool
-from dreamgen.world_model.base import InstructionTable, ObsLayout, Prediction
+from dreamgen.world_model.base import InstructionTable, ObsLayout, Prediction, StepsRows
 
 LINE = ObsLayout("line", 2, dynamic=(0, 2))
 TABLE = InstructionTable(["go home", "go home too", "break"], ["home", "home-b", "broken"],
                          np.eye(3, dtype=np.float32))
 
 
-class LineModel:
+class LineModel(StepsRows):
     layout = LINE
     action_dim = 2
     cond_dim = 3

@@ -221,7 +221,7 @@ def test_the_env_carries_previous_actions_as_model_context_and_clears_them_on_re
     # the first action moves the state one step later; nothing moves on the first step (rest context)
     assert states[:4] == [[1.0, 1.0], [0.5, 1.0], [0.5, 0.5], [0.5, 0.5]]
     obs, *_ = env.step(np.array([[1.0, 1.0]], np.float32))  # autoreset step: context back to rest
-    assert env.core.context.abs().sum() == 0 and states[4] == [0.5, 0.5]
+    assert env.core.state.context.abs().sum() == 0 and states[4] == [0.5, 0.5]
     start = obs["state"][0].copy()
     obs, *_ = env.step(np.array([[0.0, 0.0]], np.float32))
     np.testing.assert_array_equal(obs["state"][0], start)  # the action sent at the reset step does not leak

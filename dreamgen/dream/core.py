@@ -1,7 +1,8 @@
 """The batched dream: ``B`` episodes stepped through a world model with one model call per step.
 
-``DreamCore`` owns the state of every row (observation, conditioning, step count, member) and the
-rollout contract: start states, termination from the success/done heads, truncation at the horizon,
+``DreamCore`` holds every row's rollout state — the model's ``RowState`` (observation, conditioning,
+member, previous actions), which the model creates and steps — plus step counts and start provenance,
+and owns the rollout contract: start states, termination from the success/done heads, truncation at the horizon,
 MOReL-style halting when disagreement exceeds a bound calibrated on real data, a MOPO-style reward
 penalty ``λ·disagreement``, and NaN/inf guards that end a row with a reason instead of crashing the
 batch. It does *not* decide when to reset: the gymnasium vector env (NEXT_STEP autoreset), the single
@@ -19,7 +20,7 @@ import torch
 from gymnasium import spaces
 
 from dreamgen.errors import DreamgenError
-from dreamgen.world_model.base import PROPAGATIONS, WorldModel, next_context
+from dreamgen.world_model.base import PROPAGATIONS, WorldModel
 
 REASONS = np.array(["", "success", "done", "horizon", "halted", "non-finite"], dtype=object)
 SUCCESS, DONE, HORIZON, HALTED, NONFINITE = 1, 2, 3, 4, 5
@@ -107,15 +108,19 @@ class DreamCore:
         self.generator = torch.Generator(device=model.device)
         self.generator.manual_seed(int(self.rng.integers(2**63)))
         dev = model.device
-        self.obs = torch.zeros(num_envs, self.obs_dim, device=dev)
-        self.context = torch.zeros(num_envs, model.context_dim, device=dev)  # previous actions, newest first
+        # the rows' rollout state is the model's (observation, conditioning, member, previous actions)
+        self.state = model.initial_state(torch.zeros(num_envs, self.obs_dim, device=dev),
+                                         torch.zeros(num_envs, model.cond_dim, device=dev), generator=self.generator)
         self._handed_out = False
-        self.cond = self.model.condition(torch.zeros(num_envs, model.cond_dim, device=dev))
         self.t = np.zeros(num_envs, np.int64)
-        self.member = torch.zeros(num_envs, dtype=torch.long, device=dev)
         self.start_ref = np.full(num_envs, "", dtype=object)
         self.start_seed = np.full(num_envs, -1, np.int64)
         self.instruction_index = self.default_instruction.copy()
+
+    @property
+    def obs(self) -> torch.Tensor:
+        """Every row's current observation ``[B,O]`` (the model state's)."""
+        return self.state.obs
 
     # ------------------------------------------------------------------ setup
     def set_instructions(self, instructions: Sequence[str]) -> None:
@@ -163,14 +168,11 @@ class DreamCore:
                 pick[mine] = candidates[self.rng.integers(len(candidates), size=int(mine.sum()))]
             start, refs, seeds = self.pool.obs[pick], self.pool.ref[pick], self.pool.seed[pick]
         dev = self.model.device
-        index = torch.as_tensor(rows, device=dev)
         if self._handed_out:  # an observation array handed out earlier is never written to
-            self.obs, self._handed_out = self.obs.clone(), False
-        self.obs[index] = torch.as_tensor(start, device=dev)
-        self.context[index] = 0.0  # a start state is at rest, as real episodes' first frames are
+            self.state.obs, self._handed_out = self.state.obs.clone(), False
         emb = torch.as_tensor(self.table.embeddings[instr], device=dev)
-        self.cond[:, index] = self.model.condition(emb)
-        self.member[index] = torch.randint(self.model.members, (len(rows),), generator=self.generator, device=dev)
+        self.state.put(rows, self.model.initial_state(torch.as_tensor(start, device=dev), emb,
+                                                      generator=self.generator))
         self.t[rows] = 0
         self.instruction_index[rows] = instr
         self.start_ref[rows] = refs
@@ -195,10 +197,9 @@ class DreamCore:
         """Step every row once (one model call): ``reward[B], terminated[B], truncated[B], info``;
         the new observation is ``self.obs``. ``info``: disagreement, success_prob, success, halted, reason."""
         action = torch.as_tensor(self.check_actions(actions), device=self.model.device)
-        pred = self.model.predict(self.obs, action, self.cond, generator=self.generator,
-                                  propagation=self.config.propagation, members=self.member, context=self.context)
-        self.context = next_context(self.context, action)
-        next_obs, disagreement = pred.next_obs, pred.disagreement.cpu().numpy()
+        state, pred = self.model.step(self.state, action, generator=self.generator,
+                                      propagation=self.config.propagation)
+        next_obs, disagreement = state.obs, pred.disagreement.cpu().numpy()
         success_prob = pred.success_prob.cpu().numpy()
         reward = pred.reward.cpu().numpy() - self.config.penalty * disagreement
         finite = (torch.isfinite(next_obs).all(1).cpu().numpy() & np.isfinite(reward)
@@ -218,11 +219,11 @@ class DreamCore:
         truncated = (reason >= HORIZON)
         if not finite.all():  # keep the last finite state; the row ends here
             keep = torch.as_tensor(~finite, device=next_obs.device)
-            next_obs = torch.where(keep[:, None], self.obs, next_obs)
+            state.obs = torch.where(keep[:, None], self.obs, next_obs)
             reward = np.where(finite, reward, 0.0)
             success_prob = np.where(finite, success_prob, 0.0)
             success &= finite
-        self.obs, self._handed_out = next_obs, False
+        self.state, self._handed_out = state, False
         info = {"disagreement": disagreement.astype(np.float32), "success_prob": success_prob.astype(np.float32),
                 "success": success, "halted": halted & finite, "reason": REASONS[reason]}
         return reward.astype(np.float32), terminated, truncated, info

@@ -1,10 +1,15 @@
 """The WorldModel contract, the observation layout it predicts in, and its instruction table.
 
-``predict(obs[B,O], action[B,A], cond, *, generator, propagation, members) -> Prediction`` with
-``next_obs[B,O]``, ``reward[B]``, ``success_prob[B]``, ``done_prob[B]`` and ``disagreement[B]``
-(epistemic: spread of the ensemble members' mean predictions, in normalised units). ``cond`` is
-either instruction embeddings ``[B,C]`` or what ``condition(embeddings)`` returned for them — the env
-conditions once per episode instead of once per step.
+The model owns its rollout state: ``initial_state(obs[B,O], embeddings[B,C], *, generator) -> RowState``
+and ``step(state, action[B,A], *, generator, propagation) -> (RowState, Prediction)``. A ``RowState``
+holds what a row carries (observation, conditioning, ensemble member, previous actions) and can be
+indexed, tiled and written back, so a planner branches one row into many candidate futures.
+
+Underneath, ``predict(obs[B,O], action[B,A], cond, *, generator, propagation, members, context) ->
+Prediction`` is one batched step with ``next_obs[B,O]``, ``reward[B]``, ``success_prob[B]``,
+``done_prob[B]`` and ``disagreement[B]`` (epistemic: spread of the ensemble members' mean predictions,
+in normalised units). ``cond`` is either instruction embeddings ``[B,C]`` or what
+``condition(embeddings)`` returned for them (rows on axis 1) — conditioning happens once per episode.
 """
 
 from __future__ import annotations
@@ -149,6 +154,72 @@ class InstructionTable:
                                f"its tasks are {sorted(set(self.tasks))}")
 
 
+@dataclasses.dataclass
+class RowState:
+    """The rollout state of ``B`` rows: ``obs[B,O]``, ``cond`` (``condition``'s output, rows on axis 1),
+    ``member[B]`` (the ensemble member of each row, for ``propagation="fixed"``) and ``context[B,k*A]``
+    (the previous actions, newest first)."""
+
+    obs: torch.Tensor
+    cond: torch.Tensor
+    member: torch.Tensor
+    context: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.obs.shape[0])
+
+    def index(self, rows: Any) -> RowState:
+        """The state of ``rows`` (indices or a bool mask), as a new state."""
+        rows = torch.as_tensor(rows, device=self.obs.device)
+        return RowState(self.obs[rows], self.cond[:, rows], self.member[rows], self.context[rows])
+
+    def tile(self, n: int) -> RowState:
+        """Every row repeated ``n`` times in place: row ``i`` becomes rows ``i*n .. i*n+n-1``."""
+        return RowState(self.obs.repeat_interleave(n, 0), self.cond.repeat_interleave(n, 1),
+                        self.member.repeat_interleave(n, 0), self.context.repeat_interleave(n, 0))
+
+    def put(self, rows: Any, other: RowState) -> None:
+        """Write ``other``'s rows into ``rows`` of this state (in place)."""
+        rows = torch.as_tensor(rows, device=self.obs.device)
+        self.obs[rows] = other.obs
+        self.cond[:, rows] = other.cond
+        self.member[rows] = other.member
+        self.context[rows] = other.context
+
+
+class StepsRows:
+    """``initial_state`` and ``step`` for any model with ``condition`` and ``predict`` (the default
+    rollout state: a ``RowState``)."""
+
+    members: int
+    context_dim: int
+    device: torch.device
+
+    def condition(self, cond: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+    def predict(self, obs: torch.Tensor, action: torch.Tensor, cond: Any, *,
+                generator: torch.Generator | None = None, propagation: str = "random",
+                members: torch.Tensor | None = None, context: torch.Tensor | None = None) -> Prediction:
+        raise NotImplementedError
+
+    def initial_state(self, obs: torch.Tensor, embeddings: torch.Tensor, *,
+                      generator: torch.Generator | None = None) -> RowState:
+        """Rows at rest at ``obs[B,O]`` (no previous actions), conditioned on ``embeddings[B,C]``, each with
+        a member drawn from ``generator``."""
+        obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        member = torch.randint(self.members, (len(obs),), generator=generator, device=self.device)
+        return RowState(obs.clone(), self.condition(torch.as_tensor(embeddings, device=self.device)), member,
+                        torch.zeros(len(obs), self.context_dim, device=self.device))
+
+    def step(self, state: RowState, action: torch.Tensor, *, generator: torch.Generator | None = None,
+             propagation: str = "random") -> tuple[RowState, Prediction]:
+        """Every row one step on: the next state (a new object; ``state`` is not changed) and the prediction."""
+        pred = self.predict(state.obs, action, state.cond, generator=generator, propagation=propagation,
+                            members=state.member, context=state.context)
+        return RowState(pred.next_obs, state.cond, state.member, next_context(state.context, action)), pred
+
+
 @runtime_checkable
 class WorldModel(Protocol):
     """What the dream env needs from a model. Tensors are float32 on ``device``."""
@@ -171,4 +242,14 @@ class WorldModel(Protocol):
                 members: torch.Tensor | None = None, context: torch.Tensor | None = None) -> Prediction:
         """One batched step. ``members[B]`` (int) picks the member per row for ``propagation="fixed"``;
         ``context[B, context_dim]`` is what ``next_context`` built from the previous steps (None = zeros)."""
+        ...
+
+    def initial_state(self, obs: torch.Tensor, embeddings: torch.Tensor, *,
+                      generator: torch.Generator | None = None) -> RowState:
+        """The rollout state of rows starting at ``obs[B,O]`` for instruction ``embeddings[B,C]``."""
+        ...
+
+    def step(self, state: RowState, action: torch.Tensor, *, generator: torch.Generator | None = None,
+             propagation: str = "random") -> tuple[RowState, Prediction]:
+        """Every row one step: ``(next state, Prediction)``."""
         ...

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dreamgen.world_model.base import PROPAGATIONS, InstructionTable, ObsLayout, Prediction
+from dreamgen.world_model.base import PROPAGATIONS, InstructionTable, ObsLayout, Prediction, StepsRows
 
 _BLOCK = 1024  # rows per inference block: bounds the activations of all members at large batches
 Activation = Callable[[torch.Tensor], torch.Tensor]
@@ -139,7 +139,7 @@ class EnsembleMLP(nn.Module):
         self.w_cond = nn.Parameter(self.w_cond.data[index].clone())
 
 
-class EnsembleWorldModel:
+class EnsembleWorldModel(StepsRows):
     """An ensemble world model with its normalisers and instruction table; implements ``WorldModel``."""
 
     def __init__(self, config: EnsembleConfig, layout: ObsLayout, action_dim: int,

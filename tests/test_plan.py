@@ -1,0 +1,123 @@
+"""The planner: known answers on known dynamics, its prior, purity in (state, seed), refusals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from dreamgen.errors import ConfigError
+from dreamgen.plan.mppi import MPPIPlanner, PlannerConfig, shift
+from dreamgen.world_model.base import InstructionTable, ObsLayout, Prediction, StepsRows
+from policies.mpc import MPCPolicy
+from tests.known_dynamics import TABLE, LineModel
+
+
+class PointMass(StepsRows):
+    """True dynamics of a 1-D point mass under velocity control: ``x' = x + 0.1 a``, reward ``-0.001 x'^2``."""
+
+    layout = ObsLayout("point", 1, dynamic=(0, 1))
+    action_dim = 1
+    cond_dim = 1
+    context_dim = 0
+    members = 1
+    instructions = InstructionTable(["go to the origin"], ["origin"], np.ones((1, 1), np.float32))
+    disagreement_bound = float("inf")
+    device = torch.device("cpu")
+
+    def condition(self, cond: torch.Tensor) -> torch.Tensor:
+        return cond[None].clone()
+
+    def predict(self, obs, action, cond: Any, *, generator=None, propagation="random", members=None,
+                context=None) -> Prediction:
+        nxt = obs + 0.1 * action
+        zeros = torch.zeros(len(obs))
+        return Prediction(nxt, -0.001 * nxt[:, 0] ** 2, zeros, zeros, zeros)
+
+
+def run_mpc(model: Any, start: np.ndarray, emb: np.ndarray, config: PlannerConfig, steps: int, prior=None):
+    """Closed loop on the model's own dynamics: observations, actions and rewards per step."""
+    policy = MPCPolicy(model, MPPIPlanner(model, config, prior), seed=3)
+    policy.reset(len(start))
+    obs, rewards, actions = torch.as_tensor(start, dtype=torch.float32), [], []
+    state = model.initial_state(obs, torch.as_tensor(emb))
+    for _ in range(steps):
+        action = policy.act(state.obs.numpy(), emb)
+        state, pred = model.step(state, torch.as_tensor(action), propagation="mean")
+        rewards.append(pred.reward.numpy())
+        actions.append(action)
+    return state.obs.numpy(), np.array(rewards), np.array(actions)
+
+
+def test_point_mass_is_brought_to_the_origin():
+    """EVALUATION.md §4b / mbrl-lib's check: start 1.0, reward -0.001 pos^2, 30 steps."""
+    final, rewards, _ = run_mpc(PointMass(), np.array([[1.0]]), np.ones((1, 1), np.float32),
+                                PlannerConfig(horizon=5, samples=64, prior_samples=0, elites=8, penalty=0.0), 30)
+    assert abs(final[0, 0]) < 0.05
+    assert rewards.max() > -0.02 and rewards[-1, 0] > -0.001 * 0.05 ** 2
+
+
+def test_line_model_reaches_the_closed_form_optimum():
+    """``s' = s + a``, reward ``-|s'|_1``: from (-2, 0.5) the best first action is (1, -0.5), success at step 2."""
+    model = LineModel()
+    config = PlannerConfig(horizon=3, samples=512, prior_samples=0, iterations=8, elites=16, penalty=0.0)
+    final, rewards, actions = run_mpc(model, np.array([[-2.0, 0.5]]), TABLE.embeddings[[0]], config, 2)
+    np.testing.assert_allclose(actions[0, 0], [1.0, -0.5], atol=0.05)
+    assert np.abs(final).max() < 0.05  # success_prob 1 after the second step
+    assert rewards[0, 0] == pytest.approx(-1.0, abs=0.1)
+
+
+def test_the_prior_is_taken_when_it_is_best():
+    """One Gaussian candidate against a prior that acts optimally: the plan is the prior's action."""
+    model = LineModel()
+    config = PlannerConfig(horizon=2, samples=1, prior_samples=1, iterations=1, elites=1, init_std=0.5,
+                           penalty=0.0)
+    planner = MPPIPlanner(model, config, prior=lambda obs, emb: np.clip(-obs, -1, 1))
+    start = torch.tensor([[0.7, -0.3], [-0.2, 0.9]])
+    emb = torch.as_tensor(TABLE.embeddings[[0, 0]])
+    plan = planner.plan(model.initial_state(start, emb), emb, seed=0)
+    np.testing.assert_allclose(plan.action.numpy(), -start.numpy(), atol=1e-6)
+
+
+def test_a_plan_is_a_pure_function_of_state_and_seed():
+    model = LineModel()
+    planner = MPPIPlanner(model, PlannerConfig(horizon=4, samples=32, prior_samples=0, elites=4))
+    emb = torch.as_tensor(TABLE.embeddings[[0, 1, 0]])
+    state = model.initial_state(torch.tensor([[1.0, 1.0], [-2.0, 0.5], [0.3, 0.2]]), emb)
+    warm = torch.full((3, 4, 2), 0.1)
+    first = planner.plan(state, emb, warm=warm, seed=11)
+    again = planner.plan(state, emb, warm=warm, seed=11)
+    other = planner.plan(state, emb, warm=warm, seed=12)
+    assert torch.equal(first.mean, again.mean) and torch.equal(first.action, again.action)
+    assert not torch.equal(first.mean, other.mean)
+    assert torch.equal(shift(first.mean)[:, :-1], first.mean[:, 1:]) and torch.equal(shift(first.mean)[:, -1],
+                                                                                      first.mean[:, -1])
+
+
+def test_disagreement_penalty_keeps_plans_where_the_model_agrees():
+    """LineModel's disagreement is |s'|_inf: with a large λ the plan stays nearer the origin than without."""
+    model = LineModel()
+    emb = torch.as_tensor(TABLE.embeddings[[0]])
+    state = model.initial_state(torch.tensor([[0.5, 0.0]]), emb)
+    plain = MPPIPlanner(model, PlannerConfig(horizon=2, samples=256, prior_samples=0, penalty=0.0,
+                                             success_weight=0.0))
+    careful = MPPIPlanner(model, PlannerConfig(horizon=2, samples=256, prior_samples=0, penalty=100.0,
+                                               success_weight=0.0))
+    assert careful.plan(state, emb, seed=0).value < plain.plan(state, emb, seed=0).value
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("horizon", 0, "planner.horizon=0; must be >= 1"), ("samples", 0, "planner.samples=0"),
+    ("temperature", 0.0, "planner.temperature=0.0; must be > 0"), ("penalty", -1.0, "planner.penalty=-1.0"),
+    ("elites", 500, "planner.elites=500"), ("propagation", "best", "accepted: random, fixed, mean"),
+])
+def test_bad_planner_settings_are_refused_by_name(field, value, says):
+    with pytest.raises(ConfigError, match=says.replace("[", r"\[").replace("(", r"\(")):
+        PlannerConfig(**{field: value})
+
+
+def test_a_prior_share_without_a_prior_is_refused():
+    with pytest.raises(ConfigError, match="planner.prior_samples=16 needs a prior policy"):
+        MPPIPlanner(LineModel(), PlannerConfig(prior_samples=16))
