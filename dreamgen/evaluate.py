@@ -64,13 +64,17 @@ def evaluation_seeds(run_seed: int, task_index: int, n_episodes: int,
     return seeds
 
 
-Act = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (obs[B,O], cond[B,C]) -> action[B,A]
+Act = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (obs[B,O], cond[B,C], episodes[B]) -> action[B,A]
 
 
 def evaluate_task(act: Act, task: str, task_index: int, *, n_episodes: int, max_steps: int,
                   run_seed: int, embed: Callable[[Sequence[str]], np.ndarray],
-                  instructions: str, exclude_seeds: Collection[int] = ()) -> TaskResult:
-    """Run ``n_episodes`` real episodes of ``task`` in lockstep; ``instructions`` is canonical|sampled."""
+                  instructions: str, exclude_seeds: Collection[int] = (),
+                  reset: Callable[[int], None] | None = None) -> TaskResult:
+    """Run ``n_episodes`` real episodes of ``task`` in lockstep; ``instructions`` is canonical|sampled.
+
+    ``act`` gets the still-running episodes' indices too (a stateful policy keeps state per episode);
+    ``reset(n_episodes)`` is called before the first step."""
     seeds = evaluation_seeds(run_seed, task_index, n_episodes, exclude_seeds)
     rng = make_rng(run_seed, "evaluate/instructions", task_index)
     table = TASKS[task].instructions
@@ -81,11 +85,13 @@ def evaluate_task(act: Act, task: str, task_index: int, *, n_episodes: int, max_
     obs = np.stack([env.reset(seed=seed)[0] for env, seed in zip(envs, seeds, strict=True)])
     active = np.ones(len(envs), dtype=bool)
     steps_to_success: list[int] = []
+    if reset is not None:
+        reset(len(envs))
     for t in range(max_steps):
         index = np.flatnonzero(active)
         if len(index) == 0:
             break
-        actions = act(obs[index], cond[index])
+        actions = act(obs[index], cond[index], index)
         for row, i in enumerate(index):
             obs[i], _, _, truncated, info = envs[i].step(actions[row])
             if info["success"]:

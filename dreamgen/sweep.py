@@ -6,6 +6,12 @@ per-seed rates so training-seed spread is visible. Gain = success(cap) − succe
 hybrid score interval (from the two Wilson intervals). The recommended cap is the smallest cap whose
 difference from the best cap's success is within noise (its interval contains 0); "beats real-only"
 means the gain's interval lies above 0.
+
+Control arms (``"control": true``) fill the same capped share of every batch with real frames drawn
+again instead of dreams. Per cap, ``control`` pools them and ``content_gain`` = success(dreams) −
+success(control) with its Newcombe interval: a gain is credited to the dreams' content only where that
+interval lies above 0; otherwise it is a regularisation effect of the mix (more repetitions of real
+frames), and the verdict says so.
 """
 
 from __future__ import annotations
@@ -34,8 +40,11 @@ def _pool(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def analyse(arms: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Per-cap and per-task success, gains over cap 0, the recommended cap and a plain verdict.
 
-    Each arm: ``{"cap", "seed", "tasks": [{"task", "successes", "episodes"}, ...], "achieved_fraction"}``.
+    Each arm: ``{"cap", "seed", "tasks": [{"task", "successes", "episodes"}, ...], "achieved_fraction"}``
+    and optionally ``"control": true``.
     """
+    controls = [a for a in arms if a.get("control")]
+    arms = [a for a in arms if not a.get("control")]
     caps = sorted({float(a["cap"]) for a in arms})
     if 0.0 not in caps:
         raise ConfigError(f"a sweep needs the real-only arm (cap 0) to compare with; it has caps {caps}")
@@ -59,6 +68,7 @@ def analyse(arms: Sequence[dict[str, Any]]) -> dict[str, Any]:
             mine["gain"] = mine["success_rate"] - theirs["success_rate"]
             mine["gain_ci95"] = list(newcombe_interval(mine["successes"], mine["episodes"],
                                                        theirs["successes"], theirs["episodes"]))
+    content = _against_controls(per_cap, controls, tasks)
     best = max(caps, key=lambda c: (per_cap[c]["success_rate"], -c))
     b = per_cap[best]
     within = [c for c in caps
@@ -75,9 +85,43 @@ def analyse(arms: Sequence[dict[str, Any]]) -> dict[str, Any]:
     else:
         verdict = (f"no cap beats real-only beyond noise, and real-only is itself not within noise of the best "
                    f"cap {best:g}; recommended cap {recommended:g}")
+    if controls:
+        verdict += "; " + content
     return {"caps": caps, "tasks": tasks, "per_cap": {f"{c:g}": per_cap[c] for c in caps}, "best_cap": best,
             "recommended_cap": recommended, "beats_real_only": beats, "verdict": verdict,
-            "seeds": sorted({int(a["seed"]) for a in arms})}
+            "seeds": sorted({int(a["seed"]) for a in arms}),
+            "beats_control": [c for c in caps if per_cap[c].get("content_gain_ci95", [0.0])[0] > 0]}
+
+
+def _against_controls(per_cap: dict[float, dict[str, Any]], controls: Sequence[dict[str, Any]],
+                      tasks: Sequence[str]) -> str:
+    """Add ``control`` and ``content_gain`` (dreams − control, Newcombe) to each cap that has control arms;
+    return the verdict's sentence about them."""
+    credited: list[float] = []
+    regular: list[float] = []
+    for cap, row in per_cap.items():
+        mine = [a for a in controls if float(a["cap"]) == cap]
+        if cap == 0.0 or not mine:
+            continue
+        rows = [r for a in mine for r in a["tasks"]]
+        ctl = row["control"] = {**_pool(rows), "seeds": sorted(int(a["seed"]) for a in mine),
+                                "achieved_fraction": sum(a["achieved_fraction"] for a in mine) / len(mine),
+                                "tasks": {t: _pool([r for r in rows if r["task"] == t]) for t in tasks}}
+        row["content_gain"] = row["success_rate"] - ctl["success_rate"]
+        row["content_gain_ci95"] = list(newcombe_interval(row["successes"], row["episodes"], ctl["successes"],
+                                                          ctl["episodes"]))
+        (credited if row["content_gain_ci95"][0] > 0 else regular).append(cap)
+    if not credited and not regular:
+        return "no control arm ran"
+    parts = []
+    if credited:
+        parts.append(f"dreams beat their control arm (the same share of re-drawn real frames) at cap "
+                     f"{', '.join(f'{c:g}' for c in credited)}: a gain credited to the dreams' content")
+    if regular:
+        parts.append(f"at cap {', '.join(f'{c:g}' for c in regular)} the dreams do not beat their control arm "
+                     f"(interval includes 0 or lies below): any gain there is the mix's regularisation, not "
+                     f"the dreams' content")
+    return "; ".join(parts)
 
 
 def format_sweep(report: dict[str, Any]) -> str:
@@ -89,6 +133,12 @@ def format_sweep(report: dict[str, Any]) -> str:
         lines.append(f"{key:>5s} {row['achieved_fraction']:8.3f} {row['success_rate']:8.2f} "
                      f"[{row['ci95_low']:.2f}, {row['ci95_high']:.2f}] {row['gain']:+7.2f} "
                      f"[{row['gain_ci95'][0]:+.2f}, {row['gain_ci95'][1]:+.2f}] {seeds:>20s} {row['episodes']:8d}")
+        ctl = row.get("control")
+        if ctl is not None:
+            lines.append(f"{'ctl ' + key:>5s} {ctl['achieved_fraction']:8.3f} {ctl['success_rate']:8.2f} "
+                         f"[{ctl['ci95_low']:.2f}, {ctl['ci95_high']:.2f}] {row['content_gain']:+7.2f} "
+                         f"[{row['content_gain_ci95'][0]:+.2f}, {row['content_gain_ci95'][1]:+.2f}] "
+                         f"{'(dreams - control)':>20s} {ctl['episodes']:8d}")
     lines.append("")
     header = f"{'task':28s}" + "".join(f" {'cap ' + k:>19s}" for k in report["per_cap"])
     lines.append(header)

@@ -25,6 +25,44 @@ def check_config(cfg: DictConfig) -> list[str]:
     return tasks
 
 
+def mpc_policy(cfg: DictConfig) -> Any:
+    """``policy.family=mpc``: MPC with the world model (and its prior policy) on the real simulator.
+
+    Refuses, before any episode runs, a missing world model or prior, and a task the model never saw.
+    """
+    from dreamgen.errors import ConfigError
+    from dreamgen.world_model.checkpoint import load_world_model
+    from jobs.generate import planner_config
+    from policies import load_policy
+    from policies.samplers import make_mpc
+
+    m = cfg.policy.mpc
+    config = planner_config(cfg)
+    model = load_world_model(m.world_model)
+    unseen = [task for task in cfg.tasks if task not in set(model.instructions.tasks)]
+    if unseen:
+        raise ConfigError(f"policy.family=mpc: the world model {m.world_model} was never trained on task "
+                          f"{unseen[0]!r}; it knows {sorted(set(model.instructions.tasks))} (set tasks= to those, or "
+                          "train a world model on a store holding the task)")
+    prior = None
+    if config.prior_samples:
+        if not m.prior:
+            raise ConfigError(f"planner.prior_samples={config.prior_samples} needs policy.mpc.prior (a policy "
+                              "checkpoint), or set planner.prior_samples=0")
+        prior = load_policy(m.prior)
+    policy = make_mpc(model, config, prior, seed=int(cfg.seed))
+    policy.info.update(family="mpc", world_model=str(m.world_model), world_model_id=model.info["world_model_id"],
+                       prior=str(m.prior) if prior is not None else None, planner=config.label())
+    return policy
+
+
+def load_evaluated(cfg: DictConfig) -> Any:
+    """The policy ``evaluate`` runs: the checkpoint at ``evaluate.policy``, or the MPC planner (family=mpc)."""
+    from policies import load_policy
+
+    return mpc_policy(cfg) if cfg.policy.family == "mpc" else load_policy(cfg.evaluate.policy)
+
+
 def evaluate_policy(cfg: DictConfig, policy: Any, on_task: Callable[[Any], None] | None = None) -> dict:
     """Success of ``policy`` per task on the real simulator (no tracking, no files): ``summarise``'s dict.
 
@@ -42,10 +80,13 @@ def evaluate_policy(cfg: DictConfig, policy: Any, on_task: Callable[[Any], None]
     encoder = default_encoder()
     results = []
     for index, task in enumerate(tasks):
+        stateful = hasattr(policy, "reset")  # keeps per-episode state (MPC: previous actions, warm plans)
         result = evaluate_task(
-            lambda obs, cond: policy.act(obs, cond, deterministic=True), task, index,
+            (lambda obs, cond, rows: policy.act(obs, cond, deterministic=True, rows=rows)) if stateful else
+            (lambda obs, cond, rows: policy.act(obs, cond, deterministic=True)), task, index,
             n_episodes=e.n_episodes, max_steps=e.max_steps, run_seed=cfg.seed,
-            embed=encoder.encode, instructions=e.instructions, exclude_seeds=train_seeds)
+            embed=encoder.encode, instructions=e.instructions, exclude_seeds=train_seeds,
+            reset=policy.reset if stateful else None)
         results.append(result)
         if on_task is not None:
             on_task(result)
@@ -56,11 +97,10 @@ def run(cfg: DictConfig) -> dict:
     from dreamgen.data.store import TrajectoryStore
     from dreamgen.evaluate import format_table
     from dreamgen.rundir import write_json
-    from policies import load_policy
 
     e = cfg.evaluate
     tasks = check_config(cfg)
-    policy = load_policy(e.policy)
+    policy = load_evaluated(cfg)
     with run_verb(cfg, "evaluate", inputs={"real": TrajectoryStore.open(e.store)}) as (run_dir, tracker):
         bar = progress(None, cfg, total=len(tasks), desc="evaluate", unit="task")
 
@@ -70,7 +110,7 @@ def run(cfg: DictConfig) -> dict:
 
         summary = evaluate_policy(cfg, policy, on_task)
         bar.close()
-        summary["policy"] = str(e.policy)
+        summary["policy"] = str(e.policy) if cfg.policy.family != "mpc" else policy.info
         write_json(run_dir / "eval.json", summary)
         tracker.log_dict(summary, "eval.json")
         overall = summary["overall"]

@@ -27,12 +27,39 @@ def sb3_path(cfg: DictConfig) -> str:
     return f"{cfg.run_dir}/sb3_dream/ppo-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
+def planner_config(cfg: DictConfig):
+    """The ``planner`` section as a checked ``PlannerConfig`` (a clear error names a bad field)."""
+    from dreamgen.errors import ConfigError
+    from dreamgen.plan.mppi import PlannerConfig
+
+    values = plain(cfg.planner)
+    ints = ("horizon", "samples", "prior_samples", "iterations", "elites")
+    for name, value in values.items():
+        wanted = int if name in ints else str if name == "propagation" else float
+        if wanted is float and isinstance(value, int) and not isinstance(value, bool):
+            value = values[name] = float(value)
+        if not isinstance(value, wanted) or isinstance(value, bool):
+            raise ConfigError(f"planner.{name}={value!r}; must be {'an integer' if wanted is int else wanted.__name__}")
+    known = {f.name for f in PlannerConfig.__dataclass_fields__.values()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"planner.{unknown[0]} is not a planner setting; known: {', '.join(sorted(known))}")
+    return PlannerConfig(**values)
+
+
 def sampler_spec(cfg: DictConfig):
-    from policies.samplers import SamplerSpec
+    from dreamgen.errors import ConfigError
+    from policies.samplers import PLANNING, SamplerSpec
 
     s = cfg.generate.sampler
-    checkpoint = {"policy": lambda: s.policy, "sb3": lambda: sb3_path(cfg)}.get(s.kind, lambda: "")()
-    return SamplerSpec(kind=s.kind, noise=s.noise, checkpoint=str(checkpoint))
+    planner = planner_config(cfg) if s.kind in PLANNING else None
+    steps = plain(s.recovery.steps)
+    if not (isinstance(steps, list) and len(steps) == 2 and all(isinstance(x, int) for x in steps)):
+        raise ConfigError(f"generate.sampler.recovery.steps={steps!r}; give [lo, hi], two integers with 0 <= lo <= hi")
+    prior = s.policy if s.kind == "recovery" or (planner is not None and planner.prior_samples) else ""
+    checkpoint = {"policy": lambda: s.policy, "sb3": lambda: sb3_path(cfg)}.get(s.kind, lambda: prior)()
+    return SamplerSpec(kind=s.kind, noise=s.noise, checkpoint=str(checkpoint or ""), planner=planner,
+                       recovery_steps=tuple(s.recovery.steps), recovery_noise=float(s.recovery.noise))
 
 
 def train_sb3_sampler(cfg: DictConfig, plan, model, tracker) -> None:
@@ -104,8 +131,11 @@ def check_inputs(cfg: DictConfig) -> None:
     from dreamgen.errors import ConfigError
 
     s = cfg.generate.sampler
+    spec = sampler_spec(cfg)
+    prior = ("generate.sampler.policy", spec.checkpoint)  # planner/recovery: the prior, when one is used
     given = {"policy": ("generate.sampler.policy", s.policy), "sb3": ("generate.sampler.sb3.checkpoint",
-                                                                    s.sb3.checkpoint)}.get(s.kind)
+                                                                    s.sb3.checkpoint),
+             "planner": prior, "recovery": prior}.get(s.kind)
     if given and given[1] and not (Path(str(given[1])) / "policy.json").is_file():
         raise ConfigError(f"{given[0]}={given[1]}: not a policy checkpoint (no policy.json); train one "
                           "(`dreamgen train-policy`, or leave sb3.checkpoint null to train PPO in the dream)")

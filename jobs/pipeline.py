@@ -3,7 +3,7 @@
 
 Does dream data help, and at what ratio? The last stage answers it: the capped-mix sweep trains and
 evaluates a policy per (cap, seed) on the real simulator. ``train-policy`` runs only when the dreams
-come from the BC policy (``generate.sampler.kind=policy``); the sweep's cap-0 arms are the real-only
+come from the BC policy or plan with it as a prior (``generate.sampler.kind=policy|planner|recovery``); the sweep's cap-0 arms are the real-only
 baseline. Prints a final summary (success per cap with intervals, the filter's precision, dream
 throughput) and writes ``run_dir/report.json``.
 
@@ -63,7 +63,7 @@ def run(cfg: DictConfig) -> dict:
     sweep.check_config(cfg)
     with run_verb(cfg, "pipeline") as (run_dir, tracker):
         report: dict[str, Any] = {"collect": collect.run(cfg), "world_model": train_world_model.run(cfg)}
-        if cfg.generate.sampler.kind == "policy":  # the dreams' sampler is the real-only BC policy
+        if cfg.generate.sampler.kind in ("policy", "planner", "recovery"):  # the sampler (or its prior) is the real-only BC policy
             report["train_policy"] = train_policy.run(cfg)
         report["generate"] = generate.run(cfg)
         audit.run(cfg, report=False)  # real outcomes of the audited dreams: training data for the quality model

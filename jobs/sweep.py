@@ -38,6 +38,8 @@ def check_config(cfg: DictConfig) -> None:
     seeds = list(s.seeds)
     if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(x, int) for x in seeds):
         raise ConfigError(f"sweep.seeds={seeds}; give distinct integer training seeds, e.g. [0, 1, 2]")
+    if not isinstance(s.control, bool):
+        raise ConfigError(f"sweep.control={s.control!r}; must be true or false")
     if not isinstance(s.workers, int) or s.workers < 0:
         raise ConfigError(f"sweep.workers={s.workers!r}; must be an integer >= 0 (0 = arms one after another here)")
     train_policy.check_config(cfg)
@@ -45,17 +47,20 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def arm_configs(cfg: DictConfig) -> list[dict[str, Any]]:
-    """The resolved config of every arm: its own run dir, cap, dream store (none at cap 0) and seed."""
+    """The resolved config of every arm: its own run dir, cap, dream store (none at cap 0) and seed, then
+    (``sweep.control``) a control arm per cap > 0 and seed: the same share filled with re-drawn real frames."""
     resolved = plain(cfg)
     arms = []
-    for cap in sorted(float(c) for c in cfg.sweep.caps):
-        for seed in cfg.sweep.seeds:
-            arm = copy.deepcopy(resolved)
-            arm["run_dir"] = str(Path(cfg.sweep.dir) / f"cap{cap:g}-seed{seed}")
-            arm["policy"].update(max_dream_fraction=cap, seed=int(seed),
-                                 dream_store=cfg.sweep.dream_store if cap > 0 else None)
-            arm["progress"] = False
-            arms.append(arm)
+    caps = sorted(float(c) for c in cfg.sweep.caps)
+    for control in (False, True) if cfg.sweep.control else (False,):
+        for cap in caps if not control else [c for c in caps if c > 0]:
+            for seed in cfg.sweep.seeds:
+                arm = copy.deepcopy(resolved)
+                arm["run_dir"] = str(Path(cfg.sweep.dir) / f"{'control' if control else 'cap'}{cap:g}-seed{seed}")
+                arm["policy"].update(max_dream_fraction=cap, seed=int(seed), control=control,
+                                     dream_store=cfg.sweep.dream_store if cap > 0 and not control else None)
+                arm["progress"] = False
+                arms.append(arm)
     return arms
 
 
@@ -76,6 +81,7 @@ def run_arm(config: dict[str, Any], threads: int | None = None) -> dict[str, Any
             policy.save(partial)
         summary = evaluate.evaluate_policy(cfg, policy)
         result = {"cap": float(cfg.policy.max_dream_fraction), "seed": int(cfg.policy.seed),
+                  "control": bool(cfg.policy.control),
                   "run_dir": str(run_dir), "tasks": summary["tasks"], "overall": summary["overall"],
                   "achieved_fraction": metrics["policy/achieved_dream_fraction"], "metrics": metrics,
                   "train_mse": losses, "dream_selection": policy.info["dream_selection"]}
@@ -105,7 +111,7 @@ def finished(config: dict[str, Any], selection: dict[str, Any]) -> dict[str, Any
     result = json.loads(path.read_text())
     used = result["dream_selection"]
     keys = ("store_digest", "episode_ids_digest", "filter")
-    if used is None or all(used.get(k) == selection[k] for k in keys):
+    if used is None or used.get("control") or all(used.get(k) == selection[k] for k in keys):
         return result
     log.info("arm %s consumed another dream selection; training it again", config["run_dir"])
     path.unlink()
@@ -139,8 +145,15 @@ def plot_sweep(report: dict[str, Any], arms: list[dict[str, Any]], path: Path) -
     ax.errorbar(caps, rate, yerr=[[r["success_rate"] - r["ci95_low"] for r in rows],
                                   [r["ci95_high"] - r["success_rate"] for r in rows]],
                 fmt="o-", capsize=4, color="k", label="pooled (Wilson 95%)")
-    ax.scatter([a["cap"] for a in arms], [a["overall"]["success_rate"] for a in arms], s=14, alpha=0.6,
+    dream_arms = [a for a in arms if not a.get("control")]
+    ax.scatter([a["cap"] for a in dream_arms], [a["overall"]["success_rate"] for a in dream_arms], s=14, alpha=0.6,
                label="one training seed")
+    controlled = [(c, r["control"]) for c, r in zip(caps, rows, strict=True) if "control" in r]
+    if controlled:
+        ax.errorbar([c for c, _ in controlled], [r["success_rate"] for _, r in controlled],
+                    yerr=[[r["success_rate"] - r["ci95_low"] for _, r in controlled],
+                          [r["ci95_high"] - r["success_rate"] for _, r in controlled]],
+                    fmt="s--", capsize=4, color="tab:red", label="control: re-drawn real frames")
     ax.axhline(rows[0]["success_rate"], ls=":", color="grey", label="real only")
     ax.set(xlabel="max_dream_fraction (cap)", ylabel="real-simulator success", title="all tasks",
            ylim=(-0.02, 1.02))
@@ -185,7 +198,7 @@ def run(cfg: DictConfig) -> dict:
         arms = [results[c["run_dir"]] for c in configs]
         for config, arm in zip(configs, arms, strict=True):  # one child run per arm, in arm order
             with tracking.start_run(cfg.tracking.uri, cfg.tracking.experiment,
-                                    f"{cfg.name}/sweep/cap{arm['cap']:g}-seed{arm['seed']}",
+                                    f"{cfg.name}/sweep/{Path(arm['run_dir']).name}",
                                     config_yaml=OmegaConf.to_yaml(OmegaConf.create(config)), params=config,
                                     tags={"dreamgen.verb": "sweep-arm", "dreamgen.run_dir": arm["run_dir"]}) as child:
                 for epoch, loss in enumerate(arm["train_mse"]):
@@ -198,9 +211,11 @@ def run(cfg: DictConfig) -> dict:
                 child.log_dict({k: arm[k] for k in ("tasks", "overall", "dream_selection")}, "arm.json")
         report = analyse(arms)
         report["dream_selection"] = selection
-        report["samplers"] = next((a["dream_selection"]["samplers"] for a in arms if a["dream_selection"]), {})
+        report["samplers"] = next((a["dream_selection"]["samplers"] for a in arms
+                                   if a["dream_selection"] and not a.get("control")), {})
         report["episodes_per_task"] = int(cfg.evaluate.n_episodes)
-        report["arms"] = [{k: a[k] for k in ("cap", "seed", "run_dir", "overall", "achieved_fraction")} for a in arms]
+        report["arms"] = [{k: a.get(k, False) for k in ("cap", "seed", "control", "run_dir", "overall",
+                                                         "achieved_fraction")} for a in arms]
         table = format_sweep(report)
         out = Path(cfg.sweep.dir)
         write_json(out / "sweep.json", report)

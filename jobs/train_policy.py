@@ -88,6 +88,8 @@ def load_dreams(cfg: DictConfig, store: Any = None) -> tuple[Any, dict[str, Any]
 
     p = cfg.policy
     fraction = check_fraction(p.max_dream_fraction, "policy.max_dream_fraction")
+    if p.control:  # the control arm: the same share of every batch re-drawn from the real frames, no dreams
+        return None, {"control": True, "max_dream_fraction": fraction, "episodes": 0, "frames": 0, "samplers": {}}
     if p.dream_store is None:
         if fraction > 0:
             raise ConfigError(f"policy.max_dream_fraction={fraction} but policy.dream_store is null; give a "
@@ -116,11 +118,19 @@ def check_config(cfg: DictConfig) -> None:
                           f"got epochs={p.epochs} batch_size={p.batch_size} hidden={p.hidden} "
                           f"layers={p.layers} lr={p.lr}")
     check_fraction(p.max_dream_fraction, "policy.max_dream_fraction")
+    if p.family == "mpc":
+        raise ConfigError("policy.family=mpc trains nothing: it plans with the world model at every step; run "
+                          "`dreamgen evaluate policy.family=mpc` (the prior is policy.mpc.prior, trained with family=bc)")
     if p.family not in ("bc", "sb3"):
         raise ConfigError(f"policy.family={p.family!r}; accepted: bc (MLP behaviour cloning), sb3 (an SB3 PPO actor "
-                          "cloned on the same mix, then fine-tuned by PPO in the dream)")
+                          "cloned on the same mix, then fine-tuned by PPO in the dream), mpc (evaluate only)")
     if p.family == "sb3" and (p.sb3.steps < 0 or p.sb3.envs < 1):
         raise ConfigError(f"policy.sb3.steps={p.sb3.steps} must be >= 0 and policy.sb3.envs={p.sb3.envs} >= 1")
+    if not isinstance(p.control, bool):
+        raise ConfigError(f"policy.control={p.control!r}; must be true or false")
+    if p.control and p.dream_store is not None:
+        raise ConfigError("policy.control=true fills the capped share with real frames; it takes no "
+                          "policy.dream_store (set it to null)")
     if not list(p.dream_verdicts):
         raise ConfigError("policy.dream_verdicts is empty; accepted: a list of filter verdicts, e.g. [accept]")
 
@@ -146,6 +156,8 @@ def train(cfg: DictConfig, on_epoch: Callable[[int, float], None] | None = None,
     dream = None
     if dream_frames is not None:
         dream = (dream_frames[0], dream_frames[1], encoder.encode(dream_frames[2]))
+    if p.control:  # the capped share of every batch is filled with real frames drawn again (EVALUATION.md §2)
+        dream = (obs, action, encoder.encode(texts))
     info = {"store": str(store.path), "store_digest": store.digest(), "episodes": n_episodes,
             "frames": len(obs), "train_kinds": list(p.train_kinds), "seed": seed, "dream_selection": selection}
     if p.family == "bc":

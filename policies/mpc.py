@@ -45,8 +45,9 @@ class MPCPolicy:
         return np.asarray(rows, np.int64)
 
     def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = True,
-            rows: Any = None) -> np.ndarray:
-        """The planned first action of each row (``rows``: which episodes these are; default all)."""
+            rows: Any = None, record: bool = True) -> np.ndarray:
+        """The planned first action of each row (``rows``: which episodes these are; default all).
+        ``record=False``: the caller executes something else (say, with noise) and ``record``s that."""
         idx = self._rows(rows, len(obs))
         if not len(idx):
             return np.zeros((0, self.model.action_dim), np.float32)
@@ -63,7 +64,8 @@ class MPCPolicy:
                                  seed=int(torch.randint(2**62, (1,), generator=generator)))
         self.warm[t_idx], self.has_warm[t_idx] = shift(plan.mean), True
         action = plan.action.cpu().numpy().astype(np.float32)
-        self.record(action, rows=idx, planned=True)
+        if record:
+            self.record(action, rows=idx, planned=True)
         return action
 
     def record(self, action: np.ndarray, *, rows: Any = None, planned: bool = False) -> None:

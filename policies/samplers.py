@@ -9,6 +9,13 @@ chunk), so a chunk's dreams depend only on ``(job seed, chunk index)``.
 - ``policy``: a trained policy checkpoint (e.g. the BC policy) + Gaussian noise.
 - ``random``: uniform random actions (play).
 - ``sb3``: a policy trained inside the dream by SB3 on the learned reward (``policies.sb3_dream``).
+- ``planner``: MPC inside the dream — each step the first action of an MPPI plan in the world model
+  (``dreamgen.plan.mppi``), with the trained policy as its prior, + Gaussian noise.
+- ``recovery``: dreams that leave the demo path and come back — a prefix of ``recovery_steps`` (drawn
+  per row) acted by the trained policy with ``recovery_noise``, then the planner brings the row back
+  to task progress (DART/SAILOR's idea: few-demo BC fails by drifting; these dreams show the way back).
+
+Samplers have ``reset(rows)``, called before each batch of dreams (the planner keeps per-row state).
 """
 
 from __future__ import annotations
@@ -19,23 +26,37 @@ from typing import Any
 import numpy as np
 
 from dreamgen.errors import ConfigError
+from dreamgen.plan.mppi import PlannerConfig
 
-KINDS = ("expert", "policy", "random", "sb3")
+KINDS = ("expert", "policy", "random", "sb3", "planner", "recovery")
+PLANNING = ("planner", "recovery")  # kinds that plan in the world model
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplerSpec:
-    """What acts in the dream. ``checkpoint`` is the policy directory for ``policy`` and ``sb3``."""
+    """What acts in the dream. ``checkpoint`` is the policy directory for ``policy`` and ``sb3``, and the
+    prior policy of ``planner``/``recovery`` ("" = a planner without a prior)."""
 
     kind: str = "expert"
     noise: float = 0.1  # std of Gaussian action noise (not used by ``random``)
     checkpoint: str = ""
+    planner: PlannerConfig | None = None  # planner and recovery
+    recovery_steps: tuple[int, int] = (5, 20)  # recovery: prefix length drawn uniformly from [lo, hi]
+    recovery_noise: float = 0.5  # recovery: std of the noise on the policy during the prefix
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(f"generate.sampler.kind={self.kind!r}; accepted: {', '.join(KINDS)}")
         if not self.noise >= 0:
             raise ConfigError(f"generate.sampler.noise={self.noise}; must be >= 0")
+        if self.kind in PLANNING and self.planner is None:
+            raise ConfigError(f"generate.sampler.kind={self.kind} needs the planner settings (section planner)")
+        if self.kind == "recovery":
+            lo, hi = self.recovery_steps
+            if not 0 <= lo <= hi or not self.recovery_noise >= 0 or not self.checkpoint:
+                raise ConfigError(f"generate.sampler.recovery.steps={list(self.recovery_steps)} must be [lo, hi] with "
+                                  f"0 <= lo <= hi, .noise={self.recovery_noise} >= 0, and the recovery sampler needs "
+                                  "a policy checkpoint (generate.sampler.policy) to leave the demo path with")
 
     @property
     def name(self) -> str:
@@ -44,6 +65,12 @@ class SamplerSpec:
             return f"oracle-expert(noise={self.noise:g})"
         if self.kind == "random":
             return "random"
+        if self.kind in PLANNING:
+            assert self.planner is not None
+            prior = f"prior=policy:{self.checkpoint}" if self.checkpoint and self.planner.prior_samples else "prior=none"
+            prefix = (f"prefix={self.recovery_steps[0]}-{self.recovery_steps[1]} steps of policy:{self.checkpoint}"
+                      f"+noise {self.recovery_noise:g}," if self.kind == "recovery" else "")
+            return f"{self.kind}({prefix}mppi {self.planner.label()},{prior},noise={self.noise:g})"
         return f"{self.kind}:{self.checkpoint}(noise={self.noise:g})"
 
 
@@ -57,6 +84,9 @@ class _Noisy:
         if self.noise > 0:
             action = action + self.rng.normal(0.0, self.noise, action.shape)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+    def reset(self, rows: int) -> None:
+        """Stateless: nothing to reset."""
 
 
 class ExpertSampler(_Noisy):
@@ -94,19 +124,88 @@ class RandomSampler:
     def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False) -> np.ndarray:
         return self.rng.uniform(-1.0, 1.0, (len(obs), self.action_dim)).astype(np.float32)
 
+    def reset(self, rows: int) -> None:
+        """Stateless: nothing to reset."""
+
+
+class PlannerSampler(_Noisy):
+    """MPC in the dream: the planner's first action each step (+ noise); the executed action is what the
+    planner's model context records."""
+
+    def __init__(self, mpc: Any, noise: float, rng: np.random.Generator):
+        super().__init__(noise, rng)
+        self.mpc = mpc
+
+    def reset(self, rows: int) -> None:
+        self.mpc.reset(rows)
+
+    def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False) -> np.ndarray:
+        action = self.mpc.act(obs, instruction_embedding, record=False)
+        action = action if deterministic else self._finish(action)
+        self.mpc.record(action, planned=True)
+        return action
+
+
+class RecoverySampler(PlannerSampler):
+    """A perturbed prefix from the policy (``steps`` per row drawn from ``[lo, hi]``, noise ``perturb``),
+    then the planner returns the row to task progress."""
+
+    def __init__(self, mpc: Any, policy: Any, steps: tuple[int, int], perturb: float, noise: float,
+                 rng: np.random.Generator):
+        super().__init__(mpc, noise, rng)
+        self.policy, self.steps, self.perturb = policy, steps, perturb
+        self.prefix = np.zeros(0, np.int64)
+        self.t = 0
+
+    def reset(self, rows: int) -> None:
+        super().reset(rows)
+        self.prefix = self.rng.integers(self.steps[0], self.steps[1] + 1, size=rows)
+        self.t = 0
+
+    def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False) -> np.ndarray:
+        if len(self.prefix) != len(obs):
+            self.reset(len(obs))
+        action = np.zeros((len(obs), self.mpc.model.action_dim), np.float32)
+        off = np.flatnonzero(self.t < self.prefix)
+        back = np.flatnonzero(self.t >= self.prefix)
+        if len(off):
+            pushed = self.policy.act(obs[off], instruction_embedding[off], deterministic=True)
+            pushed = pushed + self.rng.normal(0.0, self.perturb, pushed.shape)
+            action[off] = np.clip(pushed, -1.0, 1.0)
+            self.mpc.record(action[off], rows=off)
+        if len(back):
+            planned = self.mpc.act(obs[back], instruction_embedding[back], rows=back, record=False)
+            action[back] = planned if deterministic else self._finish(planned)
+            self.mpc.record(action[back], rows=back, planned=True)
+        self.t += 1
+        return action
+
 
 def load_sampler_policy(spec: SamplerSpec) -> Any:
-    """The trained policy a ``policy``/``sb3`` sampler wraps (load once per worker), else ``None``."""
-    if spec.kind not in ("policy", "sb3"):
+    """The trained policy a sampler wraps or plans with (load once per worker), else ``None``."""
+    if spec.kind not in ("policy", "sb3", *PLANNING) or not spec.checkpoint:
         return None
     from policies import load_policy
 
     return load_policy(spec.checkpoint)
 
 
+def make_mpc(model: Any, config: PlannerConfig, prior_policy: Any, *, seed: int) -> Any:
+    """An ``MPCPolicy`` planning in ``model`` with ``prior_policy`` (any ``Policy``, or None) as its prior."""
+    from dreamgen.plan.mppi import MPPIPlanner
+    from policies.mpc import MPCPolicy
+
+    prior = None
+    if prior_policy is not None and config.prior_samples:
+        def prior(obs: np.ndarray, emb: np.ndarray) -> np.ndarray:
+            return prior_policy.act(obs, emb, deterministic=True)
+    return MPCPolicy(model, MPPIPlanner(model, config, prior), seed=seed)
+
+
 def make_sampler(spec: SamplerSpec, task: str, rng: np.random.Generator, *, action_dim: int,
-                 policy: Any = None) -> Any:
-    """The sampler for one chunk of ``task`` (``""`` for a novel instruction) with its own ``rng``."""
+                 policy: Any = None, model: Any = None) -> Any:
+    """The sampler for one chunk of ``task`` (``""`` for a novel instruction) with its own ``rng``;
+    ``model`` is the world model the planning kinds plan in."""
     if spec.kind == "expert":
         if not task:
             raise ConfigError("generate.sampler.kind=expert needs a known task; a novel instruction "
@@ -114,4 +213,13 @@ def make_sampler(spec: SamplerSpec, task: str, rng: np.random.Generator, *, acti
         return ExpertSampler(task, spec.noise, rng)
     if spec.kind == "random":
         return RandomSampler(action_dim, rng)
+    if spec.kind in PLANNING:
+        assert spec.planner is not None
+        if model is None:
+            raise ConfigError(f"generate.sampler.kind={spec.kind} plans in a world model; none was given")
+        policy = policy if policy is not None else load_sampler_policy(spec)
+        mpc = make_mpc(model, spec.planner, policy, seed=int(rng.integers(2**31)))
+        if spec.kind == "planner":
+            return PlannerSampler(mpc, spec.noise, rng)
+        return RecoverySampler(mpc, policy, spec.recovery_steps, spec.recovery_noise, spec.noise, rng)
     return PolicySampler(policy if policy is not None else load_sampler_policy(spec), spec.noise, rng)

@@ -121,3 +121,34 @@ def test_bad_planner_settings_are_refused_by_name(field, value, says):
 def test_a_prior_share_without_a_prior_is_refused():
     with pytest.raises(ConfigError, match="planner.prior_samples=16 needs a prior policy"):
         MPPIPlanner(LineModel(), PlannerConfig(prior_samples=16))
+
+
+def test_planner_and_recovery_samplers_dream_to_success_in_the_known_model():
+    """In the ``s' = s + a`` dream: the planner sampler succeeds from every start; the recovery sampler
+    first pushes each row off its prior's path for exactly its drawn prefix, then comes back and succeeds."""
+    from dreamgen.dream.core import DreamConfig
+    from dreamgen.dream.rollout import rollout_dreams
+    from dreamgen.dream.vector import DreamVectorEnv
+    from policies.samplers import SamplerSpec, make_sampler
+    from tests.known_dynamics import POOL
+
+    class Home:  # a prior that walks halfway home each step
+        def act(self, obs, emb, *, deterministic=True):
+            return np.clip(-0.5 * obs, -1, 1).astype(np.float32)
+
+    config = PlannerConfig(horizon=3, samples=128, prior_samples=4, iterations=4, elites=16, penalty=0.0)
+    env = DreamVectorEnv(LineModel(), POOL, "go home", 6, DreamConfig(horizon=30, halt=False))
+    for kind in ("planner", "recovery"):
+        spec = SamplerSpec(kind, noise=0.0, checkpoint="home", planner=config, recovery_steps=(2, 3),
+                           recovery_noise=0.4)
+        sampler = make_sampler(spec, "home", np.random.default_rng(1), action_dim=2, policy=Home(), model=LineModel())
+        sampler.reset(6)
+        episodes = rollout_dreams(env, lambda obs, s=sampler: s.act(obs["state"], obs["instruction"]), seed=0)
+        assert [e.meta["ended"] for e in episodes] == ["success"] * 6, kind
+        if kind == "recovery":
+            for row, episode in enumerate(episodes):
+                prefix = int(sampler.prefix[row])
+                pushed = episode.action[:prefix] - Home().act(episode.obs[:prefix], None)
+                assert (np.abs(pushed).max(1) > 1e-3).all()  # every prefix step left the prior's path
+                assert len(episode) > prefix
+            assert "recovery(prefix=2-3 steps of policy:home" in spec.name

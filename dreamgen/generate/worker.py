@@ -39,14 +39,14 @@ class ChunkRunner:
         for task in {r.task for r in plan.requests}:  # imports (Meta-World for the expert) happen at load
             if task or plan.sampler.kind != "expert":
                 make_sampler(plan.sampler, task, np.random.default_rng(0), action_dim=self.model.action_dim,
-                             policy=self.policy)
+                             policy=self.policy, model=self.model)
 
     def run(self, chunk: Chunk) -> list[Episode]:
         """The chunk's episodes, in order, each with its provenance (see ``dreamgen.types.EPISODE_META``)."""
         plan, request = self.plan, self.plan.requests[chunk.request]
         rng = np.random.default_rng(chunk.seed)
         sampler = make_sampler(plan.sampler, request.task, rng, action_dim=self.model.action_dim,
-                               policy=self.policy)
+                               policy=self.policy, model=self.model)
 
         def act(obs: dict[str, np.ndarray]) -> np.ndarray:
             return sampler.act(obs["state"], obs["instruction"])
@@ -60,6 +60,7 @@ class ChunkRunner:
             meta = {"kind": plan.sampler.kind, "sampler": plan.sampler.name, "job_id": plan.job_id,
                     "chunk_id": chunk.index, "matched_instruction": request.matched,
                     "similarity": request.similarity, "novel": request.novel}
+            sampler.reset(batch)
             for episode in rollout_dreams(env, act, seed=int(rng.integers(2**31)), meta=meta):
                 episode.meta["episode_id"] = plan.episode_id(chunk, len(episodes))
                 episodes.append(episode)
