@@ -1,10 +1,12 @@
 """Augmentation gain (EVALUATION.md §2): does filtered dream data raise real success, and at what cap?
 
 Runs the main job (``dreamgen pipeline experiment=augment``) once per (sampler, demos per task) row —
-the oracle expert acting in the dream and the learned BC policy + noise, at 5 and 10 real demos per
-task — then prints, per row and cap, real-simulator success pooled over the 3 tasks and 3 training
-seeds and the gain over real-only, with 95% intervals. A row whose run dir already holds a finished
-pipeline is only read (``--runs`` keeps them), so an interrupted benchmark resumes.
+the oracle expert acting in the dream (labelled as the oracle it is), and the samplers a user really
+has: the BC policy + noise, MPC in the dream with BC as its prior (``planner``), recovery dreams, PPO
+in the dream (``sb3``) — then prints, per row and cap, real-simulator success pooled over the tasks and
+training seeds, the gain over real-only, and the dreams' gain over the control arm (the same share of
+re-drawn real frames), with 95% intervals. A row whose run dir already holds a finished pipeline is
+only read (``--runs`` keeps them), so an interrupted benchmark resumes.
 
     python benchmarks/augmentation.py --runs runs/augment            # all rows (~1 h on 2 cores)
     python benchmarks/augmentation.py --runs runs/augment --rows oracle-5 policy-5
@@ -24,6 +26,9 @@ ROWS = {  # name: (sampler kind, expert demos per task)
     "oracle-10": ("expert", 10),
     "policy-5": ("policy", 5),
     "policy-10": ("policy", 10),
+    "planner-5": ("planner", 5),
+    "recovery-5": ("recovery", 5),
+    "sb3-5": ("sb3", 5),
 }
 
 
@@ -35,7 +40,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every row")
     args = parser.parse_args()
     lines = [f"{'row':10s} {'sampler':8s} {'demos':>5s} {'cap':>5s} {'accepted':>8s} {'achieved':>8s} "
-             f"{'success':>8s} {'95% CI':>13s} {'gain':>7s} {'gain 95% CI':>16s} {'minutes':>7s}"]
+             f"{'success':>8s} {'95% CI':>13s} {'gain':>7s} {'gain 95% CI':>16s} {'control':>8s} "
+             f"{'vs control 95% CI':>18s} {'minutes':>7s}"]
     for name in args.rows:
         kind, demos = ROWS[name]
         run_dir = Path(args.runs) / name
@@ -52,10 +58,17 @@ def main() -> None:
         swept = report["sweep"]
         accepted = int(report["filter"]["filter/accepted"])
         for key, row in swept["per_cap"].items():
+            ctl = (f"{row['control']['success_rate']:8.3f} [{row['content_gain_ci95'][0]:+.2f}, "
+                   f"{row['content_gain_ci95'][1]:+.2f}]" if "control" in row else f"{'-':>8s} {'-':>18s}")
             lines.append(f"{name:10s} {kind:8s} {demos:5d} {key:>5s} {accepted:8d} {row['achieved_fraction']:8.3f} "
                          f"{row['success_rate']:8.3f} [{row['ci95_low']:.2f}, {row['ci95_high']:.2f}] "
                          f"{row['gain']:+7.3f} [{row['gain_ci95'][0]:+.2f}, {row['gain_ci95'][1]:+.2f}] "
-                         f"{report['seconds'] / 60:7.1f}")
+                         f"{ctl} {report['seconds'] / 60:7.1f}")
+        audit = report["audit"]["filters"]
+        real = audit["accept-all"]["overall"]["precision"]
+        learned = audit.get("learned-filter", {}).get("overall", {}).get("precision", {})
+        lines.append(f"{'':10s} audited dreams really succeeding (held-out fold): {real['hits']}/{real['of']}; "
+                     f"filter precision {learned.get('hits', 0)}/{learned.get('of', 0)}")
         lines.append(f"{'':10s} {swept['verdict']}")
     print("\n".join(lines))
 

@@ -20,9 +20,10 @@ log = logging.getLogger("dreamgen")
 # Keys that may change between verbs of one run without making it a different run.
 # ``generate`` is one of them: each generation job is identified by its own job id in its dream store;
 # the quality model, filter and audit record what they read (store digests, thresholds) themselves;
-# each sweep arm is its own run dir with its own identity.
+# each sweep arm is its own run dir with its own identity; the planner's settings are part of each
+# generation job's id and of each MPC evaluation's report.
 NON_IDENTITY_KEYS = ("run_dir", "tracking", "progress", "export", "generate", "audit", "quality", "filter",
-                     "sweep")
+                     "sweep", "planner")
 
 
 def plain(node: Any) -> Any:

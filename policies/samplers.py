@@ -15,7 +15,9 @@ chunk), so a chunk's dreams depend only on ``(job seed, chunk index)``.
   per row) acted by the trained policy with ``recovery_noise``, then the planner brings the row back
   to task progress (DART/SAILOR's idea: few-demo BC fails by drifting; these dreams show the way back).
 
-Samplers have ``reset(rows)``, called before each batch of dreams (the planner keeps per-row state).
+Samplers have ``reset(rows)``, called before each batch of dreams, and ``act(..., rows=idx)`` is given
+only the rows still dreaming (their indices in the batch): the planner keeps per-row state and plans
+nothing for a row that has ended.
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ class ExpertSampler(_Noisy):
         super().__init__(noise, rng)
         self.expert = make_expert(task)
 
-    def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False) -> np.ndarray:
+    def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False,
+            rows: Any = None) -> np.ndarray:
         action = np.stack([self.expert(state) for state in obs]).astype(np.float32)
         return action if deterministic else self._finish(action)
 
@@ -110,7 +113,8 @@ class PolicySampler(_Noisy):
         super().__init__(noise, rng)
         self.policy = policy
 
-    def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False) -> np.ndarray:
+    def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False,
+            rows: Any = None) -> np.ndarray:
         action = self.policy.act(obs, instruction_embedding, deterministic=True)
         return action if deterministic else self._finish(action)
 
@@ -121,7 +125,8 @@ class RandomSampler:
     def __init__(self, action_dim: int, rng: np.random.Generator):
         self.action_dim, self.rng = action_dim, rng
 
-    def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False) -> np.ndarray:
+    def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False,
+            rows: Any = None) -> np.ndarray:
         return self.rng.uniform(-1.0, 1.0, (len(obs), self.action_dim)).astype(np.float32)
 
     def reset(self, rows: int) -> None:
@@ -139,10 +144,11 @@ class PlannerSampler(_Noisy):
     def reset(self, rows: int) -> None:
         self.mpc.reset(rows)
 
-    def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False) -> np.ndarray:
-        action = self.mpc.act(obs, instruction_embedding, record=False)
+    def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False,
+            rows: Any = None) -> np.ndarray:
+        action = self.mpc.act(obs, instruction_embedding, rows=rows, record=False)
         action = action if deterministic else self._finish(action)
-        self.mpc.record(action, planned=True)
+        self.mpc.record(action, rows=rows, planned=True)
         return action
 
 
@@ -162,21 +168,25 @@ class RecoverySampler(PlannerSampler):
         self.prefix = self.rng.integers(self.steps[0], self.steps[1] + 1, size=rows)
         self.t = 0
 
-    def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False) -> np.ndarray:
-        if len(self.prefix) != len(obs):
-            self.reset(len(obs))
+    def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False,
+            rows: Any = None) -> np.ndarray:
+        if rows is None:
+            if len(self.prefix) != len(obs):
+                self.reset(len(obs))
+            rows = np.arange(len(obs))
+        rows = np.asarray(rows, np.int64)
         action = np.zeros((len(obs), self.mpc.model.action_dim), np.float32)
-        off = np.flatnonzero(self.t < self.prefix)
-        back = np.flatnonzero(self.t >= self.prefix)
+        off = np.flatnonzero(self.t < self.prefix[rows])  # positions in this call
+        back = np.flatnonzero(self.t >= self.prefix[rows])
         if len(off):
             pushed = self.policy.act(obs[off], instruction_embedding[off], deterministic=True)
             pushed = pushed + self.rng.normal(0.0, self.perturb, pushed.shape)
             action[off] = np.clip(pushed, -1.0, 1.0)
-            self.mpc.record(action[off], rows=off)
+            self.mpc.record(action[off], rows=rows[off])
         if len(back):
-            planned = self.mpc.act(obs[back], instruction_embedding[back], rows=back, record=False)
+            planned = self.mpc.act(obs[back], instruction_embedding[back], rows=rows[back], record=False)
             action[back] = planned if deterministic else self._finish(planned)
-            self.mpc.record(action[back], rows=back, planned=True)
+            self.mpc.record(action[back], rows=rows[back], planned=True)
         self.t += 1
         return action
 

@@ -24,7 +24,9 @@ Act = Callable[[dict[str, np.ndarray]], np.ndarray]  # batched observation dict 
 
 def rollout_dreams(env: DreamVectorEnv, act: Act, *, seed: int | None = None,
                    options: dict[str, Any] | None = None, meta: dict[str, Any] | None = None) -> list[Episode]:
-    """One dreamed episode per env row, from ``env.reset(seed, options)`` until each row ends."""
+    """One dreamed episode per env row, from ``env.reset(seed, options)`` until each row ends. ``act`` gets
+    the observation dict plus ``running[B]`` (rows whose episode has not ended; the others' actions are
+    never recorded)."""
     core = env.core
     obs, _ = env.reset(seed=seed, options=options)
     horizon, batch = core.config.horizon, env.num_envs
@@ -37,7 +39,7 @@ def rollout_dreams(env: DreamVectorEnv, act: Act, *, seed: int | None = None,
     reason = np.full(batch, "", dtype=object)
     starts = (core.start_ref.copy(), core.start_seed.copy(), core.instruction_index.copy())
     for t in range(horizon):
-        action = np.asarray(act(obs), np.float32)
+        action = np.asarray(act({**obs, "running": length < 0}), np.float32)
         frames["obs"][t], frames["action"][t] = obs["state"], action
         obs, reward, terminated, truncated, info = env.step(action)
         frames["reward"][t], frames["success"][t], frames["done"][t] = reward, info["success"], terminated

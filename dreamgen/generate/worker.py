@@ -49,7 +49,12 @@ class ChunkRunner:
                                policy=self.policy, model=self.model)
 
         def act(obs: dict[str, np.ndarray]) -> np.ndarray:
-            return sampler.act(obs["state"], obs["instruction"])
+            """The sampler acts for the rows still dreaming; an ended row's action is never recorded."""
+            rows = np.flatnonzero(obs["running"])
+            action = np.zeros((len(obs["state"]), self.model.action_dim), np.float32)
+            if len(rows):
+                action[rows] = sampler.act(obs["state"][rows], obs["instruction"][rows], rows=rows)
+            return action
 
         episodes: list[Episode] = []
         env: DreamVectorEnv | None = None
