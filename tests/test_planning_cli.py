@@ -25,7 +25,7 @@ def test_planner_and_recovery_dreams_start_at_real_seeds_and_name_their_sampler(
         store_path = tmp_path / f"{kind}.zarr"
         dreamgen("generate", *smoke_run["common"], *SMALL, f"generate.store={store_path}", "generate.workers=0",
                  "generate.episodes=2", f"generate.sampler.kind={kind}", "generate.sampler.recovery.steps=[2,4]",
-                 "dream.horizon=20", cwd=smoke_run["work"])
+                 cwd=smoke_run["work"])
         store = TrajectoryStore.open(store_path)
         meta = store.meta()
         assert len(store) == 4 and (meta["kind"] == kind).all()

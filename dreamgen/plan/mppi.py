@@ -40,11 +40,11 @@ class PlannerConfig:
     """MPPI settings (defaults live in ``configs/config.yaml``, section ``planner``)."""
 
     horizon: int = 5  # steps each candidate looks ahead
-    samples: int = 128  # Gaussian candidates per row
-    prior_samples: int = 16  # candidates rolled out by the prior policy (0 = no prior)
+    samples: int = 64  # Gaussian candidates per row
+    prior_samples: int = 8  # candidates rolled out by the prior policy (0 = no prior)
     prior_noise: float = 0.1  # std of the noise on prior candidates (the first one is noise-free)
-    iterations: int = 3  # refits of the sampling distribution per planned action
-    elites: int = 32  # best candidates the distribution is refitted to
+    iterations: int = 2  # refits of the sampling distribution per planned action
+    elites: int = 16  # best candidates the distribution is refitted to
     temperature: float = 0.5  # of the elite weights, in units of the elites' return spread
     init_std: float = 0.5  # sampling std at the first iteration (and its upper bound)
     min_std: float = 0.05
