@@ -45,7 +45,7 @@ class MPCPolicy:
         return np.asarray(rows, np.int64)
 
     def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = True,
-            rows: Any = None, record: bool = True) -> np.ndarray:
+            rows: Any = None, record: bool = True, reference: Any = None) -> np.ndarray:
         """The planned first action of each row (``rows``: which episodes these are; default all).
         ``record=False``: the caller executes something else (say, with noise) and ``record``s that."""
         idx = self._rows(rows, len(obs))
@@ -61,7 +61,7 @@ class MPCPolicy:
         t_idx = torch.as_tensor(idx, device=dev)
         state.context = self.context[t_idx].clone()
         plan = self.planner.plan(state, instruction_embedding, warm=self.warm[t_idx], warm_rows=self.has_warm[t_idx],
-                                 seed=int(torch.randint(2**62, (1,), generator=generator)))
+                                 seed=int(torch.randint(2**62, (1,), generator=generator)), reference=reference)
         self.warm[t_idx], self.has_warm[t_idx] = shift(plan.mean), True
         action = plan.action.cpu().numpy().astype(np.float32)
         if record:

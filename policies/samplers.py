@@ -45,6 +45,7 @@ class SamplerSpec:
     planner: PlannerConfig | None = None  # planner and recovery
     recovery_steps: tuple[int, int] = (5, 20)  # recovery: prefix length drawn uniformly from [lo, hi]
     recovery_noise: float = 0.5  # recovery: std of the noise on the policy during the prefix
+    recovery_track: float = 10.0  # recovery: the planner's weight on the distance to the demo path
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -55,10 +56,11 @@ class SamplerSpec:
             raise ConfigError(f"generate.sampler.kind={self.kind} needs the planner settings (section planner)")
         if self.kind == "recovery":
             lo, hi = self.recovery_steps
-            if not 0 <= lo <= hi or not self.recovery_noise >= 0 or not self.checkpoint:
+            if not 0 <= lo <= hi or not self.recovery_noise >= 0 or not self.recovery_track >= 0 or not self.checkpoint:
                 raise ConfigError(f"generate.sampler.recovery.steps={list(self.recovery_steps)} must be [lo, hi] with "
-                                  f"0 <= lo <= hi, .noise={self.recovery_noise} >= 0, and the recovery sampler needs "
-                                  "a policy checkpoint (generate.sampler.policy) to leave the demo path with")
+                                  f"0 <= lo <= hi, .noise={self.recovery_noise} and .track={self.recovery_track} >= 0, "
+                                  "and the recovery sampler needs a policy checkpoint (generate.sampler.policy) to "
+                                  "leave the demo path with")
 
     @property
     def name(self) -> str:
@@ -71,7 +73,8 @@ class SamplerSpec:
             assert self.planner is not None
             prior = f"prior=policy:{self.checkpoint}" if self.checkpoint and self.planner.prior_samples else "prior=none"
             prefix = (f"prefix={self.recovery_steps[0]}-{self.recovery_steps[1]} steps of policy:{self.checkpoint}"
-                      f"+noise {self.recovery_noise:g}," if self.kind == "recovery" else "")
+                      f"+noise {self.recovery_noise:g},back to the demo (w_track={self.recovery_track:g}),"
+                      if self.kind == "recovery" else "")
             return f"{self.kind}({prefix}mppi {self.planner.label()},{prior},noise={self.noise:g})"
         return f"{self.kind}:{self.checkpoint}(noise={self.noise:g})"
 
@@ -152,20 +155,62 @@ class PlannerSampler(_Noisy):
         return action
 
 
+class DemoPaths:
+    """The successful demos of one task, as paths to return to: ``obs[T,O]`` each, and per-dim weights
+    ``1/max(std, floor)`` over the demos' dynamic dims (0 for dims that never vary, and for every other
+    dim). The floor keeps a dim that barely moves in this task (a quaternion the hand never turns)
+    from dominating the distance with the model's tiny noise on it."""
+
+    def __init__(self, paths: list[np.ndarray], dynamic: tuple[int, int], floor: float = 0.01):
+        if not paths:
+            raise ConfigError("generate.sampler.kind=recovery needs successful demos of the task in the start store "
+                              "(collect expert demos, or import them)")
+        self.paths = [np.asarray(p, np.float32) for p in paths]
+        stacked = np.concatenate(self.paths)
+        std = stacked.std(0)
+        self.weight = np.zeros(stacked.shape[1], np.float32)
+        dyn = slice(*dynamic)
+        self.weight[dyn] = np.where(std[dyn] > 1e-6, 1.0 / np.maximum(std[dyn], floor), 0.0)
+        self.starts = np.stack([p[0] for p in self.paths])
+
+    def match(self, obs: np.ndarray) -> np.ndarray:
+        """The demo each start ``obs[n,O]`` is (nearest first frame)."""
+        return np.abs(obs[:, None] - self.starts[None]).max(-1).argmin(1)
+
+    def progress(self, obs: np.ndarray, demo: np.ndarray, at: np.ndarray, window: int = 10) -> np.ndarray:
+        """Per row, the nearest frame of its demo in ``[at, at + window]`` (progress never goes back)."""
+        out = at.copy()
+        for i, (d, t) in enumerate(zip(demo, at, strict=True)):
+            path = self.paths[d][t:t + window + 1]
+            out[i] = t + int(np.linalg.norm((path - obs[i]) * self.weight, axis=1).argmin())
+        return out
+
+    def ahead(self, demo: np.ndarray, at: np.ndarray, horizon: int) -> np.ndarray:
+        """``[n, horizon, O]``: each row's demo frames ``at + 1 .. at + horizon`` (the last frame repeated)."""
+        return np.stack([self.paths[d][np.minimum(t + 1 + np.arange(horizon), len(self.paths[d]) - 1)]
+                         for d, t in zip(demo, at, strict=True)])
+
+
 class RecoverySampler(PlannerSampler):
     """A perturbed prefix from the policy (``steps`` per row drawn from ``[lo, hi]``, noise ``perturb``),
-    then the planner returns the row to task progress."""
+    then the planner brings the row back to the demo it started from and follows it (DART/CCIL's
+    corrective labels, with the world model in place of the expert): the objective tracks the demo's
+    frames ahead of the row's progress, plus the planner's own terms."""
 
-    def __init__(self, mpc: Any, policy: Any, steps: tuple[int, int], perturb: float, noise: float,
-                 rng: np.random.Generator):
+    def __init__(self, mpc: Any, policy: Any, demos: DemoPaths, steps: tuple[int, int], perturb: float,
+                 noise: float, rng: np.random.Generator):
         super().__init__(mpc, noise, rng)
-        self.policy, self.steps, self.perturb = policy, steps, perturb
+        self.policy, self.demos, self.steps, self.perturb = policy, demos, steps, perturb
         self.prefix = np.zeros(0, np.int64)
+        self.demo = np.zeros(0, np.int64)
+        self.at = np.zeros(0, np.int64)
         self.t = 0
 
     def reset(self, rows: int) -> None:
         super().reset(rows)
         self.prefix = self.rng.integers(self.steps[0], self.steps[1] + 1, size=rows)
+        self.demo = np.full(rows, -1, np.int64)
+        self.at = np.zeros(rows, np.int64)
         self.t = 0
 
     def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False,
@@ -175,6 +220,9 @@ class RecoverySampler(PlannerSampler):
                 self.reset(len(obs))
             rows = np.arange(len(obs))
         rows = np.asarray(rows, np.int64)
+        if self.t == 0:
+            self.demo[rows] = self.demos.match(obs)
+        self.at[rows] = self.demos.progress(obs, self.demo[rows], self.at[rows])
         action = np.zeros((len(obs), self.mpc.model.action_dim), np.float32)
         off = np.flatnonzero(self.t < self.prefix[rows])  # positions in this call
         back = np.flatnonzero(self.t >= self.prefix[rows])
@@ -184,7 +232,12 @@ class RecoverySampler(PlannerSampler):
             action[off] = np.clip(pushed, -1.0, 1.0)
             self.mpc.record(action[off], rows=rows[off])
         if len(back):
-            planned = self.mpc.act(obs[back], instruction_embedding[back], rows=rows[back], record=False)
+            import torch
+
+            horizon = self.mpc.planner.config.horizon
+            path = torch.as_tensor(self.demos.ahead(self.demo[rows[back]], self.at[rows[back]], horizon))
+            planned = self.mpc.act(obs[back], instruction_embedding[back], rows=rows[back], record=False,
+                                   reference=(path, torch.as_tensor(self.demos.weight)))
             action[back] = planned if deterministic else self._finish(planned)
             self.mpc.record(action[back], rows=rows[back], planned=True)
         self.t += 1
@@ -213,9 +266,9 @@ def make_mpc(model: Any, config: PlannerConfig, prior_policy: Any, *, seed: int)
 
 
 def make_sampler(spec: SamplerSpec, task: str, rng: np.random.Generator, *, action_dim: int,
-                 policy: Any = None, model: Any = None) -> Any:
+                 policy: Any = None, model: Any = None, demos: DemoPaths | None = None) -> Any:
     """The sampler for one chunk of ``task`` (``""`` for a novel instruction) with its own ``rng``;
-    ``model`` is the world model the planning kinds plan in."""
+    ``model`` is the world model the planning kinds plan in, ``demos`` the task's demos (recovery)."""
     if spec.kind == "expert":
         if not task:
             raise ConfigError("generate.sampler.kind=expert needs a known task; a novel instruction "
@@ -228,8 +281,12 @@ def make_sampler(spec: SamplerSpec, task: str, rng: np.random.Generator, *, acti
         if model is None:
             raise ConfigError(f"generate.sampler.kind={spec.kind} plans in a world model; none was given")
         policy = policy if policy is not None else load_sampler_policy(spec)
-        mpc = make_mpc(model, spec.planner, policy, seed=int(rng.integers(2**31)))
         if spec.kind == "planner":
-            return PlannerSampler(mpc, spec.noise, rng)
-        return RecoverySampler(mpc, policy, spec.recovery_steps, spec.recovery_noise, spec.noise, rng)
+            return PlannerSampler(make_mpc(model, spec.planner, policy, seed=int(rng.integers(2**31))), spec.noise, rng)
+        if demos is None:
+            raise ConfigError("generate.sampler.kind=recovery returns dreams to the demos; no demo of the task "
+                              f"{task!r} was given")
+        config = dataclasses.replace(spec.planner, track_weight=spec.recovery_track)
+        mpc = make_mpc(model, config, policy, seed=int(rng.integers(2**31)))
+        return RecoverySampler(mpc, policy, demos, spec.recovery_steps, spec.recovery_noise, spec.noise, rng)
     return PolicySampler(policy if policy is not None else load_sampler_policy(spec), spec.noise, rng)

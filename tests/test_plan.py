@@ -129,7 +129,7 @@ def test_planner_and_recovery_samplers_dream_to_success_in_the_known_model():
     from dreamgen.dream.core import DreamConfig
     from dreamgen.dream.rollout import rollout_dreams
     from dreamgen.dream.vector import DreamVectorEnv
-    from policies.samplers import SamplerSpec, make_sampler
+    from policies.samplers import DemoPaths, SamplerSpec, make_sampler
     from tests.known_dynamics import POOL
 
     class Home:  # a prior that walks halfway home each step
@@ -141,7 +141,9 @@ def test_planner_and_recovery_samplers_dream_to_success_in_the_known_model():
     for kind in ("planner", "recovery"):
         spec = SamplerSpec(kind, noise=0.0, checkpoint="home", planner=config, recovery_steps=(2, 3),
                            recovery_noise=0.4)
-        sampler = make_sampler(spec, "home", np.random.default_rng(1), action_dim=2, policy=Home(), model=LineModel())
+        demos = DemoPaths([np.linspace(start, 0.0, 4, dtype=np.float32) for start in POOL.obs[:2]], (0, 2))
+        sampler = make_sampler(spec, "home", np.random.default_rng(1), action_dim=2, policy=Home(), model=LineModel(),
+                               demos=demos)
         sampler.reset(6)
         episodes = rollout_dreams(env, lambda obs, s=sampler: s.act(obs["state"], obs["instruction"]), seed=0)
         assert [e.meta["ended"] for e in episodes] == ["success"] * 6, kind
@@ -151,4 +153,5 @@ def test_planner_and_recovery_samplers_dream_to_success_in_the_known_model():
                 pushed = episode.action[:prefix] - Home().act(episode.obs[:prefix], None)
                 assert (np.abs(pushed).max(1) > 1e-3).all()  # every prefix step left the prior's path
                 assert len(episode) > prefix
-            assert "recovery(prefix=2-3 steps of policy:home" in spec.name
+            assert "recovery(prefix=2-3 steps of policy:home" in spec.name and "back to the demo" in spec.name
+            assert sorted(set(sampler.demo.tolist())) == [0, 1]  # each row matched the demo it started from

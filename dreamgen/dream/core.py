@@ -24,6 +24,7 @@ from dreamgen.world_model.base import PROPAGATIONS, WorldModel
 
 REASONS = np.array(["", "success", "done", "horizon", "halted", "non-finite"], dtype=object)
 SUCCESS, DONE, HORIZON, HALTED, NONFINITE = 1, 2, 3, 4, 5
+DEMO_KINDS = ("expert", "imported")  # real episodes that are demonstrations (not play)
 
 
 class DreamEnvError(DreamgenError, ValueError):
@@ -67,10 +68,14 @@ class StartPool:
     seed: np.ndarray
 
     @classmethod
-    def from_store(cls, store: Any, *, source: str = "real") -> StartPool:
-        """The first frame of every ``source`` episode of a ``TrajectoryStore``."""
-        meta = store.meta(["source", "task", "episode_id", "seed"])
-        keep = np.flatnonzero(meta["source"] == source)
+    def from_store(cls, store: Any, *, source: str = "real", demos_only: bool = False) -> StartPool:
+        """The first frame of every ``source`` episode of a ``TrajectoryStore`` (``demos_only``: of its
+        successful demonstrations, kind expert or imported)."""
+        meta = store.meta(["source", "task", "episode_id", "seed", "kind", "success"])
+        mask = meta["source"] == source
+        if demos_only:
+            mask &= np.isin(meta["kind"], DEMO_KINDS) & meta["success"].astype(bool)
+        keep = np.flatnonzero(mask)
         return cls(store.first_frames("obs", keep).astype(np.float32), meta["task"][keep].astype(str),
                    np.array([f"{e}@0" for e in meta["episode_id"][keep]], dtype=object), meta["seed"][keep])
 
@@ -81,6 +86,17 @@ class StartPool:
             raise DreamEnvError(f"no real start state for task {task!r}; the start pool holds "
                                 f"{sorted(set(self.task.tolist()))}")
         return found
+
+
+def demo_paths(store: Any) -> dict[str, list[np.ndarray]]:
+    """The observations of every successful real demonstration of a store, per task."""
+    meta = store.meta(["source", "task", "kind", "success"])
+    keep = (meta["source"] == "real") & np.isin(meta["kind"], DEMO_KINDS) & meta["success"].astype(bool)
+    paths: dict[str, list[np.ndarray]] = {}
+    for index, episode in enumerate(store.iter_episodes()):
+        if keep[index]:
+            paths.setdefault(str(meta["task"][index]), []).append(episode.obs)
+    return paths
 
 
 class DreamCore:

@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from dreamgen.dream.core import StartPool
+from dreamgen.dream.core import StartPool, demo_paths
 from dreamgen.dream.rollout import rollout_dreams
 from dreamgen.dream.vector import DreamVectorEnv
 from dreamgen.generate.plan import Chunk, GenerationPlan
 from dreamgen.types import Episode
-from policies.samplers import load_sampler_policy, make_sampler
+from policies.samplers import DemoPaths, load_sampler_policy, make_sampler
 
 
 class ChunkRunner:
@@ -34,19 +34,27 @@ class ChunkRunner:
         self.plan = plan
         self.model = model if model is not None else load_world_model(plan.world_model)
         self.model.instructions = plan.instruction_table(self.model.instructions)
-        self.pool = pool if pool is not None else StartPool.from_store(TrajectoryStore.open(plan.start_store))
+        recovery = plan.sampler.kind == "recovery"  # dreams branch off the demos and come back to them
+        self.demos: dict[str, DemoPaths] = {}
+        if pool is None or recovery:
+            store = TrajectoryStore.open(plan.start_store)
+            pool = pool if pool is not None else StartPool.from_store(store, demos_only=recovery)
+            if recovery:
+                self.demos = {task: DemoPaths(paths, self.model.layout.dynamic)
+                              for task, paths in demo_paths(store).items()}
+        self.pool = pool
         self.policy = load_sampler_policy(plan.sampler)
         for task in {r.task for r in plan.requests}:  # imports (Meta-World for the expert) happen at load
             if task or plan.sampler.kind != "expert":
                 make_sampler(plan.sampler, task, np.random.default_rng(0), action_dim=self.model.action_dim,
-                             policy=self.policy, model=self.model)
+                             policy=self.policy, model=self.model, demos=self.demos.get(task))
 
     def run(self, chunk: Chunk) -> list[Episode]:
         """The chunk's episodes, in order, each with its provenance (see ``dreamgen.types.EPISODE_META``)."""
         plan, request = self.plan, self.plan.requests[chunk.request]
         rng = np.random.default_rng(chunk.seed)
         sampler = make_sampler(plan.sampler, request.task, rng, action_dim=self.model.action_dim,
-                               policy=self.policy, model=self.model)
+                               policy=self.policy, model=self.model, demos=self.demos.get(request.task))
 
         def act(obs: dict[str, np.ndarray]) -> np.ndarray:
             """The sampler acts for the rows still dreaming; an ended row's action is never recorded."""

@@ -5,9 +5,11 @@ of a ``RowState`` at once: each row is tiled into ``samples`` Gaussian candidate
 mean plus ``prior_samples`` candidates rolled out by the prior policy (TD-MPC2's mix), and every
 horizon step of all rows × candidates is one ``model.step`` call. The objective of a candidate is
 
-    sum_t discount^t (reward_t + success_weight · success_prob_t − penalty · disagreement_t)
+    sum_t discount^t (reward_weight · reward_t + success_weight · success_prob_t − penalty · disagreement_t
+                      − track_weight · |w ⊙ (obs_t − reference_t)|)
 
-from the model's learned heads (``penalty`` = λ keeps plans where the ensemble agrees). After each
+from the model's learned heads (``penalty`` = λ keeps plans where the ensemble agrees) and, when a
+``reference`` path is given (recovery dreams: back to the demo), the weighted distance to it. After each
 iteration the mean and std are refitted to the ``elites`` best candidates, weighted by
 ``exp((R − R_max) / (temperature · spread))`` where ``spread`` is the elites' return std — so the
 temperature does not depend on the reward's scale. The first action of the final mean is executed;
@@ -48,10 +50,12 @@ class PlannerConfig:
     temperature: float = 0.5  # of the elite weights, in units of the elites' return spread
     init_std: float = 0.5  # sampling std at the first iteration (and its upper bound)
     min_std: float = 0.05
+    reward_weight: float = 1.0  # weight of the reward head in the objective
     success_weight: float = 50.0  # weight of the success head in the objective
     penalty: float = 1.0  # λ: weight of ensemble disagreement (normalised units) in the objective
     discount: float = 0.95
     propagation: str = "mean"  # how candidates are stepped: mean of the ensemble | random member | fixed member
+    track_weight: float = 0.0  # weight of the distance to a reference path, when ``plan`` is given one
 
     def __post_init__(self) -> None:
         checks = [
@@ -61,7 +65,8 @@ class PlannerConfig:
             ("temperature", self.temperature > 0, "> 0"), ("penalty", self.penalty >= 0, ">= 0 (λ)"),
             ("init_std", self.init_std > 0, "> 0"), ("min_std", 0 < self.min_std <= self.init_std, "in (0, init_std]"),
             ("prior_noise", self.prior_noise >= 0, ">= 0"), ("discount", 0 < self.discount <= 1, "in (0, 1]"),
-            ("success_weight", self.success_weight >= 0, ">= 0"),
+            ("success_weight", self.success_weight >= 0, ">= 0"), ("reward_weight", self.reward_weight >= 0, ">= 0"),
+            ("track_weight", self.track_weight >= 0, ">= 0"),
         ]
         for name, ok, accepted in checks:
             if not ok:
@@ -71,9 +76,10 @@ class PlannerConfig:
 
     def label(self) -> str:
         """Short provenance text of the settings that shape a plan."""
+        track = f",w_track={self.track_weight:g}" if self.track_weight else ""
         return (f"h={self.horizon},n={self.samples},prior={self.prior_samples},it={self.iterations},"
-                f"elites={self.elites},T={self.temperature:g},w_succ={self.success_weight:g},"
-                f"lambda={self.penalty:g}")
+                f"elites={self.elites},T={self.temperature:g},w_rew={self.reward_weight:g},"
+                f"w_succ={self.success_weight:g},lambda={self.penalty:g}{track}")
 
 
 class Plan(NamedTuple):
@@ -101,13 +107,18 @@ class MPPIPlanner:
         self.model, self.config, self.prior = model, config, prior
         self.transitions = 0  # model transitions stepped so far (for the throughput benchmark)
 
-    def objective(self, state: RowState, actions: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Discounted objective of ``actions[N,H,A]`` from the ``N`` rows of ``state``: ``[N]``."""
+    def objective(self, state: RowState, actions: torch.Tensor, generator: torch.Generator,
+                  reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Discounted objective of ``actions[N,H,A]`` from the ``N`` rows of ``state``: ``[N]``.
+        ``reference``: ``(path[N,H,O], weight[O])`` — the observation each row should reach at each step."""
         c = self.config
         total = torch.zeros(len(state), device=state.obs.device)
         for t in range(actions.shape[1]):
             state, pred = self.model.step(state, actions[:, t], generator=generator, propagation=c.propagation)
-            gain = pred.reward + c.success_weight * pred.success_prob - c.penalty * pred.disagreement
+            gain = c.reward_weight * pred.reward + c.success_weight * pred.success_prob - c.penalty * pred.disagreement
+            if reference is not None and c.track_weight:
+                path, weight = reference
+                gain = gain - c.track_weight * torch.linalg.vector_norm((state.obs - path[:, t]) * weight, dim=-1)
             total += c.discount ** t * torch.nan_to_num(gain, nan=-1e6, posinf=-1e6, neginf=-1e6)
         self.transitions += len(state) * actions.shape[1]
         return total
@@ -134,10 +145,12 @@ class MPPIPlanner:
 
     @torch.no_grad()
     def plan(self, state: RowState, embeddings: Any, *, warm: torch.Tensor | None = None,
-             warm_rows: torch.Tensor | None = None, seed: int = 0) -> Plan:
+             warm_rows: torch.Tensor | None = None, seed: int = 0,
+             reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> Plan:
         """Plan every row of ``state``. ``warm[B,H,A]``: the previous step's shifted mean; ``warm_rows[B]``
         (bool) says which rows have one (default: all when ``warm`` is given). A row without one starts
-        from its noise-free prior rollout (or zeros without a prior)."""
+        from its noise-free prior rollout (or zeros without a prior). ``reference``: ``(path[B,H,O],
+        weight[O])``, the observations to track (``track_weight``)."""
         c = self.config
         dev = state.obs.device
         generator = torch.Generator(device=dev)
@@ -152,12 +165,15 @@ class MPPIPlanner:
         std = torch.full_like(mean, c.init_std)
         n = c.samples + c.prior_samples
         tiled = state.tile(n)
+        if reference is not None:
+            reference = (reference[0].to(dev).repeat_interleave(n, 0), reference[1].to(dev))
         for _ in range(c.iterations):
             eps = torch.randn(rows, c.samples, c.horizon, act_dim, generator=generator, device=dev)
             candidates = (mean[:, None] + std[:, None] * eps).clamp(-1.0, 1.0)
             if prior is not None:
                 candidates = torch.cat([candidates, prior], 1)
-            value = self.objective(tiled, candidates.reshape(rows * n, c.horizon, act_dim), generator).reshape(rows, n)
+            value = self.objective(tiled, candidates.reshape(rows * n, c.horizon, act_dim), generator,
+                                   reference).reshape(rows, n)
             elite_value, index = value.topk(c.elites, dim=1)
             elites = candidates[torch.arange(rows, device=dev)[:, None], index]  # [B,E,H,A]
             spread = elite_value.std(1, keepdim=True).clamp_min(1e-6) if c.elites > 1 else torch.ones_like(elite_value)

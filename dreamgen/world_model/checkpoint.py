@@ -33,6 +33,8 @@ def _tensors(model: EnsembleWorldModel) -> dict[str, torch.Tensor]:
                     "vel_norm.mean": model.vel_norm.mean, "vel_norm.std": model.vel_norm.std,
                     "target_norm.mean": model.target_norm.mean, "target_norm.std": model.target_norm.std,
                     "instructions.embeddings": torch.as_tensor(model.instructions.embeddings)})
+    if model.bounds is not None:
+        tensors.update({"bounds.low": model.bounds[0], "bounds.high": model.bounds[1]})
     return {k: v.detach().cpu().float().contiguous() for k, v in tensors.items()}
 
 
@@ -90,7 +92,7 @@ def load_world_model(path: str | Path, *, layout: ObsLayout | None = None,
         Normaliser(tensors.pop("vel_norm.mean"), tensors.pop("vel_norm.std")),
         Normaliser(tensors.pop("target_norm.mean"), tensors.pop("target_norm.std")),
         members=int(meta["members"]), disagreement_bound=float(meta["disagreement_bound"]), info=info,
-        device=device,
+        device=device, bounds=(tensors.pop("bounds.low"), tensors.pop("bounds.high")) if "bounds.low" in tensors else None,
     )
     try:
         model.net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items()})

@@ -146,7 +146,8 @@ class EnsembleWorldModel(StepsRows):
                  instructions: InstructionTable, obs_norm: Normaliser, vel_norm: Normaliser,
                  target_norm: Normaliser,
                  members: int | None = None, disagreement_bound: float = float("inf"),
-                 info: dict[str, Any] | None = None, device: str = "cpu"):
+                 info: dict[str, Any] | None = None, device: str = "cpu",
+                 bounds: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.config = config
         self.layout = layout
         self.action_dim = action_dim
@@ -166,6 +167,9 @@ class EnsembleWorldModel(StepsRows):
         self.obs_norm = Normaliser(*(t.to(self.device) for t in obs_norm))
         self.vel_norm = Normaliser(*(t.to(self.device) for t in vel_norm))
         self.target_norm = Normaliser(*(t.to(self.device) for t in target_norm))
+        # the range of each dynamic dim in the training data: a prediction is clamped into it (a gripper
+        # closed past its stop or a hand through the table is never a state the robot can be in)
+        self.bounds = None if bounds is None else tuple(t.to(self.device, torch.float32) for t in bounds)
 
     # ------------------------------------------------------------------ cost
     def flops_per_transition(self) -> int:
@@ -213,8 +217,12 @@ class EnsembleWorldModel(StepsRows):
             chosen = mean[members, torch.arange(batch, device=self.device)]
         target = torch.addcmul(self.target_norm.mean, chosen, self.target_norm.std)
         probs = torch.sigmoid(out[..., n_dyn + 1:]).mean(0)  # success and done, averaged over members
+        next_obs = self.layout.compose(obs, target[:, :n_dyn])
+        if self.bounds is not None:
+            dyn = slice(*self.layout.dynamic)
+            next_obs[:, dyn] = torch.maximum(torch.minimum(next_obs[:, dyn], self.bounds[1]), self.bounds[0])
         return Prediction(
-            next_obs=self.layout.compose(obs, target[:, :n_dyn]),
+            next_obs=next_obs,
             reward=target[:, n_dyn],
             success_prob=probs[:, 0],
             done_prob=probs[:, 1],

@@ -111,8 +111,10 @@ def fit_ensemble(train: Transitions, val: Transitions, table: InstructionTable, 
     """Train, early-stop on ``val``, keep the elites and calibrate the disagreement bound."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
+    dyn = train.obs[:, slice(*layout.dynamic)]
     model = EnsembleWorldModel(config, layout, train.action.shape[1], table, Normaliser.fit(train.obs),
-                               Normaliser.fit(layout.velocity(train.obs)), Normaliser.fit(train.target), info=info)
+                               Normaliser.fit(layout.velocity(train.obs)), Normaliser.fit(train.target), info=info,
+                               bounds=(torch.as_tensor(dyn.min(0)), torch.as_tensor(dyn.max(0))))
     emb = torch.as_tensor(table.embeddings, dtype=torch.float32)
     optim = torch.optim.AdamW(model.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     k, n = config.members, len(train)
