@@ -155,3 +155,19 @@ def test_planner_and_recovery_samplers_dream_to_success_in_the_known_model():
                 assert len(episode) > prefix
             assert "recovery(prefix=2-3 steps of policy:home" in spec.name and "back to the demo" in spec.name
             assert sorted(set(sampler.demo.tolist())) == [0, 1]  # each row matched the demo it started from
+
+
+def test_demo_paths_match_starts_track_progress_forward_and_hold_the_last_frame():
+    from policies.samplers import DemoPaths
+
+    line = np.stack([np.linspace(0, 1, 11), np.zeros(11), np.full(11, 0.5)], 1).astype(np.float32)
+    other = line.copy()
+    other[:, 1] = 1.0
+    demos = DemoPaths([line, other], dynamic=(0, 2))
+    assert demos.weight[2] == 0 and demos.weight[1] > 0  # dims outside ``dynamic`` are never tracked
+    assert demos.weight[0] == pytest.approx(1 / line[:, 0].std(), rel=1e-5)  # > the 1 cm floor
+    np.testing.assert_array_equal(demos.match(np.stack([other[0], line[0]])), [1, 0])
+    at = demos.progress(np.stack([line[4], line[2]]), np.array([0, 0]), np.array([0, 3]))
+    np.testing.assert_array_equal(at, [4, 3])  # the second row is behind its progress: it never goes back
+    ahead = demos.ahead(np.array([0]), np.array([9]), 3)
+    np.testing.assert_array_equal(ahead[0], line[[10, 10, 10]])
