@@ -11,9 +11,10 @@ chunk), so a chunk's dreams depend only on ``(job seed, chunk index)``.
 - ``sb3``: a policy trained inside the dream by SB3 on the learned reward (``policies.sb3_dream``).
 - ``planner``: MPC inside the dream — each step the first action of an MPPI plan in the world model
   (``dreamgen.plan.mppi``), with the trained policy as its prior, + Gaussian noise.
-- ``recovery``: dreams that leave the demo path and come back — a prefix of ``recovery_steps`` (drawn
-  per row) acted by the trained policy with ``recovery_noise``, then the planner brings the row back
-  to task progress (DART/SAILOR's idea: few-demo BC fails by drifting; these dreams show the way back).
+- ``recovery``: dreams that leave the demo path and come back — from a real demo's first frame, a
+  prefix of ``recovery_steps`` (drawn per row) acted by the trained policy with ``recovery_noise``, then
+  the planner brings the row back to that demo's path and follows it (``DemoPaths``; DART/CCIL's idea:
+  few-demo BC fails by drifting; these dreams show the way back).
 
 Samplers have ``reset(rows)``, called before each batch of dreams, and ``act(..., rows=idx)`` is given
 only the rows still dreaming (their indices in the batch): the planner keeps per-row state and plans
