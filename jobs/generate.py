@@ -59,7 +59,7 @@ def sampler_spec(cfg: DictConfig):
     prior = s.policy if s.kind == "recovery" or (planner is not None and planner.prior_samples) else ""
     checkpoint = {"policy": lambda: s.policy, "sb3": lambda: sb3_path(cfg)}.get(s.kind, lambda: prior)()
     return SamplerSpec(kind=s.kind, noise=s.noise, checkpoint=str(checkpoint or ""), planner=planner,
-                       recovery_steps=tuple(s.recovery.steps), recovery_noise=float(s.recovery.noise),
+                       recovery_steps=tuple(steps), recovery_noise=float(s.recovery.noise),
                        recovery_track=float(s.recovery.track))
 
 

@@ -74,7 +74,7 @@ class StartPool:
         meta = store.meta(["source", "task", "episode_id", "seed", "kind", "success"])
         mask = meta["source"] == source
         if demos_only:
-            mask &= np.isin(meta["kind"], DEMO_KINDS) & meta["success"].astype(bool)
+            mask &= is_demo(meta)
         keep = np.flatnonzero(mask)
         return cls(store.first_frames("obs", keep).astype(np.float32), meta["task"][keep].astype(str),
                    np.array([f"{e}@0" for e in meta["episode_id"][keep]], dtype=object), meta["seed"][keep])
@@ -88,10 +88,16 @@ class StartPool:
         return found
 
 
+def is_demo(meta: dict[str, np.ndarray]) -> np.ndarray:
+    """Which episodes are successful demonstrations (kind expert or imported), from their ``kind`` and
+    ``success`` metadata."""
+    return np.isin(meta["kind"], DEMO_KINDS) & meta["success"].astype(bool)
+
+
 def demo_paths(store: Any) -> dict[str, list[np.ndarray]]:
     """The observations of every successful real demonstration of a store, per task."""
     meta = store.meta(["source", "task", "kind", "success"])
-    keep = (meta["source"] == "real") & np.isin(meta["kind"], DEMO_KINDS) & meta["success"].astype(bool)
+    keep = (meta["source"] == "real") & is_demo(meta)
     paths: dict[str, list[np.ndarray]] = {}
     for index, episode in enumerate(store.iter_episodes()):
         if keep[index]:

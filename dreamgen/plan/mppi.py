@@ -84,7 +84,7 @@ class PlannerConfig:
 
 class Plan(NamedTuple):
     """``action[B,A]`` to execute now, the refitted ``mean[B,H,A]`` and ``std[B,H,A]``, and ``value[B]``
-    (the objective of the mean's best elite)."""
+    (the objective of the last iteration's best candidate)."""
 
     action: torch.Tensor
     mean: torch.Tensor
@@ -103,7 +103,8 @@ class MPPIPlanner:
     def __init__(self, model: Any, config: PlannerConfig, prior: Prior | None = None):
         if config.prior_samples and prior is None:
             raise ConfigError(f"planner.prior_samples={config.prior_samples} needs a prior policy "
-                              "(planner.prior: a policy checkpoint), or set planner.prior_samples=0")
+                              "(generate.sampler.policy or policy.mpc.prior: a policy checkpoint), or set "
+                              "planner.prior_samples=0")
         self.model, self.config, self.prior = model, config, prior
         self.transitions = 0  # model transitions stepped so far (for the throughput benchmark)
 

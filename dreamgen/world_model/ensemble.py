@@ -220,7 +220,7 @@ class EnsembleWorldModel(StepsRows):
         next_obs = self.layout.compose(obs, target[:, :n_dyn])
         if self.bounds is not None:
             dyn = slice(*self.layout.dynamic)
-            next_obs[:, dyn] = torch.maximum(torch.minimum(next_obs[:, dyn], self.bounds[1]), self.bounds[0])
+            next_obs[:, dyn] = torch.clamp(next_obs[:, dyn], *self.bounds)
         return Prediction(
             next_obs=next_obs,
             reward=target[:, n_dyn],
