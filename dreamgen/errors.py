@@ -21,3 +21,7 @@ class InstructionError(DreamgenError):
 
 class RunDirError(DreamgenError):
     """A run directory already holds a different run or files that are not a dreamgen run."""
+
+
+class CheckpointError(DreamgenError):
+    """A checkpoint (world model, policy, quality model) is missing, damaged, edited, or does not fit its use."""

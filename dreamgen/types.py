@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 2  # 2: generation provenance (matched_instruction, similarity, novel, ended)
+SCHEMA_VERSION = 3  # 2: generation provenance (matched_instruction, similarity, novel, ended); 3: chunk checksums
 
 # Per-frame arrays, concatenated over time in the store (``data/<key>``).
 FRAME_KEYS: dict[str, str] = {

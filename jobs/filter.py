@@ -4,7 +4,9 @@ Physical checks (finite, action bounds, support of real data, teleports), the wo
 disagreement on each dream's own transitions, and the learned quality score (see
 ``dreamgen.quality.filter``). ``filter.quality_threshold=auto`` picks the lowest threshold that reaches
 ``filter.target_precision`` on the out-of-fold scores of audited fit-fold dreams. Frames are never touched
-and nothing is deleted; the thresholds used are recorded in the store's ``info["filter"]``.
+and nothing is deleted; the thresholds used are recorded in the store's ``info["filter"]``, written
+last, with a fingerprint of the verdict columns: a store whose verdicts changed since (or whose filter
+was interrupted between the columns and the record) is refused by training.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from jobs.common import hydra_main, log, progress, run_verb
+
+VERDICT_FIELDS = ("quality", "reason", "verdict")  # the columns the filter writes; its record fingerprints them
 
 
 def filter_config(cfg: DictConfig):
@@ -117,8 +121,8 @@ def run(cfg: DictConfig) -> dict:
         record = {"thresholds": {**dataclasses.asdict(judged["config"]), "quality_threshold": chosen["threshold"]},
                   "choice": chosen, "quality_model": str(cfg.filter.quality), "world_model_id": judged["world_model_id"],
                   "store_digest": digest, "accepted": int(accepted.sum()), "episodes": len(store),
-                  "reasons": dict(counts)}
-        store.set_info("filter", record)
+                  "reasons": dict(counts), "verdict_digest": store.meta_digest(VERDICT_FIELDS)}
+        store.set_info("filter", record)  # the commit: verdicts not matching this record are never trained on
         metrics = {"filter/accept_rate": float(accepted.mean()) if len(store) else 0.0,
                    "filter/accepted": float(accepted.sum()), "filter/quality_threshold": float(chosen["threshold"])}
         metrics.update({f"filter/rate_{r}": counts.get(r, 0) / max(len(store), 1) for r in (*REASONS, PASSED)})

@@ -67,6 +67,11 @@ def dream_selection(store: Any, verdicts: list[str]) -> tuple[np.ndarray, dict[s
     if record["store_digest"] != digest:
         raise ConfigError(f"dream store {store.path} changed since it was filtered ({record['episodes']} episodes "
                           f"then, {len(store)} now); rerun `dreamgen filter`")
+    from jobs.filter import VERDICT_FIELDS
+
+    if record.get("verdict_digest") != store.meta_digest(VERDICT_FIELDS):
+        raise ConfigError(f"dream store {store.path}: its verdicts changed since `dreamgen filter` recorded them "
+                          "(edited, or the filter was interrupted); rerun `dreamgen filter` on it")
     meta = store.meta(["verdict", "sampler", "episode_id"])
     keep = np.isin(meta["verdict"], verdicts)
     ids = hashlib.sha256("\n".join(sorted(meta["episode_id"][keep].tolist())).encode()).hexdigest()[:16]

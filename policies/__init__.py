@@ -13,13 +13,16 @@ from policies.base import Policy
 
 
 def load_policy(path: str | Path) -> Policy:
-    from dreamgen.errors import ConfigError
+    from dreamgen.errors import CheckpointError
 
     path = Path(path)
     config_file = path / "policy.json"
     if not config_file.is_file():
-        raise ConfigError(f"{path}: not a policy checkpoint (no policy.json)")
-    kind = json.loads(config_file.read_text())["kind"]
+        raise CheckpointError(f"{path}: not a policy checkpoint (no policy.json); train one with `dreamgen train-policy`")
+    try:
+        kind = json.loads(config_file.read_text()).get("kind")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise CheckpointError(f"{config_file}: not a policy spec (a JSON object with a kind) ({exc})") from exc
     if kind == "bc":
         from policies.bc import BCPolicy
 
@@ -28,7 +31,7 @@ def load_policy(path: str | Path) -> Policy:
         from policies.sb3_dream import SB3DreamPolicy
 
         return SB3DreamPolicy.load(path)
-    raise ConfigError(f"{path}: unknown policy kind {kind!r}; known: bc, sb3")
+    raise CheckpointError(f"{config_file}: unknown policy kind {kind!r}; known: bc, sb3")
 
 
 __all__ = ["Policy", "load_policy"]

@@ -7,7 +7,6 @@ plus ``policy.json`` (architecture, normaliser, training provenance) — never a
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import nn
 from dreamgen.nets import mlp_blocks
 
 log = logging.getLogger(__name__)
+MAKE = "train one with `dreamgen train-policy`"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,26 +72,23 @@ class BCPolicy:
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
     def save(self, path: str | Path) -> None:
-        from safetensors.torch import save_file
+        from dreamgen.checkpoints import write_checkpoint
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file(self.model.state_dict(), str(path / "model.safetensors"))
-        (path / "policy.json").write_text(json.dumps({
+        write_checkpoint(path, self.model.state_dict(), {
             "kind": self.kind, "config": dataclasses.asdict(self.config),
             "obs_mean": self.obs_mean.tolist(), "obs_std": self.obs_std.tolist(),
             "cond_dim": self.cond_dim, "action_dim": self.action_dim, "info": self.info,
-        }, indent=2))
+        }, "policy.json")
 
     @classmethod
     def load(cls, path: str | Path) -> BCPolicy:
-        from safetensors.torch import load_file
+        from dreamgen.checkpoints import loading, read_checkpoint
 
-        path = Path(path)
-        spec = json.loads((path / "policy.json").read_text())
-        policy = cls(BCConfig(**spec["config"]), np.asarray(spec["obs_mean"]), np.asarray(spec["obs_std"]),
-                     spec["cond_dim"], spec["action_dim"], spec["info"])
-        policy.model.load_state_dict(load_file(str(path / "model.safetensors")))
+        spec, tensors = read_checkpoint(path, "policy.json", "policy", MAKE)
+        with loading(path, "policy", MAKE):
+            policy = cls(BCConfig(**spec["config"]), np.asarray(spec["obs_mean"]), np.asarray(spec["obs_std"]),
+                         spec["cond_dim"], spec["action_dim"], spec["info"])
+            policy.model.load_state_dict(tensors)
         return policy
 
 

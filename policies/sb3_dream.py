@@ -8,7 +8,6 @@ The checkpoint is the policy network's tensors in safetensors + JSON (never SB3'
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,25 +43,24 @@ class SB3DreamPolicy:
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
     def save(self, path: str | Path) -> None:
-        from safetensors.torch import save_file
+        from dreamgen.checkpoints import write_checkpoint
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.policy.state_dict().items()}, str(path / "model.safetensors"))
-        (path / "policy.json").write_text(json.dumps({
+        write_checkpoint(path, self.policy.state_dict(), {
             "kind": self.kind, "algo": "ppo", "net_arch": NET_ARCH, "obs_dim": self.obs_dim,
-            "cond_dim": self.cond_dim, "action_dim": self.action_dim, "info": self.info}, indent=2))
+            "cond_dim": self.cond_dim, "action_dim": self.action_dim, "info": self.info}, "policy.json")
 
     @classmethod
     def load(cls, path: str | Path) -> SB3DreamPolicy:
-        from safetensors.torch import load_file
         from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 
-        path = Path(path)
-        spec = json.loads((path / "policy.json").read_text())
-        obs_space, action_space = _spaces(spec["obs_dim"], spec["cond_dim"], spec["action_dim"])
-        policy = MultiInputActorCriticPolicy(obs_space, action_space, lambda _: 0.0, net_arch=spec["net_arch"])
-        policy.load_state_dict(load_file(str(path / "model.safetensors")))
+        from dreamgen.checkpoints import loading, read_checkpoint
+        from policies.bc import MAKE
+
+        spec, tensors = read_checkpoint(path, "policy.json", "policy", MAKE)
+        with loading(path, "policy", MAKE):
+            obs_space, action_space = _spaces(spec["obs_dim"], spec["cond_dim"], spec["action_dim"])
+            policy = MultiInputActorCriticPolicy(obs_space, action_space, lambda _: 0.0, net_arch=spec["net_arch"])
+            policy.load_state_dict(tensors)
         policy.set_training_mode(False)
         return cls(policy, spec["obs_dim"], spec["cond_dim"], spec["action_dim"], spec["info"])
 

@@ -107,6 +107,42 @@ def test_open_refuses_foreign_wrong_version_and_corrupt(tmp_path):
         TrajectoryStore.create(tmp_path / "old.zarr", obs_dim=39, action_dim=4)
 
 
+def _damage(path, how):
+    """Damage the chunk file at ``path`` the way a failing disk or a careless copy would."""
+    data = bytearray(path.read_bytes())
+    if how == "deleted":
+        path.unlink()
+    elif how == "truncated":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    elif how == "flipped":
+        data[len(data) // 3] ^= 0x5A
+        path.write_bytes(bytes(data))
+    else:  # emptied
+        path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("how", ["deleted", "truncated", "flipped", "emptied"])
+@pytest.mark.parametrize("array", ["data/obs", "data/done", "meta/episode_ends", "meta/task"])
+def test_a_damaged_chunk_is_refused_on_read_naming_store_array_and_episodes(tmp_path, how, array):
+    """Never zeros or garbage: every chunk is checksummed (CRC-32C) and must exist below the committed length.
+    ``data/done`` is all False — a chunk zarr would otherwise not write, and read back as zeros when deleted."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "s.zarr"
+    store = TrajectoryStore.create(path, obs_dim=39, action_dim=4)
+    store.append([make_episode(rng, 20, i) for i in range(6)])
+    chunk = path / array / "c" / "0" / ("0" if array in ("data/obs",) else "")
+    chunk = chunk if chunk.is_file() else chunk.parent
+    assert chunk.is_file()
+    _damage(chunk, how)
+    with pytest.raises(StoreError) as refused:
+        reopened = TrajectoryStore.open(path)
+        reopened.digest()
+        list(reopened.iter_episodes())
+    message = str(refused.value)
+    assert str(path) in message and array in message and "damaged store" in message
+    assert "episodes 0..5" in message
+
+
 WRITER = textwrap.dedent("""
     import sys, numpy as np
     sys.path.insert(0, {repo!r})

@@ -149,12 +149,29 @@ def test_bad_checkpoints_and_instructions_are_refused(trained, tmp_path):
     with pytest.raises(CheckpointError, match="not a world-model checkpoint"):
         load_world_model(tmp_path / "missing")
     meta = json.loads((tmp_path / "wm" / "world_model.json").read_text())
-    (tmp_path / "wm" / "world_model.json").write_text(json.dumps({**meta, "version": 99}))
-    with pytest.raises(CheckpointError, match="version 99"):
+    # an edited checkpoint is refused (its id is recomputed from the content), never loaded under its old id
+    for edit in ({"version": 99}, {"disagreement_bound": meta["disagreement_bound"] * 2},
+                 {"world_model_id": "wm-000000000000"}):
+        (tmp_path / "wm" / "world_model.json").write_text(json.dumps({**meta, **edit}))
+        with pytest.raises(CheckpointError, match="changed after|was edited"):
+            load_world_model(tmp_path / "wm")
+    legacy = {k: v for k, v in meta.items() if k != "content_sha256"}  # written before content_sha256: id checked
+    (tmp_path / "wm" / "world_model.json").write_text(json.dumps(legacy))
+    assert load_world_model(tmp_path / "wm").info["world_model_id"] == meta["world_model_id"]
+    (tmp_path / "wm" / "world_model.json").write_text(json.dumps({**legacy, "members": 1}))
+    with pytest.raises(CheckpointError, match="no content_sha256"):
         load_world_model(tmp_path / "wm")
+    from dreamgen.checkpoints import write_checkpoint  # a well-formed checkpoint of a version this code cannot read
+    write_checkpoint(tmp_path / "v99", {"x": torch.zeros(1)}, {**legacy, "version": 99}, "world_model.json",
+                     exclude=("world_model_id",))
+    with pytest.raises(CheckpointError, match="version 99"):
+        load_world_model(tmp_path / "v99")
     (tmp_path / "wm" / "model.safetensors").write_bytes(b"\x00" * 16)
     (tmp_path / "wm" / "world_model.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="damaged"):
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_world_model(tmp_path / "wm")
+    (tmp_path / "wm" / "world_model.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
         load_world_model(tmp_path / "wm")
     with pytest.raises(InstructionError, match="'up' is not in the world model's table.*'left' \\(t-left\\)"):
         TABLE.lookup(["left", "up"])

@@ -8,6 +8,12 @@ Layout::
     <path>/meta/episode_ends    int64[E], exclusive end frame of each episode
     <path>/meta/<field>         per-episode metadata (episode_id, source, task, instruction, seed, ...)
 
+Integrity: every chunk carries a CRC-32C checksum (zarr's ``crc32c`` codec, checked on every decode) and
+every chunk below the committed length must exist (checked on ``open``; zarr would read a missing chunk
+back as zeros). A deleted, truncated or altered chunk is refused with the store, array and episodes
+named — never read as zeros or garbage. Chunks are always written, even when all-fill (``done`` is
+mostly False), so a missing one is always damage.
+
 Atomicity: ``append`` validates everything first, writes the new rows past the committed length,
 and only then rewrites the root attributes (one atomic file replace in zarr's LocalStore) with the
 new ``n_episodes``/``n_frames``. Readers only ever look below the committed length, so a writer killed
@@ -38,6 +44,19 @@ CHUNK_EPISODES = 4096
 
 def _np_dtype(name: str) -> Any:
     return str if name == "str" else np.dtype(name)
+
+
+def _codecs() -> list[Any]:
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return [ZstdCodec(level=0), Crc32cCodec()]
+
+
+def _writing() -> Any:
+    """zarr config for every write: keep all-fill chunks on disk, so a missing chunk always means damage."""
+    import zarr
+
+    return zarr.config.set({"array.write_empty_chunks": True})
 
 
 class TrajectoryStore:
@@ -72,10 +91,13 @@ class TrajectoryStore:
         shapes = {"obs": (obs_dim,), "action": (action_dim,)}
         for key, dtype in FRAME_KEYS.items():
             tail = shapes.get(key, ())
-            data.create_array(key, shape=(0, *tail), chunks=(CHUNK_FRAMES, *tail), dtype=dtype)
-        meta.create_array("episode_ends", shape=(0,), chunks=(CHUNK_EPISODES,), dtype="int64")
+            data.create_array(key, shape=(0, *tail), chunks=(CHUNK_FRAMES, *tail), dtype=dtype,
+                              compressors=_codecs())
+        meta.create_array("episode_ends", shape=(0,), chunks=(CHUNK_EPISODES,), dtype="int64",
+                          compressors=_codecs())
         for key, (dtype, _) in EPISODE_META.items():
-            meta.create_array(key, shape=(0,), chunks=(CHUNK_EPISODES,), dtype=_np_dtype(dtype))
+            meta.create_array(key, shape=(0,), chunks=(CHUNK_EPISODES,), dtype=_np_dtype(dtype),
+                              compressors=_codecs())
         group.update_attributes({
             "format": FORMAT, "schema_version": SCHEMA_VERSION, "obs_dim": int(obs_dim),
             "action_dim": int(action_dim), "n_episodes": 0, "n_frames": 0, "info": info or {},
@@ -125,6 +147,39 @@ class TrajectoryStore:
             if array.shape[0] < need:
                 raise StoreError(f"{self.path}: damaged store, {name} holds {array.shape[0]} rows "
                                  f"but {need} are committed")
+            if not any(type(c).__name__ == "Crc32cCodec" for c in array.metadata.codecs):
+                raise StoreError(f"{self.path}: {name} carries no chunk checksums (written by another "
+                                 "tool?); re-create the store with `dreamgen collect` or `generate`")
+            rows = array.chunks[0]
+            for chunk in range(-(-need // rows)):
+                key = array.metadata.encode_chunk_key((chunk, *[0] * (array.ndim - 1)))
+                file = self.path / name / key
+                if not file.is_file() or file.stat().st_size == 0:
+                    lo, hi = chunk * rows, min((chunk + 1) * rows, need)
+                    raise StoreError(f"{self.path}: damaged store, chunk {name}/{key} is missing or empty "
+                                     f"({self._rows_to_episodes(name, lo, hi)}); nothing was read. Restore "
+                                     "the store from a copy or re-create it")
+
+    def _rows_to_episodes(self, name: str, lo: int, hi: int) -> str:
+        """Which committed episodes rows ``[lo, hi)`` of array ``name`` belong to, in words."""
+        try:
+            if name.startswith("data/"):
+                ends = np.asarray(self._group["meta/episode_ends"][:self._committed()[0]], np.int64)
+                lo, hi = int(np.searchsorted(ends, lo, side="right")), int(np.searchsorted(ends, hi - 1, side="right")) + 1
+            return f"episodes {lo}..{hi - 1}"
+        except Exception:  # the episode index itself is damaged
+            return f"rows {lo}..{hi - 1}"
+
+    def _read(self, name: str, selection: Any = slice(None), *, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """``name[selection]`` as numpy; a chunk that fails its checksum or does not decode is a
+        ``StoreError`` naming the store, the array and the episodes (rows ``[lo, hi)``) it holds."""
+        try:
+            return np.asarray(self._group[name][selection])
+        except Exception as exc:  # zarr raises ValueError (checksum), codec errors, ... for a damaged chunk
+            span = self._rows_to_episodes(name, lo, hi if hi is not None else self._committed()[
+                0 if name.startswith("meta/") else 1])
+            raise StoreError(f"{self.path}: damaged store, {name} does not read back ({span}): "
+                             f"{type(exc).__name__}: {str(exc).rstrip('.')}. Restore the store from a copy or re-create it") from exc
 
     # ------------------------------------------------------------------ reading
     def _committed(self) -> tuple[int, int]:
@@ -144,14 +199,14 @@ class TrajectoryStore:
 
     def episode_ends(self) -> np.ndarray:
         n_episodes, _ = self._committed()
-        return np.asarray(self._group["meta/episode_ends"][:n_episodes], dtype=np.int64)
+        return self._read("meta/episode_ends", slice(0, n_episodes), hi=n_episodes).astype(np.int64)
 
     def meta(self, fields: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Per-episode metadata columns (strings as ``object`` arrays), committed episodes only."""
         n_episodes, _ = self._committed()
         out = {}
         for key in fields or EPISODE_META:
-            column = self._group[f"meta/{key}"][:n_episodes] if n_episodes else np.zeros(0)
+            column = self._read(f"meta/{key}", slice(0, n_episodes), hi=n_episodes) if n_episodes else np.zeros(0)
             out[key] = (np.asarray(column).astype(object) if EPISODE_META[key][0] == "str"
                         else np.asarray(column, dtype=EPISODE_META[key][0]))
         return out
@@ -167,8 +222,8 @@ class TrajectoryStore:
             first = int(ends[index - 1]) if index > 0 else 0
             last_index = int(np.searchsorted(ends, first + batch_frames, side="right"))
             last_index = min(max(last_index, index + 1), stop)
-            frames = {k: np.asarray(self._group[f"data/{k}"][first:int(ends[last_index - 1])])
-                      for k in FRAME_KEYS}
+            last = int(ends[last_index - 1])
+            frames = {k: self._read(f"data/{k}", slice(first, last), lo=first, hi=last) for k in FRAME_KEYS}
             for i in range(index, last_index):
                 lo, hi = (int(ends[i - 1]) if i > 0 else 0) - first, int(ends[i]) - first
                 yield Episode(**{k: v[lo:hi] for k, v in frames.items()},
@@ -182,7 +237,11 @@ class TrajectoryStore:
         if not len(episodes):
             return np.zeros((0, *array.shape[1:]), dtype=array.dtype)
         starts = np.concatenate([[0], self.episode_ends()[:-1]])[episodes]
-        return np.asarray(array.get_orthogonal_selection((starts, *[slice(None)] * (array.ndim - 1))))
+        try:
+            return np.asarray(array.get_orthogonal_selection((starts, *[slice(None)] * (array.ndim - 1))))
+        except Exception:  # name the damage: read the whole span through the checked reader
+            self._read(f"data/{key}", slice(0, self.n_frames), hi=self.n_frames)
+            raise
 
     def episode(self, index: int) -> Episode:
         if not 0 <= index < len(self):
@@ -202,7 +261,7 @@ class TrajectoryStore:
         h.update("\n".join(self.meta(["episode_id"])["episode_id"]).encode())
         n_frames = self.n_frames
         for key in FRAME_KEYS:
-            h.update(np.ascontiguousarray(self._group[f"data/{key}"][:n_frames]).tobytes())
+            h.update(np.ascontiguousarray(self._read(f"data/{key}", slice(0, n_frames), hi=n_frames)).tobytes())
         self._digest = (committed, h.hexdigest()[:16])
         return self._digest[1]
 
@@ -244,6 +303,10 @@ class TrajectoryStore:
         if not episodes:
             return 0
         self.validate(episodes)
+        with _writing():
+            return self._append(episodes)
+
+    def _append(self, episodes: list[Episode]) -> int:
         n_episodes, n_frames = self._committed()
         self._truncate(n_episodes, n_frames)
         lengths = np.array([len(e) for e in episodes], dtype=np.int64)
@@ -294,7 +357,15 @@ class TrajectoryStore:
             raise StoreError(f"{self.path}: {field} needs {n_episodes} values, got {len(values)}")
         dtype = EPISODE_META[field][0]
         array = np.array([str(v) for v in values]) if dtype == "str" else np.asarray(values, dtype=dtype)
-        self._group[f"meta/{field}"][:n_episodes] = array
+        with _writing():
+            self._group[f"meta/{field}"][:n_episodes] = array
+
+    def meta_digest(self, fields: Sequence[str]) -> str:
+        """Fingerprint of metadata columns (e.g. the filter's verdicts), 16 hex chars."""
+        h = hashlib.sha256()
+        for key, column in self.meta(fields).items():
+            h.update(key.encode() + b"\0" + "\n".join(map(str, column.tolist())).encode())
+        return h.hexdigest()[:16]
 
     def set_info(self, key: str, value: Any) -> None:
         """Set one entry of the store's free-form ``info`` (one atomic root-attribute write)."""

@@ -17,7 +17,6 @@ scores a model was trained on. Checkpoint: ``model.safetensors`` + ``quality.jso
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -153,30 +152,23 @@ class QualityModel:
         return (np.concatenate(probs) if probs else np.zeros(0, np.float32)), values
 
     def save(self, path: str | Path) -> None:
-        from safetensors.torch import save_file
+        from dreamgen.checkpoints import write_checkpoint
 
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file(self.net.state_dict(), str(path / "model.safetensors"))
-        (path / "quality.json").write_text(json.dumps({
+        write_checkpoint(path, self.net.state_dict(), {
             "config": dataclasses.asdict(self.config), "obs_mean": self.obs_mean.tolist(),
             "obs_std": self.obs_std.tolist(), "delta_std": self.delta_std.tolist(),
-            "action_dim": self.action_dim, "cond_dim": self.cond_dim, "info": self.info}, indent=1))
+            "action_dim": self.action_dim, "cond_dim": self.cond_dim, "info": self.info}, "quality.json")
 
     @classmethod
     def load(cls, path: str | Path) -> QualityModel:
-        from safetensors.torch import load_file
+        from dreamgen.checkpoints import loading, read_checkpoint
 
-        from dreamgen.errors import ConfigError
-
-        path = Path(path)
-        if not (path / "quality.json").is_file():
-            raise ConfigError(f"{path}: not a quality model (no quality.json); train one with "
-                              "`dreamgen train-quality`")
-        spec = json.loads((path / "quality.json").read_text())
-        model = cls(QualityConfig(**spec["config"]), np.asarray(spec["obs_mean"]), np.asarray(spec["obs_std"]),
-                    np.asarray(spec["delta_std"]), spec["action_dim"], spec["cond_dim"], spec["info"])
-        model.net.load_state_dict(load_file(str(path / "model.safetensors")))
+        make = "train one with `dreamgen train-quality`"
+        spec, tensors = read_checkpoint(path, "quality.json", "quality model", make)
+        with loading(path, "quality model", make):
+            model = cls(QualityConfig(**spec["config"]), np.asarray(spec["obs_mean"]), np.asarray(spec["obs_std"]),
+                        np.asarray(spec["delta_std"]), spec["action_dim"], spec["cond_dim"], spec["info"])
+            model.net.load_state_dict(tensors)
         return model
 
 

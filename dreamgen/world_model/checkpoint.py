@@ -1,30 +1,33 @@
 """World-model checkpoints: ``model.safetensors`` (tensors) + ``world_model.json`` (everything else).
 
 Loading reads JSON and safetensors only — never a pickle. ``world_model_id`` is a hash of the tensors
-and the JSON, so the same checkpoint always has the same id and any change gives a new one.
+and the JSON, so the same checkpoint always has the same id and any change gives a new one; it is
+recomputed on load (``dreamgen.checkpoints``), so an edited checkpoint is refused, never loaded under
+its old id.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from dreamgen.errors import DreamgenError
+from dreamgen.checkpoints import content_digest, loading, read_checkpoint, write_checkpoint
+from dreamgen.errors import CheckpointError
 from dreamgen.world_model.base import InstructionTable, ObsLayout
 from dreamgen.world_model.ensemble import EnsembleConfig, EnsembleWorldModel, Normaliser
 
 FORMAT = "dreamgen.WorldModel"
 VERSION = 1
-TENSORS, CONFIG = "model.safetensors", "world_model.json"
+CONFIG = "world_model.json"
+MAKE = "train one with `dreamgen train-world-model`"
+__all__ = ["CheckpointError", "load_world_model", "save_world_model"]
 
 
-class CheckpointError(DreamgenError):
-    """A world-model checkpoint is missing, damaged, or does not fit what it is used for."""
+def _model_id(digest: str) -> str:
+    return f"wm-{digest[:12]}"
 
 
 def _tensors(model: EnsembleWorldModel) -> dict[str, torch.Tensor]:
@@ -40,11 +43,6 @@ def _tensors(model: EnsembleWorldModel) -> dict[str, torch.Tensor]:
 
 def save_world_model(model: EnsembleWorldModel, path: str | Path) -> str:
     """Write the checkpoint into directory ``path``; returns (and records) its ``world_model_id``."""
-    from safetensors.torch import save
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    blob = save(_tensors(model))
     meta: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "kind": "ensemble",
         "config": model.config.__dict__, "layout": model.layout.to_json(), "action_dim": model.action_dim,
@@ -52,10 +50,11 @@ def save_world_model(model: EnsembleWorldModel, path: str | Path) -> str:
         "instructions": {"texts": model.instructions.texts, "tasks": model.instructions.tasks},
         "info": {k: v for k, v in model.info.items() if k != "world_model_id"},
     }
-    digest = hashlib.sha256(blob + json.dumps(meta, sort_keys=True).encode()).hexdigest()
-    meta["world_model_id"] = f"wm-{digest[:12]}"
-    (path / TENSORS).write_bytes(blob)
-    (path / CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    from safetensors.torch import save
+
+    tensors = _tensors(model)
+    meta["world_model_id"] = _model_id(content_digest(save(tensors), meta))
+    write_checkpoint(path, tensors, meta, CONFIG, exclude=("world_model_id",))
     model.info["world_model_id"] = meta["world_model_id"]
     return str(meta["world_model_id"])
 
@@ -63,21 +62,23 @@ def save_world_model(model: EnsembleWorldModel, path: str | Path) -> str:
 def load_world_model(path: str | Path, *, layout: ObsLayout | None = None,
                      device: str = "cpu") -> EnsembleWorldModel:
     """Load a checkpoint directory; with ``layout``, refuse a model of another observation layout."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
-    if not (path / CONFIG).is_file() or not (path / TENSORS).is_file():
-        raise CheckpointError(f"{path}: not a world-model checkpoint (needs {CONFIG} and {TENSORS}); "
-                              "train one with `dreamgen train-world-model`")
-    try:
-        meta = json.loads((path / CONFIG).read_text())
-        tensors = load_file(str(path / TENSORS))
-    except (json.JSONDecodeError, SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path}: damaged world-model checkpoint ({exc})") from exc
+    def by_id(spec: dict[str, Any], blob: bytes) -> bool:  # written before content_sha256: the id is the hash
+        return spec.get("world_model_id") == _model_id(content_digest(blob, spec, exclude=("world_model_id",)))
+
+    meta, tensors = read_checkpoint(path, CONFIG, "world-model", MAKE, exclude=("world_model_id",), legacy=by_id)
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise CheckpointError(f"{path}/{CONFIG}: format {meta.get('format')!r} version {meta.get('version')!r}; "
                               f"this dreamgen reads {FORMAT!r} version {VERSION}")
+    if "content_sha256" in meta and meta.get("world_model_id") != _model_id(meta["content_sha256"]):
+        raise CheckpointError(f"{path / CONFIG}: world_model_id {meta.get('world_model_id')!r} was edited (the "
+                              f"content gives {_model_id(meta['content_sha256'])!r}); {MAKE}")
+    with loading(path, "world-model", MAKE):
+        return _build(path, meta, tensors, layout, device)
+
+
+def _build(path: Path, meta: dict[str, Any], tensors: dict[str, Any], layout: ObsLayout | None,
+           device: str) -> EnsembleWorldModel:
     saved = ObsLayout.from_json(meta["layout"])
     if layout is not None and saved != layout:
         raise CheckpointError(f"{path}: the model predicts observation layout {saved.name!r} "
