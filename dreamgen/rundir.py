@@ -3,7 +3,7 @@
 ``check_run_dir(path, identity)`` refuses a directory that holds a different run (naming the keys
 that differ) or files that are not a dreamgen run — before anything is written. ``staged(final)``
 writes an output under a sibling ``.partial`` path and renames it into place only on success, so a
-failed verb leaves no half-written output behind.
+failed verb leaves no half-written output behind, and keeps what earlier verbs (or stages) committed.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from dreamgen.tracking import flatten
 IDENTITY_FILE = "run.json"
 
 
-def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``key=<old> there, <new> here`` for every flattened key whose value differs."""
     a, b = flatten(old), flatten(new)
     return [f"{key}={a.get(key, '<unset>')!r} there, {b.get(key, '<unset>')!r} here"
             for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
@@ -43,9 +44,9 @@ def check_run_dir(path: str | Path, identity: Mapping[str, Any]) -> bool:
         old = json.loads(marker.read_text())
     except json.JSONDecodeError as exc:
         raise RunDirError(f"run_dir {path}: {IDENTITY_FILE} is corrupt ({exc})") from exc
-    differences = _diff(old, identity)
-    if differences:
-        shown = "; ".join(differences[:4]) + ("; ..." if len(differences) > 4 else "")
+    changed = differences(old, identity)
+    if changed:
+        shown = "; ".join(changed[:4]) + ("; ..." if len(changed) > 4 else "")
         raise RunDirError(f"run_dir {path} holds a different run ({shown}); use a new run_dir "
                           "or repeat that run's overrides")
     return True
@@ -59,9 +60,16 @@ def write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
+def holds_work(path: Path) -> bool:
+    """Whether a run dir holds committed output (anything beyond its identity, configs and temp files)."""
+    return any(entry.name not in (IDENTITY_FILE, "configs") and not entry.name.startswith(".")
+               and not entry.name.endswith(".partial") for entry in path.iterdir())
+
+
 @contextmanager
 def open_run_dir(path: str | Path, identity: Mapping[str, Any]) -> Iterator[Path]:
-    """Create/enter ``path`` for this run; if the verb fails in a run dir it created, remove it."""
+    """Create/enter ``path`` for this run. If the verb fails in a run dir it created and nothing was
+    committed there, remove it; committed output (a finished stage, committed dream chunks) is kept."""
     path = Path(path)
     existed = check_run_dir(path, identity)
     path.mkdir(parents=True, exist_ok=True)
@@ -70,7 +78,7 @@ def open_run_dir(path: str | Path, identity: Mapping[str, Any]) -> Iterator[Path
     try:
         yield path
     except BaseException:
-        if not existed:
+        if not existed and not holds_work(path):
             shutil.rmtree(path, ignore_errors=True)
         raise
 

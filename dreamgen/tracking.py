@@ -66,6 +66,46 @@ class Tracker:
         self._mlflow.log_input(dataset, context=context)
 
 
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # MLflow's model-training view, not GenAI's
+
+
+def check_uri(uri: str, *, timeout_s: float = 5.0) -> None:
+    """Refuse, within ``timeout_s``, a tracking URI that is malformed, unwritable or where nothing answers
+    (MLflow itself would retry for minutes, then print a traceback)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from dreamgen.errors import ConfigError
+
+    uri = str(uri)
+    parsed = urllib.parse.urlparse(uri)
+    hint = "give sqlite:///<file>.db (the default, sqlite:///mlflow.db) or http(s)://<host>:<port> of an MLflow server"
+    if parsed.scheme == "sqlite":
+        if not uri.startswith("sqlite:///") or uri == "sqlite:///":
+            raise ConfigError(f"tracking.uri={uri!r}: a sqlite URI names a file, sqlite:///<path>; {hint}")
+        folder = Path(uri.removeprefix("sqlite:///")).expanduser().absolute().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise ConfigError(f"tracking.uri={uri!r}: folder {folder} does not exist or is not writable; {hint}")
+    elif parsed.scheme in ("http", "https"):
+        if not parsed.hostname:
+            raise ConfigError(f"tracking.uri={uri!r}: no host; {hint}")
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+                pass
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):  # a server behind authentication answers: reachable
+                return
+            raise ConfigError(f"tracking.uri={uri!r}: the server answered {exc.code} {exc.reason} on /health; "
+                              f"is it an MLflow server? {hint}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConfigError(f"tracking.uri={uri!r}: nothing answers there within {timeout_s:g} s ({reason}); "
+                              f"start the server (e.g. `mlflow server --host 127.0.0.1 --port 5000`) or {hint}") from exc
+    elif parsed.scheme not in ("file", "") or not uri:
+        raise ConfigError(f"tracking.uri={uri!r}: scheme {parsed.scheme!r} is not supported; {hint}")
+
+
 @contextmanager
 def start_run(tracking_uri: str, experiment: str, run_name: str, *, config_yaml: str,
               params: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> Iterator[Tracker]:
@@ -74,7 +114,9 @@ def start_run(tracking_uri: str, experiment: str, run_name: str, *, config_yaml:
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(experiment)
+    exp = mlflow.set_experiment(experiment)
+    if EXPERIMENT_KIND[0] not in exp.tags:
+        mlflow.MlflowClient(tracking_uri=tracking_uri).set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
     nested = mlflow.active_run() is not None  # a stage inside `dreamgen pipeline` is a child run
     with mlflow.start_run(run_name=run_name, tags=dict(tags or {}), nested=nested) as run:
         tracker = Tracker(run)

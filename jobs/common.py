@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import sys
@@ -16,6 +17,7 @@ from dreamgen.errors import DreamgenError
 from dreamgen.rundir import open_run_dir
 
 log = logging.getLogger("dreamgen")
+USER_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)  # the disk, not dreamgen
 
 # Keys that may change between verbs of one run without making it a different run.
 # ``generate`` is one of them: each generation job is identified by its own job id in its dream store;
@@ -46,6 +48,7 @@ def run_verb(cfg: DictConfig, verb: str, *, inputs: dict[str, Any] | None = None
     """
     from dreamgen import tracking
 
+    tracking.check_uri(cfg.tracking.uri)  # seconds, before the run dir is touched
     with open_run_dir(cfg.run_dir, identity(cfg)) as run_dir:
         config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
         (run_dir / "configs").mkdir(exist_ok=True)
@@ -59,18 +62,48 @@ def run_verb(cfg: DictConfig, verb: str, *, inputs: dict[str, Any] | None = None
             yield run_dir, tracker
 
 
+def canonical_run_dir(cfg: DictConfig) -> None:
+    """One run, whatever path names it: ``run_dir`` becomes its absolute, symlink-free path, so every path
+    derived from it (stores, checkpoints — and the generation job ids and sweep arms that record them) is
+    the same whether the run dir was given relative, absolute or through a symlink, here or via ``submit``."""
+    from omegaconf import open_dict
+
+    from dreamgen.errors import ConfigError
+
+    if not isinstance(cfg.run_dir, str) or not cfg.run_dir.strip():
+        raise ConfigError(f"run_dir={cfg.run_dir!r}; give a directory path")
+    with open_dict(cfg):
+        cfg.run_dir = str(Path(cfg.run_dir).expanduser().resolve())
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def entrypoint(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], None]:
-    """Wrap a verb: a ``DreamgenError`` becomes one line on stderr and exit code 2."""
+    """Wrap a verb: a ``DreamgenError`` (or a user's file-system mistake) becomes one line on stderr and exit
+    code 2; SIGINT and SIGTERM unwind like Ctrl-C, so every stage removes its partial output."""
 
     @functools.wraps(run)
     def main(cfg: DictConfig) -> None:
+        import signal
+
+        signal.signal(signal.SIGTERM, _terminate)
         try:
+            canonical_run_dir(cfg)
             run(cfg)
         except DreamgenError as exc:
             print(f"dreamgen: error: {exc}", file=sys.stderr)
             sys.exit(2)
+        except OSError as exc:
+            if exc.errno not in USER_ERRNOS:
+                raise
+            print(f"dreamgen: error: {exc.filename or cfg.run_dir}: {exc.strerror} (check its permissions and the "
+                  "free space, or give another run_dir)", file=sys.stderr)
+            sys.exit(2)
         except KeyboardInterrupt:
-            print("dreamgen: interrupted; nothing partial was kept", file=sys.stderr)
+            print(f"dreamgen: interrupted; committed work in {cfg.run_dir} is kept (partial output removed) — "
+                  "rerun the same command to resume", file=sys.stderr)
             sys.exit(130)
 
     return main

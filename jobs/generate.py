@@ -103,22 +103,31 @@ def check_config(cfg: DictConfig) -> None:
     sampler_spec(cfg)
 
 
+def check_instructions(cfg: DictConfig, tasks: tuple[str, ...]):
+    """``generate.instructions`` resolved to requests over ``tasks`` (the world model's), or a refusal."""
+    from dreamgen.generate.plan import parse_entries, resolve_requests
+    from dreamgen.language import make_resolver
+    from dreamgen.sim.metaworld import TASKS
+
+    g = cfg.generate
+    texts = plain(g.instructions) or [TASKS[task].instructions[0] for task in cfg.tasks]
+    entries = parse_entries(texts, g.episodes)
+    resolver = make_resolver(min_similarity=cfg.language.min_similarity,
+                             ambiguity_margin=cfg.language.ambiguity_margin)
+    return resolve_requests(entries, resolver, tasks, allow_novel=g.allow_novel)
+
+
 def build_plan(cfg: DictConfig, store_root: str | None = None):
     """Resolve instructions, load the world model's id and tasks, and plan the chunks."""
-    from dreamgen.generate.plan import make_plan, parse_entries, resolve_requests
-    from dreamgen.language import default_encoder, make_resolver
-    from dreamgen.sim.metaworld import TASKS
+    from dreamgen.generate.plan import make_plan
+    from dreamgen.language import default_encoder
     from dreamgen.world_model.checkpoint import load_world_model
     from jobs.train_world_model import dream_config
 
     g = cfg.generate
     check_config(cfg)
     model = load_world_model(g.world_model)
-    texts = plain(g.instructions) or [TASKS[task].instructions[0] for task in cfg.tasks]
-    entries = parse_entries(texts, g.episodes)
-    resolver = make_resolver(min_similarity=cfg.language.min_similarity,
-                             ambiguity_margin=cfg.language.ambiguity_margin)
-    requests = resolve_requests(entries, resolver, model.instructions.tasks, allow_novel=g.allow_novel)
+    requests = check_instructions(cfg, tuple(model.instructions.tasks))
     embeddings = default_encoder().encode([r.instruction for r in requests])
     plan = make_plan(requests=requests, embeddings=embeddings, world_model=str(g.world_model),
                      world_model_id=model.info["world_model_id"], start_store=str(g.start_store),

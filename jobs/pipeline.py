@@ -8,18 +8,31 @@ baseline. Prints a final summary (success per cap with intervals, the filter's p
 throughput) and writes ``run_dir/report.json``.
 
 Each stage is the same function its own verb runs, as a child of one parent MLflow run.
+
+Finished work survives. Every stage commits its output atomically (staged directories, whole-episode
+store commits), and the pipeline records each finished stage and its report in
+``run_dir/pipeline/stages.json``. A failure or interrupt (SIGINT, SIGTERM, SIGKILL) loses at most the
+running stage's uncommitted output; rerunning the same command skips the finished stages and resumes
+the interrupted one (generation and the sweep resume inside the stage: committed chunks and finished
+arms are kept), ending with the same report as an uninterrupted run. A rerun with other settings is
+refused, naming them. Everything that can be checked is checked before the first stage: every
+stage's settings, the instructions, the tracking URI.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from jobs import audit, collect, generate, sweep, train_policy, train_quality, train_world_model
 from jobs import filter as filter_verb
-from jobs.common import hydra_main, run_verb
+from jobs.common import hydra_main, log, plain, run_verb
 
 
 def summary_text(cfg: DictConfig, report: dict[str, Any]) -> str:
@@ -52,27 +65,85 @@ def summary_text(cfg: DictConfig, report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def stages(cfg: DictConfig) -> list[tuple[str, Callable[[DictConfig], Any]]]:
+    """The pipeline's stages in order: (report key, the verb's run function)."""
+    out: list[tuple[str, Callable[[DictConfig], Any]]] = [("collect", collect.run),
+                                                          ("world_model", train_world_model.run)]
+    if cfg.generate.sampler.kind in ("policy", "planner", "recovery"):  # the sampler (or its prior) is the real-only BC policy
+        out.append(("train_policy", train_policy.run))
+    out += [("generate", generate.run),
+            ("audit_replay", lambda c: audit.run(c, report=False)),  # real outcomes: the quality model's training data
+            ("train_quality", train_quality.run), ("filter", filter_verb.run), ("audit", audit.run),
+            ("sweep", sweep.run)]
+    return out
+
+
+class StageLedger:
+    """``run_dir/pipeline/stages.json``: the settings of this pipeline and each finished stage's report.
+
+    Written atomically after every stage, so it never names a stage whose output is not committed.
+    """
+
+    def __init__(self, run_dir: Path, settings: dict[str, Any]):
+        from dreamgen.errors import RunDirError
+        from dreamgen.rundir import differences
+
+        self.path = run_dir / "pipeline" / "stages.json"
+        self.record: dict[str, Any] = {"settings": settings, "done": {}}
+        if self.path.is_file():
+            try:
+                old = json.loads(self.path.read_text())
+                old_settings, done = old["settings"], dict(old["done"])
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise RunDirError(f"{self.path} is corrupt ({exc}); delete it to run every stage again") from exc
+            changed = differences(old_settings, settings)
+            if changed and done:
+                raise RunDirError(f"run_dir {run_dir} holds a pipeline run with other settings ({'; '.join(changed[:4])}"
+                                  f"{'; ...' if len(changed) > 4 else ''}); repeat its overrides to resume it, or "
+                                  "use a new run_dir")
+            self.record["done"] = done
+
+    def run(self, name: str, stage: Callable[[], Any]) -> Any:
+        from dreamgen.rundir import write_json
+
+        if name in self.record["done"]:
+            log.info("pipeline: stage %s finished in an earlier run of this command; kept", name)
+            return self.record["done"][name]["report"]
+        started = time.monotonic()
+        report = stage()
+        self.record["done"][name] = {"report": report, "seconds": time.monotonic() - started}
+        write_json(self.path, self.record)
+        return report
+
+    @property
+    def seconds(self) -> float:
+        return sum(float(entry["seconds"]) for entry in self.record["done"].values())
+
+
 def run(cfg: DictConfig) -> dict:
-    started = time.monotonic()
-    collect.collect_spec(cfg)  # fail fast on every stage's config
+    from dreamgen.rundir import write_json
+
+    collect.collect_spec(cfg)  # fail fast on every stage's config and on the instructions
     train_world_model.ensemble_config(cfg)
     train_world_model.dream_config(cfg)
     generate.check_config(cfg)
+    generate.check_instructions(cfg, tuple(cfg.tasks))
     train_quality.quality_config(cfg)
     filter_verb.filter_config(cfg)
     sweep.check_config(cfg)
     with run_verb(cfg, "pipeline") as (run_dir, tracker):
-        report: dict[str, Any] = {"collect": collect.run(cfg), "world_model": train_world_model.run(cfg)}
-        if cfg.generate.sampler.kind in ("policy", "planner", "recovery"):  # the sampler (or its prior) is the real-only BC policy
-            report["train_policy"] = train_policy.run(cfg)
-        report["generate"] = generate.run(cfg)
-        audit.run(cfg, report=False)  # real outcomes of the audited dreams: training data for the quality model
-        report["train_quality"] = train_quality.run(cfg)
-        report["filter"] = filter_verb.run(cfg)
-        report["audit"] = audit.run(cfg)
-        report["sweep"] = sweep.run(cfg)
-        report["seconds"] = time.monotonic() - started
-        from dreamgen.rundir import write_json
+        from dreamgen.tracking import flatten
+
+        settings = {k: v for k, v in flatten(plain(cfg)).items()  # what can change results, not where or how fast
+                    if k.split(".")[0] not in ("run_dir", "tracking", "progress")
+                    and k.split(".")[-1] not in ("workers", "address")}
+        ledger = StageLedger(run_dir, settings)
+        report: dict[str, Any] = {}
+        for name, stage in stages(cfg):
+            result = ledger.run(name, functools.partial(stage, cfg))
+            if name != "audit_replay":
+                report[name] = result
+        report["seconds"] = ledger.seconds  # the stages' own time, summed over resumed runs
 
         write_json(run_dir / "report.json", report)
         tracker.log_dict(report, "report.json")

@@ -8,8 +8,9 @@ from jobs.common import hydra_main
 
 
 def run(cfg: DictConfig) -> list[dict]:
-    from dreamgen.tracking import list_runs
+    from dreamgen.tracking import check_uri, list_runs
 
+    check_uri(cfg.tracking.uri)
     runs = list_runs(cfg.tracking.uri, cfg.tracking.experiment)
     print(f"{len(runs)} runs in experiment {cfg.tracking.experiment!r} at {cfg.tracking.uri}")
     for r in runs:

@@ -18,7 +18,7 @@ from tests.conftest import REPO
 K8S = REPO / "k8s"
 SCHEMAS = {kind: REPO / "tests" / "data" / f"kuberay-v1.7.0-{kind.lower()}-v1.schema.json.gz"
            for kind in ("RayCluster", "RayJob")}
-CORE_KINDS = {"Deployment", "Service", "PersistentVolumeClaim"}
+CORE_KINDS = {"Deployment", "Service", "PersistentVolumeClaim", "NetworkPolicy"}
 
 
 def manifests() -> list[tuple[str, dict]]:
@@ -53,7 +53,7 @@ def kuberay_schema(kind: str) -> dict:
 
 def test_every_manifest_is_a_known_kind():
     kinds = [doc["kind"] for _, doc in manifests()]
-    assert {"RayCluster", "RayJob", "Deployment", "Service", "PersistentVolumeClaim"} <= set(kinds)
+    assert {"RayCluster", "RayJob", "Deployment", "Service", "PersistentVolumeClaim", "NetworkPolicy"} <= set(kinds)
     assert set(kinds) <= CORE_KINDS | set(SCHEMAS)
 
 
@@ -101,6 +101,39 @@ def test_pods_run_non_root_with_requests_and_limits_and_nothing_is_exposed_publi
             assert doc["spec"].get("type", "ClusterIP") == "ClusterIP", name
         if doc["kind"] == "RayCluster":
             assert doc["spec"]["headGroupSpec"].get("serviceType", "ClusterIP") == "ClusterIP"
+
+
+def test_nobody_else_gets_in_token_auth_network_policy_and_no_needless_service_account_token():
+    docs = manifests()
+    token = {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "dreamgen-ray-token", "key": "auth_token"}}}
+    ray_pods = [(name, pod) for name, doc in docs if doc["kind"] in ("RayCluster", "RayJob")
+                for pod in pod_specs(doc)]
+    assert len(ray_pods) >= 4  # head, workers, two submitters
+    for name, pod in ray_pods:  # every Ray process and every submitter holds the token: auth is on
+        for container in pod["containers"]:
+            env = container.get("env", [])
+            assert {"name": "RAY_AUTH_MODE", "value": "token"} in env and token in env, (name, container["name"])
+    cluster = next(doc for _, doc in docs if doc["kind"] == "RayCluster")
+    assert cluster["spec"]["headGroupSpec"]["template"]["spec"]["automountServiceAccountToken"] is True  # autoscaler
+    head = cluster["spec"]["headGroupSpec"]["template"]["spec"]
+    for name, doc in docs:  # no other pod mounts a service-account token
+        for pod in pod_specs(doc):
+            if pod is not head:
+                assert pod.get("automountServiceAccountToken") is False, name
+    policies = {doc["spec"]["podSelector"]["matchLabels"].get("ray.io/cluster") or
+                doc["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"]: doc
+                for _, doc in docs if doc["kind"] == "NetworkPolicy"}
+    assert set(policies) == {"dreamgen", "dreamgen-mlflow"}
+    for target, policy in policies.items():
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        for rule in policy["spec"]["ingress"]:  # only named pods: no empty rule, no IP block, no namespace
+            assert rule.get("from"), target
+            for peer in rule["from"]:
+                assert set(peer) == {"podSelector"} and peer["podSelector"]["matchLabels"], target
+    submitters = {doc["spec"]["submitterPodTemplate"]["metadata"]["labels"]["app.kubernetes.io/name"]
+                  for _, doc in docs if doc["kind"] == "RayJob"}
+    admitted = [p["podSelector"]["matchLabels"] for rule in policies["dreamgen"]["spec"]["ingress"] for p in rule["from"]]
+    assert {"app.kubernetes.io/name": "dreamgen-submitter"} in admitted and submitters == {"dreamgen-submitter"}
 
 
 def test_every_entrypoint_names_a_real_verb_and_composes_with_its_preset():

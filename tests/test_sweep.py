@@ -106,14 +106,28 @@ def test_bc_on_the_capped_mix_uses_dreams_only_up_to_the_cap_at_a_fixed_step_bud
     assert np.abs(learned - dream_action).mean() < 0.5 * np.abs(ignored - dream_action).mean()
 
 
-def test_pipeline_main_job_end_to_end(smoke_run, tmp_path):
-    """The smoke main job with a filter loose enough to accept dreams; the sweep's arms run as Ray tasks."""
-    work = tmp_path
-    run_dir = tmp_path / "run"
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory) -> dict:
+    """The smoke main job, uninterrupted, with a filter loose enough to accept dreams; arms run as Ray tasks."""
+    work = tmp_path_factory.mktemp("pipeline")
+    run_dir = work / "run"
+    uri = f"sqlite:///{work / 'mlflow.db'}"
     common = ["experiment=smoke", f"run_dir={run_dir}", f"tracking.uri={uri}", "progress=false"]
     result = dreamgen("pipeline", *common, *LOOSE, "sweep.workers=2", cwd=work, timeout=900)
-    out = result.stdout
+    return {"work": work, "run_dir": run_dir, "uri": uri, "common": common, "result": result}
+
+
+def outcome(report: dict) -> dict:
+    """What a pipeline run produced, without its timings: ids, digests, verdict counts, success per arm."""
+    return {"world_model": report["world_model"]["world_model_id"], "dreams": report["generate"]["digest"],
+            "accepted": report["filter"]["filter/accepted"], "threshold": report["filter"]["filter/quality_threshold"],
+            "audit": {k: v["overall"] for k, v in report["audit"]["filters"].items()},
+            "per_cap": report["sweep"]["per_cap"], "verdict": report["sweep"]["verdict"]}
+
+
+def test_pipeline_main_job_end_to_end(pipeline_run):
+    work, run_dir, uri, common = (pipeline_run[k] for k in ("work", "run_dir", "uri", "common"))
+    out = pipeline_run["result"].stdout
     assert "real-simulator success per cap" in out and "recommended cap" in out and "filter precision" in out
 
     report = json.loads((run_dir / "report.json").read_text())
@@ -158,6 +172,61 @@ def test_pipeline_main_job_end_to_end(smoke_run, tmp_path):
     # an arm trained under other settings is never passed off as this one
     other = dreamgen("sweep", *common, "policy.epochs=3", cwd=work, check=False)
     assert other.returncode == 2 and "holds a different run" in other.stderr and "policy.epochs" in other.stderr
+
+
+def test_pipeline_killed_in_three_stages_resumes_to_the_same_report(pipeline_run, tmp_path):
+    """SIGKILL in train-world-model, SIGINT in generate, SIGKILL in the sweep: each rerun of the same command
+    keeps the finished stages and resumes; the end is the uninterrupted run's report. The kill is sent once
+    the stage before has been recorded, so it lands anywhere from that stage's start to its end — every
+    landing point must give the same result."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    run_dir = tmp_path / "run"
+    ledger = run_dir / "pipeline" / "stages.json"
+    common = ["experiment=smoke", f"run_dir={run_dir}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+              "progress=false", *LOOSE, "sweep.workers=2"]
+
+    def interrupt(after: str, sig: int) -> subprocess.CompletedProcess:
+        proc = subprocess.Popen([sys.executable, "-m", "dreamgen.cli", "pipeline", *common], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ledger.is_file() and after in json.loads(ledger.read_text())["done"]:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, f"the pipeline ended before stage {after} was recorded:\n{proc.stderr.read()[-3000:]}"
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=300)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    killed = interrupt("collect", signal.SIGKILL)  # during train-world-model
+    assert killed.returncode == -signal.SIGKILL and (run_dir / "real.zarr").is_dir()
+    stopped = interrupt("train_policy", signal.SIGINT)  # during generate: committed chunks are kept
+    assert stopped.returncode == 130 and "rerun the same command to resume" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert set(json.loads(ledger.read_text())["done"]) >= {"collect", "world_model", "train_policy"}
+    killed = interrupt("audit", signal.SIGKILL)  # during the sweep: finished arms are kept
+    assert killed.returncode == -signal.SIGKILL
+    done = dreamgen("pipeline", *common, cwd=tmp_path, timeout=900)
+    assert "finished in an earlier run of this command; kept" in done.stdout + done.stderr
+    assert not list(run_dir.rglob("*.partial"))
+
+    resumed = json.loads((run_dir / "report.json").read_text())
+    reference = json.loads((pipeline_run["run_dir"] / "report.json").read_text())
+    assert outcome(resumed) == outcome(reference)
+
+    # the same run asked for with other settings is refused, naming them, and nothing is touched
+    before = ledger.read_text()
+    other = dreamgen("pipeline", *common, "filter.jump_margin=3", cwd=tmp_path, check=False)
+    assert other.returncode == 2 and "filter.jump_margin" in other.stderr and "Traceback" not in other.stderr
+    assert ledger.read_text() == before
 
 
 def test_mix_and_sweep_refuse_bad_input(smoke_run, tmp_path):
