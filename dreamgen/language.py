@@ -7,7 +7,10 @@ Sentence embeddings put opposites close ("open the drawer" ~ "close the drawer" 
 so the resolver combines the nearest-neighbour similarity with a polarity guard: a text whose verb
 says *open* (open, on, unshut, ...) is never resolved to a task whose polarity is *close*, and the
 other way round. It refuses texts below ``min_similarity`` (listing the closest known instructions)
-and texts whose two best tasks are within ``ambiguity_margin`` (naming both).
+and texts whose two best tasks are within ``ambiguity_margin`` (naming both). Before any of that,
+``check_text`` refuses what no similarity can fix — also for zero-shot (``allow_novel``) texts: a
+blank text, a negated one ("do not open the drawer": embeddings ignore the "not", so it would dream
+the very thing it forbids), and one without an action verb ("the drawer").
 """
 
 from __future__ import annotations
@@ -31,6 +34,52 @@ _POLARITY_WORDS = {
     "open": {"open", "opens", "opened", "opening", "on", "unshut", "unclose", "ajar", "out"},
     "close": {"close", "closes", "closed", "closing", "shut", "shuts", "shutting", "off", "in"},
 }
+
+
+_NEGATIONS = {"not", "don't", "dont", "never", "no", "without", "avoid", "stop", "nothing", "neither", "nor"}
+_LEADING = {"please", "now", "then", "and", "just", "gently", "slowly", "carefully", "quickly", "first", "robot"}
+# an imperative starts with its verb; these never are one
+_NOT_VERBS = {"the", "a", "an", "this", "that", "these", "those", "my", "your", "its", "our", "their", "some",
+              "any", "it", "i", "you", "we", "they", "he", "she", "drawer", "door", "window", "button", "puck",
+              "to", "in", "into", "on", "onto", "at", "from", "with", "of", "for", "by", "up", "down", "is", "are"}
+# single-word instructions that are verbs: the task table's own, and the common ones of manipulation: the task table's own, and the common ones of manipulation
+_VERBS = {
+    "open", "close", "shut", "push", "pull", "press", "reach", "pick", "place", "put", "move", "slide", "turn",
+    "lift", "grab", "grasp", "insert", "remove", "rotate", "twist", "flip", "drop", "lower", "raise", "hit",
+    "touch", "poke", "tap", "bring", "take", "get", "go", "set", "stack", "unstack", "pour", "wipe", "sweep",
+    "hang", "hammer", "throw", "toss", "carry", "drag", "shove", "nudge", "kick", "switch", "hold", "release",
+    "shift", "unplug", "plug", "fetch", "collect", "lay", "position", "align", "fold", "unfold", "screw",
+    "unscrew", "load", "unload", "retrieve", "deliver", "transfer", "relocate", "punch", "tip", "knock",
+    "spin", "crank", "unlock", "lock", "seal", "unseal", "hook", "unhook", "point", "approach", "tuck",
+    "start", "activate", "make", "brew", "fill", "empty", "clear", "use", "operate", "adjust", "dial",
+}
+
+
+def check_text(text: str) -> str:
+    """The normalised instruction, or an ``InstructionError`` for a blank, negated or verbless one
+    (verbless: it starts with an article, pronoun or preposition, or is one word that is not a verb)."""
+    clean = " ".join(str(text).strip().lower().split())
+    if not clean:
+        raise InstructionError("instruction is empty; give a sentence such as 'open the drawer'")
+    words = re.findall(r"[a-z']+", clean)
+    negation = next((w for w in words if w in _NEGATIONS or w.endswith("n't")), None)
+    if negation:
+        raise InstructionError(f"instruction {text!r} is negated ({negation!r}); dreamgen dreams what an "
+                               "instruction asks for — say what to do instead (for 'do not open the drawer': 'close the drawer')")
+    words = [w for w in words if w not in _LEADING] or words
+    if words[0] in _NOT_VERBS or (len(words) == 1 and words[0] not in _VERBS):
+        raise InstructionError(f"instruction {text!r} has no verb saying what to do; give an imperative such "
+                               "as 'open the drawer' or 'push the puck to the goal'")
+    return clean
+
+
+def check_resolver_settings(min_similarity: Any, ambiguity_margin: Any) -> None:
+    from dreamgen.errors import ConfigError
+
+    if not isinstance(min_similarity, (int, float)) or not 0 < min_similarity <= 1:
+        raise ConfigError(f"language.min_similarity={min_similarity!r}; must be a cosine similarity in (0, 1]")
+    if not isinstance(ambiguity_margin, (int, float)) or not 0 <= ambiguity_margin < 1:
+        raise ConfigError(f"language.ambiguity_margin={ambiguity_margin!r}; must be in [0, 1)")
 
 
 def text_polarity(text: str) -> str:
@@ -145,9 +194,7 @@ class InstructionResolver:
         return Resolution(task, known, float(sims[best]), known == text)
 
     def resolve(self, text: str) -> Resolution:
-        clean = " ".join(text.strip().lower().split())
-        if not clean:
-            raise InstructionError("instruction is empty; give a sentence such as 'open the drawer'")
+        clean = check_text(text)
         for task, known in self.known:
             if known == clean:
                 return Resolution(task, known, 1.0, True)
@@ -185,6 +232,7 @@ def make_resolver(*, min_similarity: float, ambiguity_margin: float,
     """The resolver over Meta-World's task table (``dreamgen.sim.metaworld.TASKS``)."""
     from dreamgen.sim.metaworld import TASKS
 
+    check_resolver_settings(min_similarity, ambiguity_margin)
     return InstructionResolver(
         {name: spec.instructions for name, spec in TASKS.items()},
         {name: spec.polarity for name, spec in TASKS.items()},

@@ -72,9 +72,13 @@ def open_run_dir(path: str | Path, identity: Mapping[str, Any]) -> Iterator[Path
     committed there, remove it; committed output (a finished stage, committed dream chunks) is kept."""
     path = Path(path)
     existed = check_run_dir(path, identity)
-    path.mkdir(parents=True, exist_ok=True)
-    if not existed:
-        write_json(path / IDENTITY_FILE, dict(identity))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not existed:
+            write_json(path / IDENTITY_FILE, dict(identity))
+    except OSError as exc:
+        raise RunDirError(f"run_dir {path} cannot be written ({exc.strerror}); give a directory on a writable "
+                          "disk with free space") from exc
     try:
         yield path
     except BaseException:

@@ -113,6 +113,7 @@ def start_run(tracking_uri: str, experiment: str, run_name: str, *, config_yaml:
     os.environ.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
     import mlflow
 
+    quiet()
     mlflow.set_tracking_uri(tracking_uri)
     exp = mlflow.set_experiment(experiment)
     if EXPERIMENT_KIND[0] not in exp.tags:
@@ -126,10 +127,17 @@ def start_run(tracking_uri: str, experiment: str, run_name: str, *, config_yaml:
         yield tracker
 
 
+def quiet() -> None:
+    """MLflow's and its database migrations' INFO lines off stderr (a user's error stays one line there)."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def list_runs(tracking_uri: str, experiment: str) -> list[dict[str, Any]]:
     """Every run of ``experiment`` as a dict (run_id, run_name, status, params, metrics)."""
     import mlflow
 
+    quiet()
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:

@@ -39,6 +39,10 @@ def run(cfg: DictConfig) -> dict:
                                   action_dim=ACTION_DIM, resolve_task=lambda t: resolver.resolve(t).task)
         if not imported:
             raise StoreError(f"{cfg.collect.import_root}: the LeRobotDataset holds no episodes")
+        other = sorted({str(e.meta["task"]) for e in imported} - set(cfg.tasks))
+        if other:
+            raise StoreError(f"{cfg.collect.import_root}: its task texts resolve to {other}, which are not in "
+                             f"tasks={list(cfg.tasks)}; add them to tasks or import a dataset of these tasks")
     with run_verb(cfg, "collect") as (run_dir, tracker):
         final = run_dir / "real.zarr"
         if final.exists():

@@ -62,6 +62,24 @@ def run_verb(cfg: DictConfig, verb: str, *, inputs: dict[str, Any] | None = None
             yield run_dir, tracker
 
 
+def check_settings(cfg: DictConfig) -> None:
+    """Every setting's type against its default (``dreamgen.settings``), before anything is read or written."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from dreamgen.errors import ConfigError
+    from dreamgen.settings import check_types
+
+    try:
+        values = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:  # e.g. an interpolation naming a key that does not exist
+        raise ConfigError(f"{getattr(exc, 'full_key', '') or 'config'}: {str(exc).splitlines()[0]}") from exc
+    assert isinstance(values, dict)
+    check_types(values)
+    from dreamgen.language import check_resolver_settings
+
+    check_resolver_settings(cfg.language.min_similarity, cfg.language.ambiguity_margin)
+
+
 def canonical_run_dir(cfg: DictConfig) -> None:
     """One run, whatever path names it: ``run_dir`` becomes its absolute, symlink-free path, so every path
     derived from it (stores, checkpoints — and the generation job ids and sweep arms that record them) is
@@ -90,6 +108,7 @@ def entrypoint(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], None]
 
         signal.signal(signal.SIGTERM, _terminate)
         try:
+            check_settings(cfg)
             canonical_run_dir(cfg)
             run(cfg)
         except DreamgenError as exc:

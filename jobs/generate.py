@@ -124,8 +124,11 @@ def build_plan(cfg: DictConfig, store_root: str | None = None):
     from dreamgen.world_model.checkpoint import load_world_model
     from jobs.train_world_model import dream_config
 
+    from dreamgen.sim.metaworld import TASKS
+
     g = cfg.generate
     check_config(cfg)
+    check_instructions(cfg, tuple(TASKS))  # refuse what no world model could dream before loading one
     model = load_world_model(g.world_model)
     requests = check_instructions(cfg, tuple(model.instructions.tasks))
     embeddings = default_encoder().encode([r.instruction for r in requests])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -213,4 +214,10 @@ def test_bad_lerobot_imports_are_refused(tmp_path):
     _write_lerobot(tmp_path / "cake", task="bake a cake")
     _refused(["collect", *base, f"run_dir={tmp_path / 'r3'}", f"collect.import_root={tmp_path / 'cake'}"],
              tmp_path, expect="'bake a cake' matches no known task")
-    assert not any((tmp_path / r).exists() for r in ("r1", "r2", "r3"))
+    _write_lerobot(tmp_path / "window", task="open the window")  # a real task, but not one of this run's tasks
+    _refused(["collect", *base, f"run_dir={tmp_path / 'r4'}", f"collect.import_root={tmp_path / 'window'}"],
+             tmp_path, expect="resolve to ['window-open-v3'], which are not in tasks=")
+    shutil.rmtree(tmp_path / "window" / "meta" / "episodes")  # incomplete: lerobot would go to the hub for it
+    _refused(["collect", *base, f"run_dir={tmp_path / 'r5'}", f"collect.import_root={tmp_path / 'window'}"],
+             tmp_path, expect="incomplete LeRobotDataset v3, missing meta/episodes/*/*.parquet")
+    assert not any((tmp_path / r).exists() for r in ("r1", "r2", "r3", "r4", "r5"))

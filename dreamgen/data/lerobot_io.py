@@ -81,6 +81,14 @@ def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int
     root = Path(root)
     if not (root / "meta" / "info.json").is_file():
         raise StoreError(f"{root}: not a LeRobotDataset (no meta/info.json)")
+    # an incomplete local root would send lerobot to the hub for the rest: name what is missing instead
+    needed = {"meta/tasks.parquet": (root / "meta" / "tasks.parquet").is_file(),
+              "meta/episodes/*/*.parquet": any((root / "meta" / "episodes").glob("*/*.parquet")),
+              "data/*/*.parquet": any((root / "data").glob("*/*.parquet"))}
+    missing = [name for name, present in needed.items() if not present]
+    if missing:
+        raise StoreError(f"{root}: incomplete LeRobotDataset v3, missing {', '.join(missing)}; copy the whole "
+                         "dataset (meta/ and data/) to this root — dreamgen never downloads it")
     try:
         dataset = LeRobotDataset(repo_id, root=root)
     except Exception as exc:

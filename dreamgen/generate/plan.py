@@ -100,8 +100,11 @@ def parse_entries(entries: Sequence[Any], default_count: int) -> list[tuple[str,
 def resolve_requests(entries: Sequence[tuple[str, int]], resolver: Any, model_tasks: Sequence[str], *,
                      allow_novel: bool) -> list[Request]:
     """Resolve each text to a task the world model knows; refuse (or, with ``allow_novel``, flag) the rest."""
+    from dreamgen.language import check_text
+
     requests = []
     for text, count in entries:
+        check_text(text)  # blank, negated or verbless: refused even zero-shot
         try:
             found = resolver.resolve(text)
         except InstructionError as exc:

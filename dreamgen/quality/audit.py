@@ -57,7 +57,19 @@ def replay_episode(episode: Episode, env: Any = None) -> dict[str, Any]:
 
 
 def load_labels(path: Path) -> dict[str, dict[str, Any]]:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """The audit's real outcome per dream id (empty when there is no file), or a ``StoreError`` naming it."""
+    from dreamgen.errors import StoreError
+
+    if not path.is_file():
+        return {}
+    redo = "delete it and rerun `dreamgen audit` to replay the dreams again"
+    try:
+        labels = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{path}: not valid JSON ({exc}); {redo}") from exc
+    if not isinstance(labels, dict) or not all(isinstance(v, dict) and "real_success" in v for v in labels.values()):
+        raise StoreError(f"{path}: not audit labels (a JSON object of episode id -> {{real_success, ...}}); {redo}")
+    return labels
 
 
 def replay_dreams(episodes: Iterable[Episode], labels: dict[str, dict[str, Any]],

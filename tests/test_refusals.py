@@ -1,0 +1,186 @@
+"""One sentence for every user mistake: a table of bad inputs, each refused with exit code 2, one line on
+stderr naming the field or file and what is accepted, no traceback, and the run directory as it was.
+
+Most rows run a verb in this process (the same ``entrypoint`` the CLI wraps every verb in, on the config
+Hydra composes from the same overrides); a few go through the real CLI as a user would type them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, dreamgen
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _snapshot(path: Path) -> dict[str, int] | None:
+    """Every file under ``path`` with its size and mtime (None: the path does not exist)."""
+    if not path.exists():
+        return None
+    return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def damaged(smoke_run, tmp_path_factory) -> dict[str, Path]:
+    """Copies of the smoke run's store and checkpoints, each damaged the way a user or a disk would."""
+    import torch
+    from safetensors.torch import save_file
+
+    run_dir, root = smoke_run["run_dir"], tmp_path_factory.mktemp("damaged")
+    out: dict[str, Path] = {}
+    for name in ("flipped", "deleted"):
+        shutil.copytree(run_dir / "real.zarr", root / f"{name}.zarr")
+    chunk = root / "flipped.zarr" / "data" / "obs" / "c" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    (root / "deleted.zarr" / "data" / "reward" / "c" / "0").unlink()
+    out["flipped_store"], out["deleted_store"] = root / "flipped.zarr", root / "deleted.zarr"
+
+    edited = root / "edited_policy"
+    shutil.copytree(run_dir / "policy", edited)
+    spec = json.loads((edited / "policy.json").read_text())
+    spec["obs_std"] = [s * 2 for s in spec["obs_std"]]
+    (edited / "policy.json").write_text(json.dumps(spec))
+    out["edited_policy"] = edited
+    not_json = root / "not_json_policy"
+    shutil.copytree(run_dir / "policy", not_json)
+    (not_json / "policy.json").write_text('{"kind": "bc", ')
+    out["not_json_policy"] = not_json
+    wm = root / "edited_wm"
+    shutil.copytree(run_dir / "world_model", wm)
+    meta = json.loads((wm / "world_model.json").read_text())
+    (wm / "world_model.json").write_text(json.dumps({**meta, "disagreement_bound": 1e9}))
+    out["edited_world_model"] = wm
+    quality = root / "quality"  # a quality model written by hand: no content checksum
+    quality.mkdir()
+    save_file({"w": torch.zeros(1)}, str(quality / "model.safetensors"))
+    (quality / "quality.json").write_text(json.dumps({"config": {}, "info": {}}))
+    out["unchecked_quality"] = quality
+    (root / "labels.json").write_text("{not json")
+    out["corrupt_labels"] = root / "labels.json"
+    (root / "a_file").write_text("not a directory")
+    out["a_file"] = root / "a_file"
+    foreign = root / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    out["foreign"] = foreign
+    return out
+
+
+# (verb, overrides, what the one line must say); "{x}" is filled from the `damaged` fixture or the smoke run
+CASES = [
+    # a string, float or bool where a number or a count belongs; negative counts and seeds
+    ("collect", ["collect.n_expert=abc"], "collect.n_expert='abc': must be an integer"),
+    ("collect", ["collect.n_expert=2.5"], "collect.n_expert=2.5: must be an integer"),
+    ("collect", ["collect.n_play=-1"], "collect.n_play=-1: must be an integer >= 0"),
+    ("collect", ["seed=-1"], "seed=-1: must be an integer >= 0"),
+    ("collect", ["seed=one"], "seed='one': must be an integer"),
+    ("train-policy", ["policy.seed=-3"], "policy.seed=-3: must be an integer >= 0 or null"),
+    ("train-policy", ["policy.lr=fast"], "policy.lr='fast': must be a number"),
+    ("train-policy", ["policy.epochs=true"], "policy.epochs=True: must be an integer"),
+    ("train-world-model", ["world_model.members=7.5"], "world_model.members=7.5: must be an integer"),
+    ("generate", ["dream.halt=3"], "dream.halt=3: must be true or false"),
+    ("generate", ["generate.episodes=2.5"], "generate.episodes=2.5: must be an integer"),
+    ("sweep", ["sweep.caps=[0,x]"], "sweep.caps[1]='x': must be a number"),
+    ("sweep", ["sweep.seeds=[0,1.5]"], "sweep.seeds[1]=1.5: must be an integer"),
+    ("collect", ["tasks=reach-v3"], "tasks='reach-v3': must be a list"),
+    ("filter", ["filter.quality_threshold=high"], "filter.quality_threshold='high': must be a probability"),
+    ("generate", ["planner=5"], "planner=5: is a section"),
+    ("evaluate", ["evaluate.n_episodes=many"], "evaluate.n_episodes='many': must be an integer"),
+    # values of the right type out of range
+    ("collect", ["collect.expert_noise=-1"], "collect.expert_noise=-1"),
+    ("train-world-model", ["world_model.elites=9"], "world_model.elites=9"),
+    ("generate", ["generate.sampler.kind=planner", "planner.horizon=0"], "planner.horizon=0"),
+    ("generate", ["generate.sampler.kind=planner", "planner.temperature=0"], "planner.temperature=0"),
+    ("generate", ["generate.sampler.kind=magic"], "generate.sampler.kind='magic'"),
+    ("train-policy", ["policy.max_dream_fraction=1.5"], "policy.max_dream_fraction=1.5"),
+    ("train-policy", ["policy.family=mpc"], "policy.family=mpc"),
+    ("filter", ["filter.target_precision=0"], "filter.target_precision=0"),
+    ("sweep", ["sweep.caps=[0.5]"], "sweep.caps"),
+    ("collect", ["tasks=[drawer-opn-v3]"], "unknown task 'drawer-opn-v3'"),
+    # language: resolver settings, negated, blank, verbless and unknown instructions (also with allow_novel)
+    ("generate", ["language.min_similarity=2"], "language.min_similarity=2"),
+    ("generate", ["language.ambiguity_margin=-0.1"], "language.ambiguity_margin=-0.1"),
+    ("generate", ["generate.instructions=[do not open the drawer]"], "'do not open the drawer' is negated"),
+    ("generate", ["generate.instructions=[never press the button]", "generate.allow_novel=true"], "is negated"),
+    ("generate", ["generate.instructions=['   ']"], "instruction is empty"),
+    ("generate", ["generate.instructions=[the drawer]", "generate.allow_novel=true"], "'the drawer' has no verb"),
+    ("generate", ["generate.instructions=[bake a cake]"], "'bake a cake' matches no known task"),
+    # run directories
+    ("collect", ["run_dir={a_file}"], "is a file; give a directory"),
+    ("collect", ["run_dir={foreign}"], "not a dreamgen run"),
+    ("collect", ["run_dir={smoke}", "seed=5"], "holds a different run"),
+    ("collect", ["run_dir=/proc/dreamgen-run"], "/proc/dreamgen-run"),
+    # tracking URIs: refused within seconds, not after minutes of retries
+    ("collect", ["tracking.uri=http://127.0.0.1:{port}"], "nothing answers there within 5 s"),
+    ("collect", ["tracking.uri=ftp://example/x"], "scheme 'ftp' is not supported"),
+    ("collect", ["tracking.uri=sqlite:////nonexistent/dir/m.db"], "does not exist or is not writable"),
+    # stores and checkpoints: damaged, edited, unreadable
+    ("train-policy", ["policy.store={flipped_store}"], "data/obs does not read back"),
+    ("train-world-model", ["world_model.store={deleted_store}"], "chunk data/reward/c/0 is missing"),
+    ("evaluate", ["evaluate.policy={edited_policy}"], "changed after the policy was written"),
+    ("evaluate", ["evaluate.policy={not_json_policy}"], "policy.json: not a policy spec"),
+    ("evaluate", ["evaluate.policy={missing}"], "not a policy checkpoint"),
+    ("generate", ["generate.world_model={edited_world_model}"], "changed after the world-model was written"),
+    ("filter", ["filter.quality={unchecked_quality}", "filter.world_model={smoke}/world_model",
+                "filter.store={smoke}/real.zarr"], "quality.json: no content_sha256"),
+    ("train-quality", ["quality.labels={corrupt_labels}", "quality.real_store={smoke}/real.zarr"],
+     "labels.json: not valid JSON"),
+]
+
+
+def _fill(overrides: list[str], values: dict[str, str]) -> list[str]:
+    return [o.format(**values) for o in overrides]
+
+
+@pytest.mark.parametrize(("verb", "overrides", "expect"), CASES, ids=[f"{c[0]}:{' '.join(c[1])}" for c in CASES])
+def test_a_bad_input_gets_one_sentence_exit_2_and_leaves_the_run_dir_as_it_was(
+        verb, overrides, expect, smoke_run, damaged, tmp_path, capsys):
+    import importlib
+
+    from hydra import compose, initialize_config_dir
+
+    from dreamgen.cli import module_of
+    from jobs.common import entrypoint
+
+    values = {**{k: str(v) for k, v in damaged.items()}, "smoke": str(smoke_run["run_dir"]),
+              "missing": str(tmp_path / "missing"), "port": str(_free_port())}
+    overrides = _fill(overrides, values)
+    run_dir = next((o.split("=", 1)[1] for o in overrides if o.startswith("run_dir=")), str(tmp_path / "run"))
+    base = ["experiment=smoke", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "progress=false"]
+    base = [b for b in base if b.split("=")[0] not in {o.split("=")[0] for o in overrides}]
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+        cfg = compose(config_name="config", overrides=[*base, f"run_dir={run_dir}", *overrides])
+    before = _snapshot(Path(run_dir))
+    run = importlib.import_module(module_of(verb)).run
+    with pytest.raises(SystemExit) as exited:
+        entrypoint(run)(cfg)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 2, err
+    assert len(err) == 1 and err[0].startswith("dreamgen: error: "), err
+    assert expect in err[0], err[0]
+    assert _snapshot(Path(run_dir)) == before
+
+
+def test_the_cli_refuses_a_few_typed_mistakes_the_same_way(tmp_path):
+    """Through the real CLI: Hydra's parsing, the verb's entrypoint, stderr and the exit code together."""
+    base = ["experiment=smoke", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "progress=false",
+            f"run_dir={tmp_path / 'run'}"]
+    for overrides, expect in ((["collect.n_expert=2.5"], "collect.n_expert=2.5: must be an integer"),
+                              ([f"tracking.uri=http://127.0.0.1:{_free_port()}"], "nothing answers there")):
+        result = dreamgen("collect", *base, *overrides, cwd=tmp_path, check=False, timeout=120)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and expect in lines[0], result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
