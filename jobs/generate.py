@@ -121,10 +121,9 @@ def build_plan(cfg: DictConfig, store_root: str | None = None):
     """Resolve instructions, load the world model's id and tasks, and plan the chunks."""
     from dreamgen.generate.plan import make_plan
     from dreamgen.language import default_encoder
+    from dreamgen.sim.metaworld import TASKS
     from dreamgen.world_model.checkpoint import load_world_model
     from jobs.train_world_model import dream_config
-
-    from dreamgen.sim.metaworld import TASKS
 
     g = cfg.generate
     check_config(cfg)

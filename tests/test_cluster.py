@@ -88,3 +88,41 @@ def test_submit_refuses_bad_overrides_and_unknown_jobs_before_touching_the_clust
     down = dreamgen("jobs", "list", "--address", f"http://127.0.0.1:{free_port()}", cwd=smoke_run["work"],
                     check=False)
     assert down.returncode == 2 and "cannot reach the Ray Jobs API" in down.stderr
+
+
+DRIVER = """
+import sys
+sys.path.insert(0, {repo!r})
+from dreamgen.generate.service import connect_ray
+connect_ray(None)
+print("ready", flush=True)
+import time
+time.sleep(600)
+"""
+
+
+def test_a_killed_local_driver_leaves_no_ray_process_behind(tmp_path):
+    """SIGKILL the process that started a local Ray cluster (as the OOM killer would): within seconds none of
+    the processes it started is alive (Ray alone leaves its agents running for a minute or more)."""
+    import psutil
+
+    from tests.conftest import REPO
+
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER.format(repo=str(REPO))], stdout=subprocess.PIPE,
+                            text=True, cwd=tmp_path)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(1.5)  # the reaper has polled the cluster's processes at least twice
+        started = [p for p in psutil.Process(proc.pid).children(recursive=True)]
+        names = " ".join(p.name() for p in started)
+        assert "raylet" in names and "gcs_server" in names, names
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        alive = started
+        while alive and time.monotonic() < deadline:
+            alive = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+            time.sleep(0.5)
+        assert not alive, [(p.pid, p.name()) for p in alive]
+    finally:
+        proc.kill()

@@ -174,11 +174,12 @@ def test_pipeline_main_job_end_to_end(pipeline_run):
     assert other.returncode == 2 and "holds a different run" in other.stderr and "policy.epochs" in other.stderr
 
 
-def test_pipeline_killed_in_three_stages_resumes_to_the_same_report(pipeline_run, tmp_path):
+def test_pipeline_killed_in_three_stages_resumes_to_the_same_report(pipeline_run):
     """SIGKILL in train-world-model, SIGINT in generate, SIGKILL in the sweep: each rerun of the same command
     keeps the finished stages and resumes; the end is the uninterrupted run's report. The kill is sent once
     the stage before has been recorded, so it lands anywhere from that stage's start to its end — every
-    landing point must give the same result."""
+    landing point must give the same result. The interrupted run uses the uninterrupted one's path (moved
+    aside first): ids record the paths they were made from."""
     import os
     import signal
     import subprocess
@@ -187,10 +188,11 @@ def test_pipeline_killed_in_three_stages_resumes_to_the_same_report(pipeline_run
 
     from tests.conftest import REPO
 
-    run_dir = tmp_path / "run"
+    tmp_path, run_dir = pipeline_run["work"], pipeline_run["run_dir"]
+    reference = json.loads((run_dir / "report.json").read_text())
+    run_dir.rename(tmp_path / "uninterrupted")
     ledger = run_dir / "pipeline" / "stages.json"
-    common = ["experiment=smoke", f"run_dir={run_dir}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-              "progress=false", *LOOSE, "sweep.workers=2"]
+    common = [*pipeline_run["common"], *LOOSE, "sweep.workers=2"]
 
     def interrupt(after: str, sig: int) -> subprocess.CompletedProcess:
         proc = subprocess.Popen([sys.executable, "-m", "dreamgen.cli", "pipeline", *common], cwd=tmp_path,
@@ -219,7 +221,6 @@ def test_pipeline_killed_in_three_stages_resumes_to_the_same_report(pipeline_run
     assert not list(run_dir.rglob("*.partial"))
 
     resumed = json.loads((run_dir / "report.json").read_text())
-    reference = json.loads((pipeline_run["run_dir"] / "report.json").read_text())
     assert outcome(resumed) == outcome(reference)
 
     # the same run asked for with other settings is refused, naming them, and nothing is touched

@@ -123,14 +123,20 @@ def connect_ray(address: str | None) -> bool:
     """Join Ray unless this process already has; returns whether it connected (then it must ``ray.shutdown()``).
 
     The address is ``address``, else ``RAY_ADDRESS`` (set inside a Ray Job), else a fresh local cluster:
-    never silently join whatever cluster ``ray start`` left on this machine.
+    never silently join whatever cluster ``ray start`` left on this machine. A local cluster is watched by
+    ``dreamgen.generate.reaper``: no Ray process outlives this one, however it ends.
     """
     import ray
 
     if ray.is_initialized():
         return False
-    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
-             logging_level=logging.WARNING, log_to_driver=False, configure_logging=False)
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    ray.init(address=target, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+             configure_logging=False)
+    if target == "local":  # a cluster of our own: it must not outlive us, even if we are SIGKILLed
+        from dreamgen.generate.reaper import watch
+
+        watch(os.getpid())
     return True
 
 
