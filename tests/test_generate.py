@@ -144,7 +144,10 @@ def test_generate_cli_writes_provenance_resolves_paraphrases_and_resumes_as_a_no
     assert set(meta["ended"]) <= ENDED and len(set(meta["episode_id"])) == len(store)
     assert "1 Ray workers" in first.stderr + first.stdout
     digest = store.digest()
-    again = dreamgen("generate", *args, cwd=smoke_run["work"])
+    # one run, whatever path names it: relative, through a symlink — the same job, resumed (nothing to do)
+    (tmp_path / "link").symlink_to(smoke_run["run_dir"])
+    relative = [a for a in args if not a.startswith("run_dir=")] + ["run_dir=link"]
+    again = dreamgen("generate", *relative, cwd=tmp_path)
     assert "3 skipped" in again.stderr + again.stdout and TrajectoryStore.open(store_path).digest() == digest
 
 

@@ -184,3 +184,24 @@ def test_the_cli_refuses_a_few_typed_mistakes_the_same_way(tmp_path):
         assert result.returncode == 2 and len(lines) == 1 and expect in lines[0], result.stderr
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_conventions_users_rely_on_tracking_uri_from_the_environment_and_offline_hub_clients(monkeypatch):
+    import subprocess
+    import sys
+
+    from hydra import compose, initialize_config_dir
+
+    def uri() -> str:
+        with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+            return str(compose(config_name="config", overrides=["experiment=smoke"]).tracking.uri)
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert uri() == "sqlite:///mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert uri() == "http://127.0.0.1:5999"
+    clean = {k: v for k, v in __import__("os").environ.items() if not k.endswith("_OFFLINE")}
+    seen = subprocess.run([sys.executable, "-c", "import os, jobs; print(os.environ['HF_HUB_OFFLINE'], "
+                           "os.environ['TRANSFORMERS_OFFLINE'])"], env={**clean, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, check=True, cwd=REPO)
+    assert seen.stdout.split() == ["1", "1"]

@@ -152,6 +152,23 @@ def test_pipeline_main_job_end_to_end(pipeline_run):
     assert swept["per_cap"]["0.5"]["control"]["episodes"] == episodes and "control arm" in swept["verdict"]
     assert "ctl 0.5" in out
 
+    # verdicts changed after the filter ran (edited, or a filter interrupted between columns and record): refused
+    import mlflow
+
+    from jobs.train_policy import dream_selection
+
+    shutil.copytree(run_dir / "dream.zarr", work / "edited.zarr")
+    edited = TrajectoryStore.open(work / "edited.zarr", mode="r+")
+    flipped = np.where(edited.meta(["verdict"])["verdict"] == "accept", "reject", "accept")
+    edited.update_meta("verdict", flipped)
+    with pytest.raises(ConfigError, match="its verdicts changed since `dreamgen filter` recorded them"):
+        dream_selection(edited, ["accept"])
+    assert dream_selection(dream, ["accept"])[0].sum() == accepted  # the untouched store still trains
+
+    # the experiment opens in MLflow's model-training view (not the GenAI one)
+    experiment = mlflow.MlflowClient(tracking_uri=uri).get_experiment_by_name("dreamgen")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
     runs = {r["run_name"]: r for r in list_runs(uri, "dreamgen")}
     parent = runs["smoke/sweep"]
     children = [r for r in runs.values() if r["tags"].get("mlflow.parentRunId") == parent["run_id"]]
