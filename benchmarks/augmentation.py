@@ -2,7 +2,8 @@
 
 Runs the main job (``dreamgen pipeline experiment=augment``) once per (sampler, demos per task) row —
 the oracle expert acting in the dream (labelled as the oracle it is), and the samplers a user really
-has: the BC policy + noise, MPC in the dream with BC as its prior (``planner``), recovery dreams, PPO
+has: the BC policy + noise, MPC in the dream with BC as its prior (``planner``), recovery dreams,
+retargeted demo paths followed in the dream (``retarget``), PPO
 in the dream (``sb3``) — then prints, per row and cap, real-simulator success pooled over the tasks and
 training seeds, the gain over real-only, and the dreams' gain over the control arm (the same share of
 re-drawn real frames), with 95% intervals. A row whose run dir already holds a finished pipeline is
@@ -28,6 +29,7 @@ ROWS = {  # name: (sampler kind, expert demos per task)
     "policy-10": ("policy", 10),
     "planner-5": ("planner", 5),
     "recovery-5": ("recovery", 5),
+    "retarget-5": ("retarget", 5),
     "sb3-5": ("sb3", 5),
 }
 

@@ -55,9 +55,19 @@ _VERBS = {
 }
 
 
+def _forms(word: str) -> set[str]:
+    """``word`` and the stems its verb endings allow (pushes -> push, closed -> close, pressing -> press)."""
+    forms = {word}
+    for ending, stems in (("es", (2, 1)), ("s", (1,)), ("ed", (2, 1)), ("ing", (3,))):
+        if word.endswith(ending) and len(word) > len(ending) + 1:
+            forms |= {word[:-cut] for cut in stems} | ({word[:-3] + "e"} if ending == "ing" else set())
+    return forms
+
+
 def check_text(text: str) -> str:
     """The normalised instruction, or an ``InstructionError`` for a blank, negated or verbless one
-    (verbless: it starts with an article, pronoun or preposition, or is one word that is not a verb)."""
+    (verbless: no known action verb, in any form, and it starts with an article, pronoun or preposition or is
+    one word — "the drawer", "drawer"; "the drawer should be closed" and "bake a cake" pass)."""
     clean = " ".join(str(text).strip().lower().split())
     if not clean:
         raise InstructionError("instruction is empty; give a sentence such as 'open the drawer'")
@@ -67,7 +77,8 @@ def check_text(text: str) -> str:
         raise InstructionError(f"instruction {text!r} is negated ({negation!r}); dreamgen dreams what an "
                                "instruction asks for — say what to do instead (for 'do not open the drawer': 'close the drawer')")
     words = [w for w in words if w not in _LEADING] or words
-    if words[0] in _NOT_VERBS or (len(words) == 1 and words[0] not in _VERBS):
+    verbs = [w for w in words if _forms(w) & _VERBS]  # push, pushes, closed, pressing
+    if not verbs and (words[0] in _NOT_VERBS or len(words) == 1):
         raise InstructionError(f"instruction {text!r} has no verb saying what to do; give an imperative such "
                                "as 'open the drawer' or 'push the puck to the goal'")
     return clean

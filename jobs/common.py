@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -95,6 +96,7 @@ def canonical_run_dir(cfg: DictConfig) -> None:
 
 
 def _terminate(signum: int, frame: Any) -> None:
+    """SIGINT and SIGTERM: unwind like Ctrl-C (every ``finally`` and ``staged`` cleans up on the way out)."""
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -106,7 +108,7 @@ def entrypoint(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], None]
     def main(cfg: DictConfig) -> None:
         import signal
 
-        signal.signal(signal.SIGTERM, _terminate)
+        before = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             check_settings(cfg)
             canonical_run_dir(cfg)
@@ -123,7 +125,14 @@ def entrypoint(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], None]
         except KeyboardInterrupt:
             print(f"dreamgen: interrupted; committed work in {cfg.run_dir} is kept (partial output removed) — "
                   "rerun the same command to resume", file=sys.stderr)
-            sys.exit(130)
+            # Everything was unwound above (partial outputs removed, MLflow runs ended, Ray shut down); skip the
+            # interpreter's teardown, where Ray's core worker can crash after an interrupted call (exit -11).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        finally:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
 
     return main
 

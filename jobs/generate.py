@@ -60,7 +60,7 @@ def sampler_spec(cfg: DictConfig):
     checkpoint = {"policy": lambda: s.policy, "sb3": lambda: sb3_path(cfg)}.get(s.kind, lambda: prior)()
     return SamplerSpec(kind=s.kind, noise=s.noise, checkpoint=str(checkpoint or ""), planner=planner,
                        recovery_steps=tuple(steps), recovery_noise=float(s.recovery.noise),
-                       recovery_track=float(s.recovery.track))
+                       recovery_track=float(s.recovery.track), retarget_track=float(s.retarget.track))
 
 
 def train_sb3_sampler(cfg: DictConfig, plan, model, tracker) -> None:
@@ -147,7 +147,7 @@ def check_inputs(cfg: DictConfig) -> None:
     prior = ("generate.sampler.policy", spec.checkpoint)  # planner/recovery: the prior, when one is used
     given = {"policy": ("generate.sampler.policy", s.policy), "sb3": ("generate.sampler.sb3.checkpoint",
                                                                     s.sb3.checkpoint),
-             "planner": prior, "recovery": prior}.get(s.kind)
+             "planner": prior, "recovery": prior, "retarget": prior}.get(s.kind)
     if given and given[1] and not (Path(str(given[1])) / "policy.json").is_file():
         raise ConfigError(f"{given[0]}={given[1]}: not a policy checkpoint (no policy.json); train one "
                           "(`dreamgen train-policy`, or leave sb3.checkpoint null to train PPO in the dream)")

@@ -3,7 +3,7 @@
 
 Does dream data help, and at what ratio? The last stage answers it: the capped-mix sweep trains and
 evaluates a policy per (cap, seed) on the real simulator. ``train-policy`` runs only when the dreams
-come from the BC policy or plan with it as a prior (``generate.sampler.kind=policy|planner|recovery``); the sweep's cap-0 arms are the real-only
+come from the BC policy or plan with it as a prior (``generate.sampler.kind=policy|planner|recovery|retarget``); the sweep's cap-0 arms are the real-only
 baseline. Prints a final summary (success per cap with intervals, the filter's precision, dream
 throughput) and writes ``run_dir/report.json``.
 
@@ -28,11 +28,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from jobs import audit, collect, generate, sweep, train_policy, train_quality, train_world_model
 from jobs import filter as filter_verb
-from jobs.common import hydra_main, log, plain, run_verb
+from jobs.common import hydra_main, log, run_verb
 
 
 def summary_text(cfg: DictConfig, report: dict[str, Any]) -> str:
@@ -69,7 +69,7 @@ def stages(cfg: DictConfig) -> list[tuple[str, Callable[[DictConfig], Any]]]:
     """The pipeline's stages in order: (report key, the verb's run function)."""
     out: list[tuple[str, Callable[[DictConfig], Any]]] = [("collect", collect.run),
                                                           ("world_model", train_world_model.run)]
-    if cfg.generate.sampler.kind in ("policy", "planner", "recovery"):  # the sampler (or its prior) is the real-only BC policy
+    if cfg.generate.sampler.kind in ("policy", "planner", "recovery", "retarget"):  # the sampler (or its prior) is the real-only BC policy
         out.append(("train_policy", train_policy.run))
     out += [("generate", generate.run),
             ("audit_replay", lambda c: audit.run(c, report=False)),  # real outcomes: the quality model's training data
@@ -134,8 +134,10 @@ def run(cfg: DictConfig) -> dict:
     with run_verb(cfg, "pipeline") as (run_dir, tracker):
         from dreamgen.tracking import flatten
 
-        settings = {k: v for k, v in flatten(plain(cfg)).items()  # what can change results, not where or how fast
-                    if k.split(".")[0] not in ("run_dir", "tracking", "progress")
+        unresolved = OmegaConf.to_container(cfg, resolve=False)  # paths stay ${run_dir}/...: the run may move
+        assert isinstance(unresolved, dict)
+        settings = {k: v for k, v in flatten(unresolved).items()  # what can change results, not where or how fast
+                    if k.split(".")[0] not in ("run_dir", "tracking", "progress", "hydra")
                     and k.split(".")[-1] not in ("workers", "address")}
         ledger = StageLedger(run_dir, settings)
         report: dict[str, Any] = {}

@@ -15,6 +15,11 @@ chunk), so a chunk's dreams depend only on ``(job seed, chunk index)``.
   prefix of ``recovery_steps`` (drawn per row) acted by the trained policy with ``recovery_noise``, then
   the planner brings the row back to that demo's path and follows it (``DemoPaths``; DART/CCIL's idea:
   few-demo BC fails by drifting; these dreams show the way back).
+- ``retarget``: MimicGen's idea with the world model in place of the simulator — from any real start
+  layout (play episodes' first frames included), the nearest demo's path is carried over to the new
+  layout (``retarget_path``: the hand and object relative to the object before contact, relative to the
+  goal at the end, blended in between) and the planner follows it in the dream. Only the demos are
+  used, no expert.
 
 Samplers have ``reset(rows)``, called before each batch of dreams, and ``act(..., rows=idx)`` is given
 only the rows still dreaming (their indices in the batch): the planner keeps per-row state and plans
@@ -31,8 +36,9 @@ import numpy as np
 from dreamgen.errors import ConfigError
 from dreamgen.plan.mppi import PlannerConfig
 
-KINDS = ("expert", "policy", "random", "sb3", "planner", "recovery")
-PLANNING = ("planner", "recovery")  # kinds that plan in the world model
+KINDS = ("expert", "policy", "random", "sb3", "planner", "recovery", "retarget")
+PLANNING = ("planner", "recovery", "retarget")  # kinds that plan in the world model
+FOLLOWING = ("recovery", "retarget")  # kinds that follow the task's demo paths
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +53,7 @@ class SamplerSpec:
     recovery_steps: tuple[int, int] = (5, 20)  # recovery: prefix length drawn uniformly from [lo, hi]
     recovery_noise: float = 0.5  # recovery: std of the noise on the policy during the prefix
     recovery_track: float = 10.0  # recovery: the planner's weight on the distance to the demo path
+    retarget_track: float = 10.0  # retarget: the planner's weight on the distance to the retargeted path
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -62,6 +69,9 @@ class SamplerSpec:
                                   f"0 <= lo <= hi, .noise={self.recovery_noise} and .track={self.recovery_track} >= 0, "
                                   "and the recovery sampler needs a policy checkpoint (generate.sampler.policy) to "
                                   "leave the demo path with")
+        if self.kind == "retarget" and not self.retarget_track > 0:
+            raise ConfigError(f"generate.sampler.retarget.track={self.retarget_track}; must be > 0 (the planner "
+                              "follows the retargeted demo path with this weight)")
 
     @property
     def name(self) -> str:
@@ -75,7 +85,10 @@ class SamplerSpec:
             prior = f"prior=policy:{self.checkpoint}" if self.checkpoint and self.planner.prior_samples else "prior=none"
             prefix = (f"prefix={self.recovery_steps[0]}-{self.recovery_steps[1]} steps of policy:{self.checkpoint}"
                       f"+noise {self.recovery_noise:g},back to the demo (w_track={self.recovery_track:g}),"
-                      if self.kind == "recovery" else "")
+                      if self.kind == "recovery" else
+                      f"nearest demo's path carried to the start layout (object-then-goal frame,"
+                      f" w_track={self.retarget_track:g}),"
+                      if self.kind == "retarget" else "")
             return f"{self.kind}({prefix}mppi {self.planner.label()},{prior},noise={self.noise:g})"
         return f"{self.kind}:{self.checkpoint}(noise={self.noise:g})"
 
@@ -245,6 +258,86 @@ class RecoverySampler(PlannerSampler):
         return action
 
 
+def retarget_path(path: np.ndarray, start: np.ndarray, *, hand: slice, obj: slice, goal: slice,
+                  history: int | None, moved: float = 0.01) -> np.ndarray:
+    """A demo's observations ``path[T,O]`` carried over to the layout of ``start[O]`` (MimicGen's transform).
+
+    The hand and the object move with the object's start until the demo first moves the object (by more
+    than ``moved``), then blend linearly to moving with the goal by the demo's last frame, so the approach
+    is object-relative and the end goal-relative. A demo that never moves the object (reaching) is
+    goal-relative throughout. ``history`` is the offset of the previous-frame copy of the dims (Meta-World
+    stacks one), shifted alike. Frame 0 is ``start`` itself; the goal dims are ``start``'s throughout."""
+    path = np.asarray(path, np.float32)
+    out = path.copy()
+    width = hand.stop - hand.start  # a layout without an object or a goal (a toy model) shifts by nothing
+    d_obj = start[obj] - path[0, obj] if obj.stop > obj.start else np.zeros(width, np.float32)
+    d_goal = start[goal] - path[0, goal] if goal.stop > goal.start else np.zeros(width, np.float32)
+    shifted = np.linalg.norm(path[:, obj] - path[0, obj], axis=1) > moved
+    steps = np.arange(len(path), dtype=np.float32)
+    if shifted.any():
+        contact = int(np.argmax(shifted))
+        blend = np.clip((steps - contact) / max(len(path) - 1 - contact, 1), 0.0, 1.0)[:, None]
+        shift = (1 - blend) * d_obj + blend * d_goal
+    else:
+        shift = np.broadcast_to(d_goal, (len(path), len(d_goal)))
+    for part in (p for p in (hand, obj) if p.stop > p.start):
+        dims = [part] + ([slice(part.start + history, part.stop + history)] if history is not None else [])
+        for dim in dims:
+            out[:, dim] += shift
+    out[:, goal] = start[goal]
+    out[0] = start
+    return out
+
+
+class RetargetSampler(PlannerSampler):
+    """From any real start layout, the nearest demo's path carried over to it (``retarget_path``), followed
+    by the planner in the dream: the tracking objective on the retargeted frames ahead of the row's
+    progress, plus the planner's own terms (MimicGen, with the world model in place of the simulator)."""
+
+    def __init__(self, mpc: Any, demos: DemoPaths, noise: float, rng: np.random.Generator, *, hand: slice,
+                 obj: slice, goal: slice, history: int | None):
+        super().__init__(mpc, noise, rng)
+        self.demos, self.parts = demos, {"hand": hand, "obj": obj, "goal": goal, "history": history}
+        self.routes: DemoPaths | None = None
+        self.at = np.zeros(0, np.int64)
+        self.t = 0
+
+    def reset(self, rows: int) -> None:
+        super().reset(rows)
+        self.routes, self.at, self.t = None, np.zeros(rows, np.int64), 0
+
+    def source(self, start: np.ndarray) -> np.ndarray:
+        """The demo whose object and goal lie nearest to each start's (the one that transfers best)."""
+        dims = np.arange(start.shape[1])
+        keys = np.r_[dims[self.parts["obj"]], dims[self.parts["goal"]]]
+        return np.linalg.norm(start[:, None, keys] - self.demos.starts[None, :, keys], axis=-1).argmin(1)
+
+    def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False,
+            rows: Any = None) -> np.ndarray:
+        import torch
+
+        rows = np.arange(len(obs)) if rows is None else np.asarray(rows, np.int64)
+        if self.t == 0 or self.routes is None:
+            if len(self.at) < rows.max() + 1:
+                self.reset(int(rows.max()) + 1)
+            paths = [retarget_path(self.demos.paths[d], start, **self.parts)
+                     for d, start in zip(self.source(obs), obs, strict=True)]
+            full = [paths[0]] * len(self.at)
+            for row, path in zip(rows, paths, strict=True):
+                full[row] = path
+            self.routes = DemoPaths(full, (0, obs.shape[1]))
+            self.routes.weight = self.demos.weight  # distances weighted as on the demos themselves
+        self.at[rows] = self.routes.progress(obs, rows, self.at[rows])
+        horizon = self.mpc.planner.config.horizon
+        path = torch.as_tensor(self.routes.ahead(rows, self.at[rows], horizon))
+        planned = self.mpc.act(obs, instruction_embedding, rows=rows, record=False,
+                               reference=(path, torch.as_tensor(self.demos.weight)))
+        action = planned if deterministic else self._finish(planned)
+        self.mpc.record(action, rows=rows, planned=True)
+        self.t += 1
+        return action
+
+
 def load_sampler_policy(spec: SamplerSpec) -> Any:
     """The trained policy a sampler wraps or plans with (load once per worker), else ``None``."""
     if spec.kind not in ("policy", "sb3", *PLANNING) or not spec.checkpoint:
@@ -285,8 +378,15 @@ def make_sampler(spec: SamplerSpec, task: str, rng: np.random.Generator, *, acti
         if spec.kind == "planner":
             return PlannerSampler(make_mpc(model, spec.planner, policy, seed=int(rng.integers(2**31))), spec.noise, rng)
         if demos is None:
-            raise ConfigError("generate.sampler.kind=recovery returns dreams to the demos; no demo of the task "
+            raise ConfigError(f"generate.sampler.kind={spec.kind} follows the task's demos; no demo of the task "
                               f"{task!r} was given")
+        if spec.kind == "retarget":
+            from dreamgen.sim.metaworld import GOAL_SLICE, HAND_SLICE, OBJECT_SLICE
+
+            config = dataclasses.replace(spec.planner, track_weight=spec.retarget_track)
+            history = model.layout.history[0] - model.layout.dynamic[0] if model.layout.history else None
+            return RetargetSampler(make_mpc(model, config, policy, seed=int(rng.integers(2**31))), demos, spec.noise,
+                                   rng, hand=HAND_SLICE, obj=OBJECT_SLICE, goal=GOAL_SLICE, history=history)
         config = dataclasses.replace(spec.planner, track_weight=spec.recovery_track)
         mpc = make_mpc(model, config, policy, seed=int(rng.integers(2**31)))
         return RecoverySampler(mpc, policy, demos, spec.recovery_steps, spec.recovery_noise, spec.noise, rng)

@@ -171,3 +171,59 @@ def test_demo_paths_match_starts_track_progress_forward_and_hold_the_last_frame(
     np.testing.assert_array_equal(at, [4, 3])  # the second row is behind its progress: it never goes back
     ahead = demos.ahead(np.array([0]), np.array([9]), 3)
     np.testing.assert_array_equal(ahead[0], line[[10, 10, 10]])
+
+
+def test_retarget_carries_a_demo_path_object_relative_then_goal_relative():
+    """MimicGen's transform on a toy layout [hand 0:2 | object 2:4 | prev hand 4:6 | prev object 6:8 | goal 8:10]:
+    before the demo moves the object, the hand keeps its offset to the (new) object; by the end, to the
+    (new) goal; a demo that never moves the object is goal-relative throughout."""
+    from policies.samplers import retarget_path
+
+    T = 11
+    path = np.zeros((T, 10), np.float32)
+    path[:, 0] = np.linspace(0.0, 1.0, T)                 # the hand walks right
+    path[:, 2] = np.where(np.arange(T) >= 5, path[:, 0], 0.5)  # it picks the object up at t=5 and carries it
+    path[1:, 4:8] = path[:-1, 0:4]
+    path[:, 8:10] = [1.0, 0.0]                            # the goal, where the demo ends
+    start = path[0].copy()
+    start[2:4] += [0.2, 0.1]                              # a new layout: the object moved
+    start[8:10] += [-0.3, 0.4]                            # and the goal
+    parts = {"hand": slice(0, 2), "obj": slice(2, 4), "goal": slice(8, 10), "history": 4}
+    out = retarget_path(path, start, **parts)
+    np.testing.assert_array_equal(out[0], start)
+    np.testing.assert_allclose(out[1:5, 0:2] - path[1:5, 0:2], np.tile([0.2, 0.1], (4, 1)), atol=1e-6)  # approach
+    np.testing.assert_allclose(out[-1, 0:2] - path[-1, 0:2], [-0.3, 0.4], atol=1e-6)  # goal-relative at the end
+    np.testing.assert_allclose(out[-1, 2:4] - path[-1, 2:4], [-0.3, 0.4], atol=1e-6)  # the object goes with it
+    np.testing.assert_allclose(out[3, 4:6] - path[3, 4:6], [0.2, 0.1], atol=1e-6)  # history shifted alike
+    assert (out[:, 8:10] == start[8:10]).all()
+    middle = out[8, 0:2] - path[8, 0:2]  # blended between the two frames in between
+    assert 0 < np.linalg.norm(middle - [0.2, 0.1]) < np.linalg.norm(np.array([-0.3, 0.4]) - [0.2, 0.1])
+    reach = path.copy()
+    reach[:, 2:4] = 0.5  # the object never moves: the hand is goal-relative throughout
+    out = retarget_path(reach, start, **parts)
+    np.testing.assert_allclose(out[1:, 0:2] - reach[1:, 0:2], np.tile([-0.3, 0.4], (T - 1, 1)), atol=1e-6)
+
+
+def test_retarget_sampler_follows_the_demo_from_a_new_start_in_the_known_model():
+    """In ``s' = s + a`` with a demo from (1, 1) home: from another start the retargeted path is the demo
+    shifted to that start's goal frame, and the dream follows it to success."""
+    from dreamgen.dream.core import DreamConfig, StartPool
+    from dreamgen.dream.rollout import rollout_dreams
+    from dreamgen.dream.vector import DreamVectorEnv
+    from policies.samplers import DemoPaths, RetargetSampler, make_mpc
+
+    demo = np.linspace([1.0, 1.0], [0.0, 0.0], 6, dtype=np.float32)
+    demos = DemoPaths([demo], (0, 2))
+    pool = StartPool(np.array([[0.8, -0.6], [-0.5, 0.9]], np.float32), np.array(["home"] * 2),
+                     np.array(["a@0", "b@0"], dtype=object), np.array([0, 1]))
+    config = PlannerConfig(horizon=3, samples=128, prior_samples=0, iterations=4, elites=16, penalty=0.0,
+                           track_weight=10.0)
+    sampler = RetargetSampler(make_mpc(LineModel(), config, None, seed=0), demos, 0.0, np.random.default_rng(0),
+                              hand=slice(0, 2), obj=slice(0, 0), goal=slice(2, 2), history=None)
+    env = DreamVectorEnv(LineModel(), pool, "go home", 2, DreamConfig(horizon=30, halt=False))
+    sampler.reset(2)
+    episodes = rollout_dreams(env, lambda obs: sampler.act(obs["state"], obs["instruction"]), seed=0)
+    assert [e.meta["ended"] for e in episodes] == ["success"] * 2
+    assert sampler.routes is not None
+    starts = {tuple(e.obs[0].tolist()) for e in episodes}  # each row follows a path from its own start
+    assert {tuple(path[0].tolist()) for path in sampler.routes.paths} == starts

@@ -17,11 +17,11 @@ SMALL = ["planner.horizon=3", "planner.samples=24", "planner.prior_samples=4", "
 
 
 @pytest.mark.integration
-def test_planner_and_recovery_dreams_start_at_real_seeds_and_name_their_sampler(smoke_run, tmp_path):
+def test_planner_recovery_and_retarget_dreams_start_at_real_seeds_and_name_their_sampler(smoke_run, tmp_path):
     real = TrajectoryStore.open(smoke_run["run_dir"] / "real.zarr")
     first = {m: obs for m, obs in zip(real.meta(["episode_id"])["episode_id"],
                                       real.first_frames("obs", np.arange(len(real))), strict=True)}
-    for kind in ("planner", "recovery"):
+    for kind in ("planner", "recovery", "retarget"):
         store_path = tmp_path / f"{kind}.zarr"
         dreamgen("generate", *smoke_run["common"], *SMALL, f"generate.store={store_path}", "generate.workers=0",
                  "generate.episodes=2", f"generate.sampler.kind={kind}", "generate.sampler.recovery.steps=[2,4]",
@@ -34,6 +34,7 @@ def test_planner_and_recovery_dreams_start_at_real_seeds_and_name_their_sampler(
             start = meta["start_ref"][index].split("@")[0]
             np.testing.assert_array_equal(episode.obs[0], first[start])  # a real start, replayable by its seed
             assert meta["seed"][index] >= 0 and np.abs(episode.action).max() <= 1.0
+    assert "nearest demo's path carried to the start layout" in meta["sampler"][0]  # the last kind: retarget
 
 
 @pytest.mark.integration
@@ -55,7 +56,7 @@ def test_mpc_is_evaluated_on_the_real_simulator_next_to_its_prior(smoke_run, tmp
 @pytest.mark.parametrize(("bad", "says"), [
     (["generate.sampler.kind=planner", "planner.horizon=0"], "planner.horizon=0; must be >= 1"),
     (["generate.sampler.kind=recovery", "planner.temperature=0"], "planner.temperature=0.0; must be > 0"),
-    (["generate.sampler.kind=planner", "planner.samples=many"], "planner.samples='many'; must be an integer"),
+    (["generate.sampler.kind=planner", "planner.samples=many"], "planner.samples='many': must be an integer"),
     (["generate.sampler.kind=planner", "generate.world_model=/nonexistent"], "not a world-model checkpoint"),
 ])
 def test_bad_planner_settings_are_refused_before_any_work(smoke_run, tmp_path, bad, says):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -131,8 +132,12 @@ def connect_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     target = address or os.environ.get("RAY_ADDRESS") or "local"
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     ray.init(address=target, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
              configure_logging=False)
+    for sig, handler in handlers.items():  # ray.init replaces SIGTERM's: keep the verb's own (clean unwinding)
+        if handler is not None:
+            signal.signal(sig, handler)
     if target == "local":  # a cluster of our own: it must not outlive us, even if we are SIGKILLed
         from dreamgen.generate.reaper import watch
 

@@ -16,7 +16,7 @@ from dreamgen.dream.rollout import rollout_dreams
 from dreamgen.dream.vector import DreamVectorEnv
 from dreamgen.generate.plan import Chunk, GenerationPlan
 from dreamgen.types import Episode
-from policies.samplers import DemoPaths, load_sampler_policy, make_sampler
+from policies.samplers import FOLLOWING, DemoPaths, load_sampler_policy, make_sampler
 
 
 class ChunkRunner:
@@ -35,11 +35,12 @@ class ChunkRunner:
         self.model = model if model is not None else load_world_model(plan.world_model)
         self.model.instructions = plan.instruction_table(self.model.instructions)
         recovery = plan.sampler.kind == "recovery"  # dreams branch off the demos and come back to them
+        following = plan.sampler.kind in FOLLOWING  # recovery, and retarget (demo paths carried to any start)
         self.demos: dict[str, DemoPaths] = {}
-        if pool is None or recovery:
+        if pool is None or following:
             store = TrajectoryStore.open(plan.start_store)
             pool = pool if pool is not None else StartPool.from_store(store, demos_only=recovery)
-            if recovery:
+            if following:
                 self.demos = {task: DemoPaths(paths, self.model.layout.dynamic)
                               for task, paths in demo_paths(store).items()}
         self.pool = pool
