@@ -68,6 +68,7 @@ def check_settings(cfg: DictConfig) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     from dreamgen.errors import ConfigError
+    from dreamgen.language import check_resolver_settings
     from dreamgen.settings import check_types
 
     try:
@@ -76,8 +77,6 @@ def check_settings(cfg: DictConfig) -> None:
         raise ConfigError(f"{getattr(exc, 'full_key', '') or 'config'}: {str(exc).splitlines()[0]}") from exc
     assert isinstance(values, dict)
     check_types(values)
-    from dreamgen.language import check_resolver_settings
-
     check_resolver_settings(cfg.language.min_similarity, cfg.language.ambiguity_margin)
 
 
