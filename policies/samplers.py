@@ -297,7 +297,7 @@ class RetargetSampler(PlannerSampler):
     def __init__(self, mpc: Any, demos: DemoPaths, noise: float, rng: np.random.Generator, *, hand: slice,
                  obj: slice, goal: slice, history: int | None):
         super().__init__(mpc, noise, rng)
-        self.demos, self.parts = demos, {"hand": hand, "obj": obj, "goal": goal, "history": history}
+        self.demos, self.hand, self.obj, self.goal, self.history = demos, hand, obj, goal, history
         self.routes: DemoPaths | None = None
         self.at = np.zeros(0, np.int64)
         self.t = 0
@@ -309,7 +309,7 @@ class RetargetSampler(PlannerSampler):
     def source(self, start: np.ndarray) -> np.ndarray:
         """The demo whose object and goal lie nearest to each start's (the one that transfers best)."""
         dims = np.arange(start.shape[1])
-        keys = np.r_[dims[self.parts["obj"]], dims[self.parts["goal"]]]
+        keys = np.r_[dims[self.obj], dims[self.goal]]
         return np.linalg.norm(start[:, None, keys] - self.demos.starts[None, :, keys], axis=-1).argmin(1)
 
     def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False,
@@ -320,8 +320,8 @@ class RetargetSampler(PlannerSampler):
         if self.t == 0 or self.routes is None:
             if len(self.at) < rows.max() + 1:
                 self.reset(int(rows.max()) + 1)
-            paths = [retarget_path(self.demos.paths[d], start, **self.parts)
-                     for d, start in zip(self.source(obs), obs, strict=True)]
+            paths = [retarget_path(self.demos.paths[d], start, hand=self.hand, obj=self.obj, goal=self.goal,
+                                   history=self.history) for d, start in zip(self.source(obs), obs, strict=True)]
             full = [paths[0]] * len(self.at)
             for row, path in zip(rows, paths, strict=True):
                 full[row] = path
@@ -329,9 +329,9 @@ class RetargetSampler(PlannerSampler):
             self.routes.weight = self.demos.weight  # distances weighted as on the demos themselves
         self.at[rows] = self.routes.progress(obs, rows, self.at[rows])
         horizon = self.mpc.planner.config.horizon
-        path = torch.as_tensor(self.routes.ahead(rows, self.at[rows], horizon))
+        ahead = torch.as_tensor(self.routes.ahead(rows, self.at[rows], horizon))
         planned = self.mpc.act(obs, instruction_embedding, rows=rows, record=False,
-                               reference=(path, torch.as_tensor(self.demos.weight)))
+                               reference=(ahead, torch.as_tensor(self.demos.weight)))
         action = planned if deterministic else self._finish(planned)
         self.mpc.record(action, rows=rows, planned=True)
         self.t += 1
