@@ -30,15 +30,19 @@ def content_digest(blob: bytes, spec: Mapping[str, Any], *, exclude: tuple[str, 
 
 
 def write_checkpoint(path: str | Path, tensors: Mapping[str, Any], spec: Mapping[str, Any], spec_file: str, *,
-                     exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Write ``model.safetensors`` and ``spec_file`` into directory ``path``; return the spec as written."""
+                     named: Callable[[str], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write ``model.safetensors`` and ``spec_file`` into directory ``path``; return the spec as written.
+
+    ``named(content_sha256)`` may add fields derived from the content hash (a model id); they are not
+    part of what is hashed, so a reader passes their keys as ``exclude``."""
     from safetensors.torch import save
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     blob = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
     written: dict[str, Any] = json.loads(json.dumps(dict(spec)))  # what a reader will parse (tuples -> lists)
-    written[DIGEST_KEY] = content_digest(blob, written, exclude=exclude)
+    written[DIGEST_KEY] = content_digest(blob, written)
+    written.update(named(written[DIGEST_KEY]) if named is not None else {})
     (path / TENSORS).write_bytes(blob)
     tmp = path / f".{spec_file}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(written, indent=1, sort_keys=True))

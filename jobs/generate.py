@@ -119,7 +119,7 @@ def check_instructions(cfg: DictConfig, tasks: tuple[str, ...]):
 
 def build_plan(cfg: DictConfig, store_root: str | None = None):
     """Resolve instructions, load the world model's id and tasks, and plan the chunks."""
-    from dreamgen.generate.plan import make_plan
+    from dreamgen.generate.plan import make_plan, require_known
     from dreamgen.language import default_encoder
     from dreamgen.sim.metaworld import TASKS
     from dreamgen.world_model.checkpoint import load_world_model
@@ -127,9 +127,9 @@ def build_plan(cfg: DictConfig, store_root: str | None = None):
 
     g = cfg.generate
     check_config(cfg)
-    check_instructions(cfg, tuple(TASKS))  # refuse what no world model could dream before loading one
+    requests = check_instructions(cfg, tuple(TASKS))  # refuse what no world model could dream before loading one
     model = load_world_model(g.world_model)
-    requests = check_instructions(cfg, tuple(model.instructions.tasks))
+    require_known(requests, model.instructions.tasks)
     embeddings = default_encoder().encode([r.instruction for r in requests])
     plan = make_plan(requests=requests, embeddings=embeddings, world_model=str(g.world_model),
                      world_model_id=model.info["world_model_id"], start_store=str(g.start_store),
@@ -141,13 +141,14 @@ def build_plan(cfg: DictConfig, store_root: str | None = None):
 def check_inputs(cfg: DictConfig) -> None:
     """What must exist when generation starts (not when a pipeline starts: earlier stages write it)."""
     from dreamgen.errors import ConfigError
+    from policies.samplers import PLANNING
 
     s = cfg.generate.sampler
     spec = sampler_spec(cfg)
-    prior = ("generate.sampler.policy", spec.checkpoint)  # planner/recovery: the prior, when one is used
+    prior = ("generate.sampler.policy", spec.checkpoint)  # the planning kinds: the prior, when one is used
     given = {"policy": ("generate.sampler.policy", s.policy), "sb3": ("generate.sampler.sb3.checkpoint",
                                                                     s.sb3.checkpoint),
-             "planner": prior, "recovery": prior, "retarget": prior}.get(s.kind)
+             **dict.fromkeys(PLANNING, prior)}.get(s.kind)
     if given and given[1] and not (Path(str(given[1])) / "policy.json").is_file():
         raise ConfigError(f"{given[0]}={given[1]}: not a policy checkpoint (no policy.json); train one "
                           "(`dreamgen train-policy`, or leave sb3.checkpoint null to train PPO in the dream)")

@@ -69,7 +69,9 @@ def stages(cfg: DictConfig) -> list[tuple[str, Callable[[DictConfig], Any]]]:
     """The pipeline's stages in order: (report key, the verb's run function)."""
     out: list[tuple[str, Callable[[DictConfig], Any]]] = [("collect", collect.run),
                                                           ("world_model", train_world_model.run)]
-    if cfg.generate.sampler.kind in ("policy", "planner", "recovery", "retarget"):  # the sampler (or its prior) is the real-only BC policy
+    from policies.samplers import PLANNING
+
+    if cfg.generate.sampler.kind in ("policy", *PLANNING):  # the sampler (or its prior) is the real-only BC policy
         out.append(("train_policy", train_policy.run))
     out += [("generate", generate.run),
             ("audit_replay", lambda c: audit.run(c, report=False)),  # real outcomes: the quality model's training data

@@ -163,10 +163,25 @@ class PlannerSampler(_Noisy):
 
     def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False,
             rows: Any = None) -> np.ndarray:
-        action = self.mpc.act(obs, instruction_embedding, rows=rows, record=False)
+        return self._plan(obs, instruction_embedding, rows, deterministic)
+
+    def _plan(self, obs: np.ndarray, instruction_embedding: np.ndarray, rows: Any, deterministic: bool,
+              reference: Any = None) -> np.ndarray:
+        """The planner's first action (+ noise unless ``deterministic``), recorded as the rows' executed one."""
+        action = self.mpc.act(obs, instruction_embedding, rows=rows, record=False, reference=reference)
         action = action if deterministic else self._finish(action)
         self.mpc.record(action, rows=rows, planned=True)
         return action
+
+    def _follow(self, paths: DemoPaths, which: np.ndarray, at: np.ndarray, obs: np.ndarray,
+                instruction_embedding: np.ndarray, rows: Any, deterministic: bool) -> np.ndarray:
+        """Plan toward the frames of path ``which[n]`` ahead of ``at[n]`` (the tracking term, weighted as
+        ``paths`` are), plus the planner's own terms."""
+        import torch
+
+        ahead = torch.as_tensor(paths.ahead(which, at, self.mpc.planner.config.horizon))
+        return self._plan(obs, instruction_embedding, rows, deterministic,
+                          reference=(ahead, torch.as_tensor(paths.weight)))
 
 
 class DemoPaths:
@@ -246,14 +261,8 @@ class RecoverySampler(PlannerSampler):
             action[off] = np.clip(pushed, -1.0, 1.0)
             self.mpc.record(action[off], rows=rows[off])
         if len(back):
-            import torch
-
-            horizon = self.mpc.planner.config.horizon
-            path = torch.as_tensor(self.demos.ahead(self.demo[rows[back]], self.at[rows[back]], horizon))
-            planned = self.mpc.act(obs[back], instruction_embedding[back], rows=rows[back], record=False,
-                                   reference=(path, torch.as_tensor(self.demos.weight)))
-            action[back] = planned if deterministic else self._finish(planned)
-            self.mpc.record(action[back], rows=rows[back], planned=True)
+            action[back] = self._follow(self.demos, self.demo[rows[back]], self.at[rows[back]], obs[back],
+                                        instruction_embedding[back], rows[back], deterministic)
         self.t += 1
         return action
 
@@ -314,8 +323,6 @@ class RetargetSampler(PlannerSampler):
 
     def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False,
             rows: Any = None) -> np.ndarray:
-        import torch
-
         rows = np.arange(len(obs)) if rows is None else np.asarray(rows, np.int64)
         if self.t == 0 or self.routes is None:
             if len(self.at) < rows.max() + 1:
@@ -328,12 +335,7 @@ class RetargetSampler(PlannerSampler):
             self.routes = DemoPaths(full, (0, obs.shape[1]))
             self.routes.weight = self.demos.weight  # distances weighted as on the demos themselves
         self.at[rows] = self.routes.progress(obs, rows, self.at[rows])
-        horizon = self.mpc.planner.config.horizon
-        ahead = torch.as_tensor(self.routes.ahead(rows, self.at[rows], horizon))
-        planned = self.mpc.act(obs, instruction_embedding, rows=rows, record=False,
-                               reference=(ahead, torch.as_tensor(self.demos.weight)))
-        action = planned if deterministic else self._finish(planned)
-        self.mpc.record(action, rows=rows, planned=True)
+        action = self._follow(self.routes, rows, self.at[rows], obs, instruction_embedding, rows, deterministic)
         self.t += 1
         return action
 

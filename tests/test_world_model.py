@@ -162,8 +162,9 @@ def test_bad_checkpoints_and_instructions_are_refused(trained, tmp_path):
     with pytest.raises(CheckpointError, match="no content_sha256"):
         load_world_model(tmp_path / "wm")
     from dreamgen.checkpoints import write_checkpoint  # a well-formed checkpoint of a version this code cannot read
-    write_checkpoint(tmp_path / "v99", {"x": torch.zeros(1)}, {**legacy, "version": 99}, "world_model.json",
-                     exclude=("world_model_id",))
+    unnamed = {k: v for k, v in legacy.items() if k != "world_model_id"}
+    write_checkpoint(tmp_path / "v99", {"x": torch.zeros(1)}, {**unnamed, "version": 99}, "world_model.json",
+                     named=lambda digest: {"world_model_id": f"wm-{digest[:12]}"})
     with pytest.raises(CheckpointError, match="version 99"):
         load_world_model(tmp_path / "v99")
     (tmp_path / "wm" / "model.safetensors").write_bytes(b"\x00" * 16)

@@ -113,11 +113,17 @@ def resolve_requests(entries: Sequence[tuple[str, int]], resolver: Any, model_ta
             near = resolver.nearest(text)
             requests.append(Request(text, count, "", near.matched, near.similarity, True))
             continue
-        if found.task not in model_tasks:
-            raise InstructionError(f"instruction {text!r} resolves to {found.task} (via {found.matched!r}), "
-                                   f"which the world model was not trained on; its tasks: {sorted(set(model_tasks))}")
         requests.append(Request(text, count, found.task, found.matched, found.similarity, False))
+    require_known(requests, model_tasks)
     return requests
+
+
+def require_known(requests: Sequence[Request], model_tasks: Sequence[str]) -> None:
+    """Refuse a resolved (not novel) request whose task the world model was not trained on."""
+    for r in requests:
+        if not r.novel and r.task not in model_tasks:
+            raise InstructionError(f"instruction {r.instruction!r} resolves to {r.task} (via {r.matched!r}), "
+                                   f"which the world model was not trained on; its tasks: {sorted(set(model_tasks))}")
 
 
 def make_plan(*, requests: Sequence[Request], embeddings: np.ndarray, world_model: str, world_model_id: str,

@@ -50,13 +50,10 @@ def save_world_model(model: EnsembleWorldModel, path: str | Path) -> str:
         "instructions": {"texts": model.instructions.texts, "tasks": model.instructions.tasks},
         "info": {k: v for k, v in model.info.items() if k != "world_model_id"},
     }
-    from safetensors.torch import save
-
-    tensors = _tensors(model)
-    meta["world_model_id"] = _model_id(content_digest(save(tensors), meta))
-    write_checkpoint(path, tensors, meta, CONFIG, exclude=("world_model_id",))
-    model.info["world_model_id"] = meta["world_model_id"]
-    return str(meta["world_model_id"])
+    written = write_checkpoint(path, _tensors(model), meta, CONFIG,
+                               named=lambda digest: {"world_model_id": _model_id(digest)})
+    model.info["world_model_id"] = written["world_model_id"]
+    return str(written["world_model_id"])
 
 
 def load_world_model(path: str | Path, *, layout: ObsLayout | None = None,
