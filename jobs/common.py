@@ -24,9 +24,10 @@ USER_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUO
 # ``generate`` is one of them: each generation job is identified by its own job id in its dream store;
 # the quality model, filter and audit record what they read (store digests, thresholds) themselves;
 # each sweep arm is its own run dir with its own identity; the planner's settings are part of each
-# generation job's id and of each MPC evaluation's report.
+# generation job's id and of each MPC evaluation's report; ``pipeline`` records its settings in its own
+# stage ledger.
 NON_IDENTITY_KEYS = ("run_dir", "tracking", "progress", "export", "generate", "audit", "quality", "filter",
-                     "sweep", "planner")
+                     "sweep", "planner", "pipeline")
 
 
 def plain(node: Any) -> Any:

@@ -1,10 +1,16 @@
 """``dreamgen pipeline``: the main job, collect → train-world-model → [train-policy] → generate → audit
-(replay) → train-quality → filter → audit (report) → sweep.
+(replay) → train-quality → filter → audit (report) → [rounds] → sweep.
 
 Does dream data help, and at what ratio? The last stage answers it: the capped-mix sweep trains and
 evaluates a policy per (cap, seed) on the real simulator. ``train-policy`` runs only when the dreams
-come from the BC policy or plan with it as a prior (``generate.sampler.kind=policy|planner|recovery|retarget``); the sweep's cap-0 arms are the real-only
-baseline. Prints a final summary (success per cap with intervals, the filter's precision, dream
+come from the BC policy or plan with it as a prior (``generate.sampler.kind=policy|planner|recovery|
+retarget``); the sweep's cap-0 arms are the real-only baseline.
+
+Rounds (``pipeline.rounds = R > 1``; those samplers only): round ``r`` retrains the BC policy on the real
+demos + round ``r-1``'s accepted dreams (``pipeline.round_cap``), dreams again with it as the sampler or
+the planner's prior, audits, trains the quality model and filters, under ``run_dir/round<r>``; the sweep
+measures round ``R``'s dreams (``run_dir/round<R>/sweep``). Raising ``pipeline.rounds`` on a finished
+run keeps every finished stage and adds the rounds and their sweep. Prints a final summary (success per cap with intervals, the filter's precision, dream
 throughput) and writes ``run_dir/report.json``.
 
 Each stage is the same function its own verb runs, as a child of one parent MLflow run.
@@ -35,48 +41,130 @@ from jobs import filter as filter_verb
 from jobs.common import hydra_main, log, run_verb
 
 
-def summary_text(cfg: DictConfig, report: dict[str, Any]) -> str:
-    """The final summary: world model, dreams and their throughput, the filter's precision, the sweep."""
-    from dreamgen.sweep import format_sweep
-
-    wm, dreams, filtered, audited, swept = (report[k] for k in ("world_model", "generate", "filter", "audit", "sweep"))
+def _precision(audited: dict[str, Any]) -> str:
     learned = audited["filters"].get("learned-filter", {}).get("overall")
-    everything = audited["filters"]["accept-all"]["overall"]
-    precision = ("n/a (no dream accepted in the held-out fold)" if learned is None or not learned["accepted"] else
-                 f"{learned['precision']['value']:.2f} [{learned['precision']['ci95'][0]:.2f}, "
-                 f"{learned['precision']['ci95'][1]:.2f}] ({learned['precision']['hits']}/{learned['precision']['of']}),"
-                 f" recall {learned['recall']['value']:.2f}")
-    lines = [
-        f"dreamgen pipeline: {cfg.name} (run_dir {cfg.run_dir}), {report['seconds'] / 60:.1f} min",
-        f"world model {wm['world_model_id']}",
-        f"dreams: {int(dreams['generate/store_episodes'])} from sampler {cfg.generate.sampler.kind}"
-        f"{' (an oracle labeller: the scripted expert acting in the dream)' if cfg.generate.sampler.kind == 'expert' else ''}; "
+    if learned is None or not learned["accepted"]:
+        return "n/a (no dream accepted in the held-out fold)"
+    p = learned["precision"]
+    return (f"{p['value']:.2f} [{p['ci95'][0]:.2f}, {p['ci95'][1]:.2f}] ({p['hits']}/{p['of']}), "
+            f"recall {learned['recall']['value']:.2f}")
+
+
+def round_text(cfg: DictConfig, report: dict[str, Any], suffix: str = "") -> list[str]:
+    """Dreams, filter and audit of one round: ``suffix`` "" (round 1) or "@<r>"."""
+    dreams, filtered, audited = (report[k + suffix] for k in ("generate", "filter", "audit"))
+    everything = audited["filters"]["accept-all"]["overall"]["precision"]
+    oracle = " (an oracle labeller: the scripted expert acting in the dream)" if cfg.generate.sampler.kind == "expert" else ""
+    return [
+        f"dreams: {int(dreams['generate/store_episodes'])} from sampler {cfg.generate.sampler.kind}{oracle}; "
         f"{dreams['generate/episodes_per_s']:.1f} episodes/s, {dreams['generate/transitions_per_s']:.0f} transitions/s",
         f"filter: accepted {int(filtered['filter/accepted'])} of {int(dreams['generate/store_episodes'])} "
         f"(quality threshold {filtered['filter/quality_threshold']:.3f}"
         f"{'' if filtered['choice'].get('met', True) else '; it did NOT reach filter.target_precision on the fit fold'})",
-        f"filter precision on {audited['test_dreams']} held-out dreams replayed in the real simulator: {precision} "
-        f"(accept-all {everything['precision']['value']:.2f})",
-        "",
-        f"real-simulator success per cap ({swept['episodes_per_task']} episodes per task per arm, seeds "
-        f"{swept['seeds']}, pooled; Wilson / Newcombe 95% CI):",
-        format_sweep(swept),
+        f"filter precision on {audited['test_dreams']} held-out dreams replayed in the real simulator: "
+        f"{_precision(audited)} (accept-all {everything['value']:.2f}: {everything['hits']}/{everything['of']} "
+        "really succeed)",
     ]
+
+
+def summary_text(cfg: DictConfig, report: dict[str, Any]) -> str:
+    """The final summary: world model, each round's dreams, their filter and audit, the sweep."""
+    from dreamgen.sweep import format_sweep
+
+    swept = report["sweep"]
+    lines = [f"dreamgen pipeline: {cfg.name} (run_dir {cfg.run_dir}), {report['seconds'] / 60:.1f} min",
+             f"world model {report['world_model']['world_model_id']}"]
+    rounds = int(cfg.pipeline.rounds)
+    for r in range(1, rounds + 1):
+        suffix = "" if r == 1 else f"@{r}"
+        if rounds > 1:
+            head = "the real-only BC policy" if r == 1 else (
+                f"BC retrained on round {r - 1}'s {report['train_policy' + suffix]['policy/dream_episodes']} accepted "
+                f"dreams at cap {cfg.pipeline.round_cap:g}")
+            lines.append(f"round {r} ({head}):")
+        lines += [("  " if rounds > 1 else "") + line for line in round_text(cfg, report, suffix)]
+    lines += ["", f"real-simulator success per cap{f' (round {rounds} dreams)' if rounds > 1 else ''} "
+              f"({swept['episodes_per_task']} episodes per task per arm, seeds {swept['seeds']}, pooled; "
+              "Wilson / Newcombe 95% CI):", format_sweep(swept)]
     return "\n".join(lines)
 
 
+ROUND_FREE = "pipeline.rounds="  # more (or fewer) rounds keep the finished ones: each round's stages are its own
+ROUND_STAGES = ("train_policy", "generate", "audit_replay", "train_quality", "filter", "audit")
+
+
+def check_rounds(cfg: DictConfig) -> int:
+    """``pipeline.rounds`` and ``pipeline.round_cap``, refused when they cannot mean anything."""
+    from dreamgen.errors import ConfigError
+    from dreamgen.mix import check_fraction
+    from policies.samplers import PLANNING
+
+    rounds = cfg.pipeline.rounds
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
+        raise ConfigError(f"pipeline.rounds={rounds!r}; must be an integer >= 1 (1 = dream once)")
+    if check_fraction(cfg.pipeline.round_cap, "pipeline.round_cap") <= 0 and rounds > 1:
+        raise ConfigError(f"pipeline.round_cap={cfg.pipeline.round_cap}; must be in (0, 1) when pipeline.rounds > 1 "
+                          "(round r's policy learns from round r-1's dreams at that share)")
+    kind = cfg.generate.sampler.kind
+    if rounds > 1 and kind not in ("policy", *PLANNING):
+        raise ConfigError(f"pipeline.rounds={rounds} with generate.sampler.kind={kind}: a later round dreams with the "
+                          "BC policy retrained on the mix, which this sampler does not use; accepted kinds: policy, "
+                          f"{', '.join(PLANNING)} (or pipeline.rounds=1)")
+    return rounds
+
+
+def round_config(cfg: DictConfig, r: int) -> DictConfig:
+    """The config of dream round ``r`` (round 1 is ``cfg`` itself). Round ``r > 1`` lives in
+    ``run_dir/round<r>``: its BC policy trains on the real demos + round ``r-1``'s accepted dreams at
+    ``pipeline.round_cap``; its dreams (run seed + 1000·(r-1): new starts and noise), audit, quality model
+    and filter are its own. The real store and the world model are round 1's."""
+    if r == 1:
+        return cfg
+    resolved = OmegaConf.to_container(cfg, resolve=True)  # base paths fixed before run_dir moves
+    out = OmegaConf.create(resolved)
+    here = Path(cfg.run_dir) / f"round{r}"
+    before = Path(round_config(cfg, r - 1).generate.store)
+    dreams, audit_dir, quality = str(here / "dream.zarr"), str(here / "audit"), str(here / "quality")
+    out.merge_with({
+        "run_dir": str(here), "name": f"{cfg.name}/round{r}", "seed": int(cfg.seed) + 1000 * (r - 1),
+        "policy": {"dream_store": str(before), "max_dream_fraction": float(cfg.pipeline.round_cap), "control": False},
+        "generate": {"store": dreams, "sampler": {"policy": str(here / "policy")}},
+        "audit": {"store": dreams, "dir": audit_dir},
+        "quality": {"dream_store": dreams, "labels": f"{audit_dir}/labels.json", "out": quality},
+        "filter": {"store": dreams, "quality": quality},
+    })
+    return out
+
+
+def sweep_config(cfg: DictConfig) -> DictConfig:
+    """The sweep measures the last round's dreams (``run_dir/round<R>/sweep`` after several rounds)."""
+    rounds = int(cfg.pipeline.rounds)
+    if rounds == 1:
+        return cfg
+    out = cfg.copy()  # the run's own identity: only sweep.* (not part of it) changes
+    out.sweep.dream_store = str(round_config(cfg, rounds).filter.store)
+    out.sweep.dir = str(Path(cfg.run_dir) / f"round{rounds}" / "sweep")
+    return out
+
+
 def stages(cfg: DictConfig) -> list[tuple[str, Callable[[DictConfig], Any]]]:
-    """The pipeline's stages in order: (report key, the verb's run function)."""
+    """The pipeline's stages in order: (ledger key, the verb's run function). Round ``r > 1``'s stages
+    are keyed ``<stage>@<r>``; the sweep after ``R > 1`` rounds is ``sweep@<R>``."""
     out: list[tuple[str, Callable[[DictConfig], Any]]] = [("collect", collect.run),
                                                           ("world_model", train_world_model.run)]
     from policies.samplers import PLANNING
 
-    if cfg.generate.sampler.kind in ("policy", *PLANNING):  # the sampler (or its prior) is the real-only BC policy
-        out.append(("train_policy", train_policy.run))
-    out += [("generate", generate.run),
-            ("audit_replay", lambda c: audit.run(c, report=False)),  # real outcomes: the quality model's training data
-            ("train_quality", train_quality.run), ("filter", filter_verb.run), ("audit", audit.run),
-            ("sweep", sweep.run)]
+    verbs: dict[str, Callable[[DictConfig], Any]] = {
+        "train_policy": train_policy.run, "generate": generate.run,
+        "audit_replay": lambda c: audit.run(c, report=False),  # real outcomes: the quality model's training data
+        "train_quality": train_quality.run, "filter": filter_verb.run, "audit": audit.run}
+    # the sampler (or its prior) is the real-only BC policy
+    first = [name for name in ROUND_STAGES if name != "train_policy" or cfg.generate.sampler.kind in ("policy", *PLANNING)]
+    out += [(name, verbs[name]) for name in first]
+    rounds = int(cfg.pipeline.rounds)
+    for r in range(2, rounds + 1):
+        out += [(f"{name}@{r}", lambda c, verb=verbs[name], r=r: verb(round_config(c, r))) for name in ROUND_STAGES]
+    out.append(("sweep" if rounds == 1 else f"sweep@{rounds}", lambda c: sweep.run(sweep_config(c))))
     return out
 
 
@@ -98,7 +186,9 @@ class StageLedger:
                 old_settings, done = old["settings"], dict(old["done"])
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise RunDirError(f"{self.path} is corrupt ({exc}); delete it to run every stage again") from exc
-            changed = differences(old_settings, settings)
+            changed = [c for c in differences(old_settings, settings) if not c.startswith(ROUND_FREE)]
+            if "pipeline.round_cap" not in old_settings or not any("@" in stage for stage in done):
+                changed = [c for c in changed if not c.startswith("pipeline.round_cap=")]  # no later round ran
             if changed and done:
                 raise RunDirError(f"run_dir {run_dir} holds a pipeline run with other settings ({'; '.join(changed[:4])}"
                                   f"{'; ...' if len(changed) > 4 else ''}); repeat its overrides to resume it, or "
@@ -117,9 +207,9 @@ class StageLedger:
         write_json(self.path, self.record)
         return report
 
-    @property
-    def seconds(self) -> float:
-        return sum(float(entry["seconds"]) for entry in self.record["done"].values())
+    def seconds(self, names: list[str]) -> float:
+        """The stages' own time, summed over resumed runs."""
+        return sum(float(self.record["done"][name]["seconds"]) for name in names)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -133,6 +223,7 @@ def run(cfg: DictConfig) -> dict:
     train_quality.quality_config(cfg)
     filter_verb.filter_config(cfg)
     sweep.check_config(cfg)
+    check_rounds(cfg)
     with run_verb(cfg, "pipeline") as (run_dir, tracker):
         from dreamgen.tracking import flatten
 
@@ -143,11 +234,12 @@ def run(cfg: DictConfig) -> dict:
                     and k.split(".")[-1] not in ("workers", "address")}
         ledger = StageLedger(run_dir, settings)
         report: dict[str, Any] = {}
-        for name, stage in stages(cfg):
+        todo = stages(cfg)
+        for name, stage in todo:
             result = ledger.run(name, functools.partial(stage, cfg))
-            if name != "audit_replay":
-                report[name] = result
-        report["seconds"] = ledger.seconds  # the stages' own time, summed over resumed runs
+            if not name.startswith("audit_replay"):
+                report["sweep" if name.startswith("sweep") else name] = result
+        report["seconds"] = ledger.seconds([name for name, _ in todo])
 
         write_json(run_dir / "report.json", report)
         tracker.log_dict(report, "report.json")

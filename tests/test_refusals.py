@@ -108,6 +108,9 @@ CASES = [
     ("train-policy", ["policy.family=mpc"], "policy.family=mpc"),
     ("filter", ["filter.target_precision=0"], "filter.target_precision=0"),
     ("sweep", ["sweep.caps=[0.5]"], "sweep.caps"),
+    ("pipeline", ["pipeline.rounds=0"], "pipeline.rounds=0"),
+    ("pipeline", ["pipeline.rounds=2", "generate.sampler.kind=expert"], "pipeline.rounds=2 with generate.sampler.kind=expert"),
+    ("pipeline", ["pipeline.rounds=2", "generate.sampler.kind=policy", "pipeline.round_cap=0"], "pipeline.round_cap=0"),
     ("collect", ["tasks=[drawer-opn-v3]"], "unknown task 'drawer-opn-v3'"),
     # language: resolver settings, negated, blank, verbless and unknown instructions (also with allow_novel)
     ("generate", ["language.min_similarity=2"], "language.min_similarity=2"),

@@ -108,13 +108,19 @@ def test_bc_on_the_capped_mix_uses_dreams_only_up_to_the_cap_at_a_fixed_step_bud
 
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory) -> dict:
-    """The smoke main job, uninterrupted, with a filter loose enough to accept dreams; arms run as Ray tasks."""
+    """The smoke main job, uninterrupted, with a filter loose enough to accept dreams; arms run as Ray tasks.
+    The BC policy (trained by the pipeline) dreams, so a later round can dream with it retrained."""
     work = tmp_path_factory.mktemp("pipeline")
     run_dir = work / "run"
     uri = f"sqlite:///{work / 'mlflow.db'}"
-    common = ["experiment=smoke", f"run_dir={run_dir}", f"tracking.uri={uri}", "progress=false"]
+    common = ["experiment=smoke", f"run_dir={run_dir}", f"tracking.uri={uri}", "progress=false",
+              "generate.sampler.kind=policy"]
     result = dreamgen("pipeline", *common, *LOOSE, "sweep.workers=2", cwd=work, timeout=900)
     return {"work": work, "run_dir": run_dir, "uri": uri, "common": common, "result": result}
+
+
+def report_accepted(store: TrajectoryStore) -> int:
+    return int((store.meta(["verdict"])["verdict"] == "accept").sum())
 
 
 def outcome(report: dict) -> dict:
@@ -245,6 +251,29 @@ def test_pipeline_killed_in_three_stages_resumes_to_the_same_report(pipeline_run
     other = dreamgen("pipeline", *common, "filter.jump_margin=3", cwd=tmp_path, check=False)
     assert other.returncode == 2 and "filter.jump_margin" in other.stderr and "Traceback" not in other.stderr
     assert ledger.read_text() == before
+
+    # a second dream round added to the finished run: round 1 is kept; BC retrained on round 1's accepted
+    # dreams dreams round 2, which is audited and filtered; the sweep measures round 2's dreams
+    first = json.loads(before)["done"]
+    two = dreamgen("pipeline", *common, "pipeline.rounds=2", cwd=tmp_path, timeout=900)
+    assert "round 2 (BC retrained on round 1's" in two.stdout
+    done = json.loads(ledger.read_text())["done"]
+    assert {k: done[k] for k in first} == first  # every round-1 stage kept as it was
+    assert {f"{s}@2" for s in ("train_policy", "generate", "audit_replay", "train_quality", "filter", "audit",
+                               "sweep")} <= set(done)
+    round1, round2 = TrajectoryStore.open(run_dir / "dream.zarr"), TrajectoryStore.open(run_dir / "round2" / "dream.zarr")
+    policy2 = json.loads((run_dir / "round2" / "policy" / "policy.json").read_text())["info"]
+    assert policy2["dream_selection"]["store_digest"] == round1.digest()  # round 1's filtered dreams
+    assert policy2["dream_selection"]["episodes"] == report_accepted(round1) > 0
+    samplers = set(round2.meta(["sampler"])["sampler"].tolist())
+    assert len(samplers) == 1 and str(run_dir / "round2" / "policy") in samplers.pop()
+    assert round2.info["filter"]["episodes"] == len(round2)  # filtered
+    assert (run_dir / "round2" / "audit" / "labels.json").is_file()
+    arm = json.loads((run_dir / "round2" / "sweep" / "cap0.5-seed0" / "arm.json").read_text())
+    assert arm["dream_selection"]["store_digest"] == round2.digest()
+    final = json.loads((run_dir / "report.json").read_text())
+    assert final["sweep"]["per_cap"]["0.5"] == done["sweep@2"]["report"]["per_cap"]["0.5"]
+    assert final["sweep"]["per_cap"]["0"] == first["sweep"]["report"]["per_cap"]["0"]  # real-only: same seeds
 
 
 def test_mix_and_sweep_refuse_bad_input(smoke_run, tmp_path):
