@@ -5,8 +5,9 @@ what planning costs.
    BC trained here if missing), ``dreamgen evaluate`` runs the BC policy and ``policy.family=mpc`` (MPPI
    in the world model, the BC policy as its prior) on the same real-simulator layouts.
 2. Speed, side by side in one process: the dream env's ``step`` rate at the planner's batch (rows ×
-   candidates), the planner's model transitions/s while planning (its share of the env's rate: how much
-   of planning is the model call), and planned actions/s.
+   candidates), the planner's candidate transitions/s while planning (its share of the env's rate: how
+   much of planning is the model call), the member evaluations each candidate transition costs, and
+   planned actions/s — for ``planner.members=all`` and ``one``, interleaved per round.
 
     python benchmarks/planning.py --run runs/augment/plan5                  # both parts
     python benchmarks/planning.py --run runs/augment/plan5 --skip-eval      # speed only
@@ -79,30 +80,38 @@ def speed(run: Path, rows: int, rounds: int, overrides: list[str]) -> list[str]:
     env = DreamVectorEnv(model, pool, text, batch, DreamConfig(horizon=10_000, halt=False), seed=0)
     env.reset(seed=0)
     action = np.random.default_rng(0).uniform(-1, 1, (batch, model.action_dim)).astype(np.float32)
-    lines = [f"{'round':>5s} {'env steps/s':>12s} {'planner model tr/s':>19s} {'share':>6s} {'actions/s':>10s}"]
-    env_rates, plan_rates, act_rates = [], [], []
+    import dataclasses
+
+    variants = {"all": config, "one": dataclasses.replace(config, members="one")}
+    lines = [f"{'round':>5s} {'members':>7s} {'env steps/s':>12s} {'planner candidate tr/s':>23s} {'share':>6s} "
+             f"{'member evals per tr':>20s} {'actions/s':>10s}"]
+    rates: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in variants}
     for r in range(rounds):
         t0, n = time.perf_counter(), 0
         while time.perf_counter() - t0 < 2.0:
             env.step(action)
             n += 1
-        env_rates.append(batch * n / (time.perf_counter() - t0))
-        mpc = make_mpc(model, config, prior, seed=r)
-        mpc.reset(rows)
-        t0, steps = time.perf_counter(), 0
-        before = mpc.planner.transitions
-        while time.perf_counter() - t0 < 4.0:
-            mpc.act(start, emb)
-            steps += 1
-        seconds = time.perf_counter() - t0
-        plan_rates.append((mpc.planner.transitions - before) / seconds)
-        act_rates.append(rows * steps / seconds)
-        lines.append(f"{r:5d} {env_rates[-1]:12.0f} {plan_rates[-1]:19.0f} {plan_rates[-1] / env_rates[-1]:6.0%} "
-                     f"{act_rates[-1]:10.1f}")
-    med = [float(np.median(x)) for x in (env_rates, plan_rates, act_rates)]
-    lines.append(f"{'med':>5s} {med[0]:12.0f} {med[1]:19.0f} {med[1] / med[0]:6.0%} {med[2]:10.1f}")
+        env_rate = batch * n / (time.perf_counter() - t0)
+        for name, variant in variants.items():  # interleaved: both meet the same machine state
+            mpc = make_mpc(model, variant, prior, seed=r)
+            mpc.reset(rows)
+            t0, steps = time.perf_counter(), 0
+            while time.perf_counter() - t0 < 4.0:
+                mpc.act(start, emb)
+                steps += 1
+            seconds = time.perf_counter() - t0
+            planner = mpc.planner
+            rates[name].append((env_rate, planner.transitions / seconds, planner.member_steps / planner.transitions,
+                                rows * steps / seconds))
+            e, p, m, a = rates[name][-1]
+            lines.append(f"{r:5d} {name:>7s} {e:12.0f} {p:23.0f} {p / e:6.0%} {m:20.2f} {a:10.1f}")
+    for name in variants:
+        e, p, m, a = (float(np.median([x[i] for x in rates[name]])) for i in range(4))
+        lines.append(f"{'med':>5s} {name:>7s} {e:12.0f} {p:23.0f} {p / e:6.0%} {m:20.2f} {a:10.1f}")
+    ratio = np.median([o[3] / a[3] for o, a in zip(rates["one"], rates["all"], strict=True)])
+    lines.append(f"planned actions/s, members=one / members=all (per round, median): {ratio:.2f}x")
     lines.insert(0, f"planner {config.label()}; {rows} rows x {config.samples + config.prior_samples} candidates = "
-                    f"batch {batch}; 1 torch thread; model {model.info['world_model_id']}")
+                    f"batch {batch}; 1 torch thread; model {model.info['world_model_id']} ({model.members} members)")
     return lines
 
 

@@ -35,7 +35,7 @@ def planner_config(cfg: DictConfig):
     values = plain(cfg.planner)
     ints = ("horizon", "samples", "prior_samples", "iterations", "elites")
     for name, value in values.items():
-        wanted = int if name in ints else str if name == "propagation" else float
+        wanted = int if name in ints else str if name in ("propagation", "members") else float
         if wanted is float and isinstance(value, int) and not isinstance(value, bool):
             value = values[name] = float(value)
         if not isinstance(value, wanted) or isinstance(value, bool):

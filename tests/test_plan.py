@@ -59,10 +59,13 @@ def test_point_mass_is_brought_to_the_origin():
     assert rewards.max() > -0.02 and rewards[-1, 0] > -0.001 * 0.05 ** 2
 
 
-def test_line_model_reaches_the_closed_form_optimum():
-    """``s' = s + a``, reward ``-|s'|_1``: from (-2, 0.5) the best first action is (1, -0.5), success at step 2."""
+@pytest.mark.parametrize("members", ["all", "one"])
+def test_line_model_reaches_the_closed_form_optimum(members):
+    """``s' = s + a``, reward ``-|s'|_1``: from (-2, 0.5) the best first action is (1, -0.5), success at step 2
+    — also when every candidate is stepped by one member only."""
     model = LineModel()
-    config = PlannerConfig(horizon=3, samples=512, prior_samples=0, iterations=8, elites=16, penalty=0.0)
+    config = PlannerConfig(horizon=3, samples=512, prior_samples=0, iterations=8, elites=16, penalty=0.0,
+                           members=members)
     final, rewards, actions = run_mpc(model, np.array([[-2.0, 0.5]]), TABLE.embeddings[[0]], config, 2)
     np.testing.assert_allclose(actions[0, 0], [1.0, -0.5], atol=0.05)
     assert np.abs(final).max() < 0.05  # success_prob 1 after the second step
@@ -96,22 +99,43 @@ def test_a_plan_is_a_pure_function_of_state_and_seed():
                                                                                       first.mean[:, -1])
 
 
-def test_disagreement_penalty_keeps_plans_where_the_model_agrees():
-    """LineModel's disagreement is |s'|_inf: with a large λ the plan stays nearer the origin than without."""
+@pytest.mark.parametrize("members", ["all", "one"])
+def test_disagreement_penalty_keeps_plans_where_the_model_agrees(members):
+    """LineModel's disagreement is |s'|_inf: with a large λ the plan stays nearer the origin than without —
+    also when candidates are stepped by one member and only the best are rescored by all."""
     model = LineModel()
     emb = torch.as_tensor(TABLE.embeddings[[0]])
     state = model.initial_state(torch.tensor([[0.5, 0.0]]), emb)
     plain = MPPIPlanner(model, PlannerConfig(horizon=2, samples=256, prior_samples=0, penalty=0.0,
-                                             success_weight=0.0))
+                                             success_weight=0.0, members=members))
     careful = MPPIPlanner(model, PlannerConfig(horizon=2, samples=256, prior_samples=0, penalty=100.0,
-                                               success_weight=0.0))
+                                               success_weight=0.0, members=members))
     assert careful.plan(state, emb, seed=0).value < plain.plan(state, emb, seed=0).value
+
+
+def test_one_member_per_candidate_costs_one_kth_of_the_ensemble():
+    """``members=one``: every candidate through one member; with a penalty only 2 x elites per row go through
+    all K members again. Counted member evaluations: (N + 2E·K)·H·it against N·K·H·it."""
+    model = LineModel()  # K = 2
+    emb = torch.as_tensor(TABLE.embeddings[[0, 0]])
+    state = model.initial_state(torch.tensor([[0.5, 0.0], [-1.0, 0.3]]), emb)
+    costs = {}
+    for members, penalty in (("all", 1.0), ("one", 1.0), ("one", 0.0)):
+        planner = MPPIPlanner(model, PlannerConfig(horizon=3, samples=60, prior_samples=0, iterations=2, elites=4,
+                                                   penalty=penalty, members=members))
+        planner.plan(state, emb, seed=0)
+        costs[members, penalty] = planner.member_steps
+    rows, n, h, it, k, e = 2, 60, 3, 2, 2, 4
+    assert costs["all", 1.0] == rows * n * k * h * it
+    assert costs["one", 1.0] == rows * (n + 2 * e * k) * h * it
+    assert costs["one", 0.0] == rows * n * h * it
 
 
 @pytest.mark.parametrize(("field", "value", "says"), [
     ("horizon", 0, "planner.horizon=0; must be >= 1"), ("samples", 0, "planner.samples=0"),
     ("temperature", 0.0, "planner.temperature=0.0; must be > 0"), ("penalty", -1.0, "planner.penalty=-1.0"),
     ("elites", 500, "planner.elites=500"), ("propagation", "best", "accepted: random, fixed, mean"),
+    ("members", "some", "planner.members='some'; accepted: all, one"),
 ])
 def test_bad_planner_settings_are_refused_by_name(field, value, says):
     with pytest.raises(ConfigError, match=says.replace("[", r"\[").replace("(", r"\(")):

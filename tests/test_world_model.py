@@ -12,7 +12,7 @@ import torch
 from dreamgen.errors import InstructionError
 from dreamgen.types import Episode
 from dreamgen.world_model import ensemble
-from dreamgen.world_model.base import METAWORLD_LAYOUT, InstructionTable, ObsLayout, WorldModel
+from dreamgen.world_model.base import METAWORLD_LAYOUT, ONE_MEMBER, InstructionTable, ObsLayout, WorldModel
 from dreamgen.world_model.checkpoint import CheckpointError, load_world_model, save_world_model
 from dreamgen.world_model.ensemble import ACTIVATIONS, EnsembleConfig, EnsembleMLP
 from dreamgen.world_model.fit import fit_ensemble, split_episodes, transitions
@@ -123,6 +123,16 @@ def test_propagation_modes(trained, monkeypatch):
     assert len(set(picked)) == model.members  # rows really come from different members
     with pytest.raises(ValueError, match="propagation"):
         model.predict(obs, action, cond, propagation="median")
+
+    # one member per row (planning): each row computed by its own member alone gives that member's prediction
+    members = torch.as_tensor(np.random.default_rng(0).integers(0, model.members, 64))
+    own = model.predict(obs, action, cond, propagation=ONE_MEMBER, members=members)
+    fixed = model.predict(obs, action, cond, propagation="fixed", members=members)
+    torch.testing.assert_close(own.next_obs, fixed.next_obs)
+    torch.testing.assert_close(own.reward, fixed.reward)
+    assert torch.isnan(own.disagreement).all()  # no spread without the other members: never a silent 0
+    lone = model.predict(obs[:1], action[:1], cond[:, :1], propagation=ONE_MEMBER, members=members[:1])
+    torch.testing.assert_close(lone.next_obs, own.next_obs[:1])  # uneven groups (here 1 and 0 rows)
 
 
 def test_checkpoint_round_trip_is_exact_with_a_stable_id(trained, tmp_path):

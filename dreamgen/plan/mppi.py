@@ -16,6 +16,11 @@ temperature does not depend on the reward's scale. The first action of the final
 ``shift(plan.mean)`` warm-starts the next step. A plan is a pure function of (state, embeddings, warm,
 seed).
 
+``members="one"`` makes a candidate cost as little of the ensemble as the objective allows: every
+candidate is stepped by one member (candidate ``j`` by member ``j mod K``, so each member sees its share
+of every row), and only the best ``2 × elites`` per row are stepped by all members again, where the
+disagreement penalty needs their spread (with ``penalty = 0`` nothing is rescored).
+
 Why not pytorch-mppi or torchrl's planners: pytorch-mppi 0.9.1 plans for one state at a time (its
 ``command(state)`` keeps one nominal sequence), and torchrl's MPPIPlanner/CEMPlanner need a TensorDict
 env wrapping and a batch-locked env spec; neither takes "B rows × N candidates, one batched model call,
@@ -32,8 +37,9 @@ import numpy as np
 import torch
 
 from dreamgen.errors import ConfigError
-from dreamgen.world_model.base import PROPAGATIONS, RowState
+from dreamgen.world_model.base import ONE_MEMBER, PROPAGATIONS, RowState
 
+MEMBERS = ("all", "one")  # ensemble members each candidate is stepped by (see PlannerConfig.members)
 Prior = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (obs[N,O], embeddings[N,C]) -> action[N,A] in [-1, 1]
 
 
@@ -56,6 +62,8 @@ class PlannerConfig:
     discount: float = 0.95
     propagation: str = "mean"  # how candidates are stepped: mean of the ensemble | random member | fixed member
     track_weight: float = 0.0  # weight of the distance to a reference path, when ``plan`` is given one
+    members: str = "all"  # all: every candidate through every member | one: each candidate through one member,
+    #                       the best 2 x elites rescored by all (the disagreement penalty needs their spread)
 
     def __post_init__(self) -> None:
         checks = [
@@ -71,15 +79,18 @@ class PlannerConfig:
         for name, ok, accepted in checks:
             if not ok:
                 raise ConfigError(f"planner.{name}={getattr(self, name)!r}; must be {accepted}")
+        if self.members not in MEMBERS:
+            raise ConfigError(f"planner.members={self.members!r}; accepted: {', '.join(MEMBERS)}")
         if self.propagation not in PROPAGATIONS:
             raise ConfigError(f"planner.propagation={self.propagation!r}; accepted: {', '.join(PROPAGATIONS)}")
 
     def label(self) -> str:
         """Short provenance text of the settings that shape a plan."""
         track = f",w_track={self.track_weight:g}" if self.track_weight else ""
+        one = ",members=one" if self.members == "one" else ""
         return (f"h={self.horizon},n={self.samples},prior={self.prior_samples},it={self.iterations},"
                 f"elites={self.elites},T={self.temperature:g},w_rew={self.reward_weight:g},"
-                f"w_succ={self.success_weight:g},lambda={self.penalty:g}{track}")
+                f"w_succ={self.success_weight:g},lambda={self.penalty:g}{track}{one}")
 
 
 class Plan(NamedTuple):
@@ -106,22 +117,28 @@ class MPPIPlanner:
                               "(generate.sampler.policy or policy.mpc.prior: a policy checkpoint), or set "
                               "planner.prior_samples=0")
         self.model, self.config, self.prior = model, config, prior
-        self.transitions = 0  # model transitions stepped so far (for the throughput benchmark)
+        self.transitions = 0  # candidate transitions stepped so far (for the throughput benchmark)
+        self.member_steps = 0  # of which member evaluations: transitions x the members each one ran through
 
     def objective(self, state: RowState, actions: torch.Tensor, generator: torch.Generator,
-                  reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                  reference: tuple[torch.Tensor, torch.Tensor] | None = None, *, one: bool = False) -> torch.Tensor:
         """Discounted objective of ``actions[N,H,A]`` from the ``N`` rows of ``state``: ``[N]``.
-        ``reference``: ``(path[N,H,O], weight[O])`` — the observation each row should reach at each step."""
+        ``reference``: ``(path[N,H,O], weight[O])`` — the observation each row should reach at each step.
+        ``one``: each row stepped by its own member only (``state.member``), without the disagreement term."""
         c = self.config
         total = torch.zeros(len(state), device=state.obs.device)
         for t in range(actions.shape[1]):
-            state, pred = self.model.step(state, actions[:, t], generator=generator, propagation=c.propagation)
-            gain = c.reward_weight * pred.reward + c.success_weight * pred.success_prob - c.penalty * pred.disagreement
+            state, pred = self.model.step(state, actions[:, t], generator=generator,
+                                          propagation=ONE_MEMBER if one else c.propagation)
+            gain = c.reward_weight * pred.reward + c.success_weight * pred.success_prob
+            if not one:
+                gain = gain - c.penalty * pred.disagreement
             if reference is not None and c.track_weight:
                 path, weight = reference
                 gain = gain - c.track_weight * torch.linalg.vector_norm((state.obs - path[:, t]) * weight, dim=-1)
             total += c.discount ** t * torch.nan_to_num(gain, nan=-1e6, posinf=-1e6, neginf=-1e6)
         self.transitions += len(state) * actions.shape[1]
+        self.member_steps += len(state) * actions.shape[1] * (1 if one else self.model.members)
         return total
 
     def prior_candidates(self, state: RowState, embeddings: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -142,6 +159,7 @@ class MPPIPlanner:
             out.append(action)
             tiled, _ = self.model.step(tiled, action, generator=generator, propagation=c.propagation)
         self.transitions += rows * p * c.horizon
+        self.member_steps += rows * p * c.horizon * self.model.members
         return torch.stack(out, 1).reshape(rows, p, c.horizon, -1)
 
     @torch.no_grad()
@@ -165,16 +183,29 @@ class MPPIPlanner:
             mean[use] = warm.to(dev)[use]
         std = torch.full_like(mean, c.init_std)
         n = c.samples + c.prior_samples
+        one = c.members == "one" and self.model.members > 1
         tiled = state.tile(n)
-        if reference is not None:
-            reference = (reference[0].to(dev).repeat_interleave(n, 0), reference[1].to(dev))
+        if one:  # candidate j of every row through member j mod K: each member sees its share of every row
+            tiled.member = torch.arange(len(tiled), device=dev) % n % self.model.members
+        rescore = min(n, 2 * c.elites)  # candidates the full ensemble scores after a one-member pass
+        tiled_reference = None if reference is None else (reference[0].to(dev), reference[1].to(dev))
+
+        def reference_for(k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+            return None if tiled_reference is None else (tiled_reference[0].repeat_interleave(k, 0), tiled_reference[1])
+
+        full_reference = reference_for(n)
         for _ in range(c.iterations):
             eps = torch.randn(rows, c.samples, c.horizon, act_dim, generator=generator, device=dev)
             candidates = (mean[:, None] + std[:, None] * eps).clamp(-1.0, 1.0)
             if prior is not None:
                 candidates = torch.cat([candidates, prior], 1)
             value = self.objective(tiled, candidates.reshape(rows * n, c.horizon, act_dim), generator,
-                                   reference).reshape(rows, n)
+                                   full_reference, one=one).reshape(rows, n)
+            if one and c.penalty > 0:  # the best by one member each, rescored with the penalty by all members
+                _, pick = value.topk(rescore, dim=1)
+                candidates = candidates[torch.arange(rows, device=dev)[:, None], pick]
+                value = self.objective(state.tile(rescore), candidates.reshape(rows * rescore, c.horizon, act_dim),
+                                       generator, reference_for(rescore)).reshape(rows, rescore)
             elite_value, index = value.topk(c.elites, dim=1)
             elites = candidates[torch.arange(rows, device=dev)[:, None], index]  # [B,E,H,A]
             spread = elite_value.std(1, keepdim=True).clamp_min(1e-6) if c.elites > 1 else torch.ones_like(elite_value)

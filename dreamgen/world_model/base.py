@@ -24,6 +24,9 @@ import torch
 from dreamgen.errors import InstructionError
 
 PROPAGATIONS = ("random", "fixed", "mean")  # member per sample | member per episode | ensemble mean
+# Planning only: each row is computed by its own member (``members[B]``) alone, at 1/K of the ensemble's
+# cost; there is no spread to measure, so ``disagreement`` is NaN (a planner scores it with all members).
+ONE_MEMBER = "member"
 
 
 class Prediction(NamedTuple):

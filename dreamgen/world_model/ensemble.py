@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dreamgen.world_model.base import PROPAGATIONS, InstructionTable, ObsLayout, Prediction, StepsRows
+from dreamgen.world_model.base import ONE_MEMBER, PROPAGATIONS, InstructionTable, ObsLayout, Prediction, StepsRows
 
 _BLOCK = 1024  # rows per inference block: bounds the activations of all members at large batches
 Activation = Callable[[torch.Tensor], torch.Tensor]
@@ -197,13 +197,20 @@ class EnsembleWorldModel(StepsRows):
     def predict(self, obs: torch.Tensor, action: torch.Tensor, cond: Any, *,
                 generator: torch.Generator | None = None, propagation: str = "random",
                 members: torch.Tensor | None = None, context: torch.Tensor | None = None) -> Prediction:
-        if propagation not in PROPAGATIONS:
-            raise ValueError(f"propagation {propagation!r}; accepted: {PROPAGATIONS}")
+        if propagation not in (*PROPAGATIONS, ONE_MEMBER):
+            raise ValueError(f"propagation {propagation!r}; accepted: {(*PROPAGATIONS, ONE_MEMBER)}")
         batch = obs.shape[0]
         cond_bias = cond if cond.dim() == 3 else self.net.condition(cond)
         x = self.inputs(obs, action, context)
-        out = self.net(x, cond_bias, self._out_cols)
         n_dyn = self.layout.n_dynamic
+        if propagation == ONE_MEMBER:
+            if members is None:
+                raise ValueError(f'propagation="{ONE_MEMBER}" needs members[B]')
+            own = self._own_member(x, cond_bias, members)
+            target = torch.addcmul(self.target_norm.mean, own[:, :n_dyn + 1], self.target_norm.std)
+            probs = torch.sigmoid(own[:, n_dyn + 1:])
+            return self._prediction(obs, target, probs, torch.full((batch,), float("nan"), device=self.device))
+        out = self.net(x, cond_bias, self._out_cols)
         mean = out[..., :n_dyn + 1]  # normalised Δ dynamic dims and reward, per member
         centre = mean.mean(0)
         disagreement = torch.linalg.vector_norm(mean[..., :n_dyn] - centre[:, :n_dyn], dim=-1).amax(0)
@@ -217,14 +224,33 @@ class EnsembleWorldModel(StepsRows):
             chosen = mean[members, torch.arange(batch, device=self.device)]
         target = torch.addcmul(self.target_norm.mean, chosen, self.target_norm.std)
         probs = torch.sigmoid(out[..., n_dyn + 1:]).mean(0)  # success and done, averaged over members
+        return self._prediction(obs, target, probs, disagreement)
+
+    def _prediction(self, obs: torch.Tensor, target: torch.Tensor, probs: torch.Tensor,
+                    disagreement: torch.Tensor) -> Prediction:
+        """The next observation (clamped into the training range) and the heads, from the de-normalised
+        ``target[B, D+1]`` (Δ dynamic dims, reward) and ``probs[B, 2]`` (success, done)."""
+        n_dyn = self.layout.n_dynamic
         next_obs = self.layout.compose(obs, target[:, :n_dyn])
         if self.bounds is not None:
             dyn = slice(*self.layout.dynamic)
             next_obs[:, dyn] = torch.clamp(next_obs[:, dyn], *self.bounds)
-        return Prediction(
-            next_obs=next_obs,
-            reward=target[:, n_dyn],
-            success_prob=probs[:, 0],
-            done_prob=probs[:, 1],
-            disagreement=disagreement,
-        )
+        return Prediction(next_obs=next_obs, reward=target[:, n_dyn], success_prob=probs[:, 0],
+                          done_prob=probs[:, 1], disagreement=disagreement)
+
+    def _own_member(self, x: torch.Tensor, cond_bias: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+        """``[B, out]``: row ``b`` through member ``members[b]`` only. Rows are grouped by member (padded to
+        the largest group) so every member runs one batched pass over its own rows."""
+        rows, k = x.shape[0], self.members
+        members = members.to(self.device).long()
+        order = torch.argsort(members, stable=True)
+        counts = torch.bincount(members, minlength=k)
+        starts = torch.cumsum(counts, 0) - counts
+        sorted_members = members[order]
+        slot = torch.arange(rows, device=self.device) - starts[sorted_members]  # position within its group
+        index = torch.full((k, int(counts.max())), int(order[0]), dtype=torch.long, device=self.device)
+        index[sorted_members, slot] = order
+        out = self.net(x[index], cond_bias[torch.arange(k, device=self.device)[:, None], index], self._out_cols)
+        result = out.new_empty(rows, out.shape[-1])
+        result[order] = out[sorted_members, slot]
+        return result
