@@ -60,8 +60,8 @@ def real_rate(task: str, steps: int) -> float:
 
 
 def build_model(checkpoint: str | None, device: str, task: str, pool_obs: np.ndarray):
-    from dreamgen.sim.metaworld import TASKS
-    from dreamgen.world_model.base import METAWORLD_LAYOUT, InstructionTable
+    from dreamgen.sim.metaworld import METAWORLD_LAYOUT, TASKS
+    from dreamgen.world_model.base import InstructionTable
     from dreamgen.world_model.checkpoint import load_world_model
     from dreamgen.world_model.ensemble import EnsembleConfig, EnsembleWorldModel, Normaliser
 

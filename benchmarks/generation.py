@@ -26,6 +26,7 @@ import numpy as np
 def build_plan(run_dir: Path, episodes: int, chunk: int, envs: int, sampler: str, horizon: int):
     from dreamgen.dream.core import DreamConfig
     from dreamgen.generate.plan import Request, make_plan
+    from dreamgen.sim.metaworld import METAWORLD
     from dreamgen.world_model.checkpoint import load_world_model
     from policies.samplers import SamplerSpec
 
@@ -39,7 +40,8 @@ def build_plan(run_dir: Path, episodes: int, chunk: int, envs: int, sampler: str
     return make_plan(requests=requests, embeddings=table.embeddings[[table.texts.index(r.instruction) for r in requests]],
                      world_model=str(run_dir / "world_model"), world_model_id=model.info["world_model_id"],
                      start_store=str(run_dir / "real.zarr"), sampler=SamplerSpec(sampler),
-                     dream=DreamConfig(horizon=horizon), envs=envs, episodes_per_chunk=chunk, seed=0), model
+                     dream=DreamConfig(horizon=horizon), envs=envs, episodes_per_chunk=chunk, seed=0,
+                     embodiment=METAWORLD), model
 
 
 def main() -> None:

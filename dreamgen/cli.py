@@ -10,7 +10,7 @@ import runpy
 import sys
 
 VERBS = {
-    "collect": "collect real demos and play from Meta-World (or import a LeRobotDataset)",
+    "collect": "collect real demos and play in the embodiment's simulator (or import a LeRobotDataset)",
     "export": "write a store (or a selection) as a LeRobotDataset v3",
     "train-world-model": "fit the ensemble world model on a store's real episodes (+ fidelity report)",
     "generate": "dream language-conditioned episodes on Ray into run_dir/dream.zarr (resumable)",

@@ -15,7 +15,7 @@ import numpy as np
 
 from dreamgen.errors import ConfigError
 from dreamgen.seeding import eval_seed, make_rng
-from dreamgen.sim.metaworld import TASKS, make_env
+from dreamgen.sim.base import Embodiment
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -67,21 +67,22 @@ def evaluation_seeds(run_seed: int, task_index: int, n_episodes: int,
 Act = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (obs[B,O], cond[B,C], episodes[B]) -> action[B,A]
 
 
-def evaluate_task(act: Act, task: str, task_index: int, *, n_episodes: int, max_steps: int,
+def evaluate_task(act: Act, task: str, task_index: int, *, embodiment: Embodiment, n_episodes: int, max_steps: int,
                   run_seed: int, embed: Callable[[Sequence[str]], np.ndarray],
                   instructions: str, exclude_seeds: Collection[int] = (),
                   reset: Callable[[int], None] | None = None) -> TaskResult:
-    """Run ``n_episodes`` real episodes of ``task`` in lockstep; ``instructions`` is canonical|sampled.
+    """Run ``n_episodes`` real episodes of ``task`` in ``embodiment``'s simulator, in lockstep;
+    ``instructions`` is canonical|sampled.
 
     ``act`` gets the still-running episodes' indices too (a stateful policy keeps state per episode);
     ``reset(n_episodes)`` is called before the first step."""
     seeds = evaluation_seeds(run_seed, task_index, n_episodes, exclude_seeds)
     rng = make_rng(run_seed, "evaluate/instructions", task_index)
-    table = TASKS[task].instructions
+    table = embodiment.tasks[task].instructions
     texts = [table[0] if instructions == "canonical" else table[int(rng.integers(len(table)))]
              for _ in seeds]
     cond = embed(texts)
-    envs = [make_env(task, max_episode_steps=max_steps) for _ in seeds]
+    envs = [embodiment.make_env(task, max_episode_steps=max_steps) for _ in seeds]
     obs = np.stack([env.reset(seed=seed)[0] for env, seed in zip(envs, seeds, strict=True)])
     active = np.ones(len(envs), dtype=bool)
     steps_to_success: list[int] = []

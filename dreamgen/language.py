@@ -238,15 +238,13 @@ class InstructionResolver:
         return Resolution(task, known, sim, False)
 
 
-def make_resolver(*, min_similarity: float, ambiguity_margin: float,
+def make_resolver(tasks: Mapping[str, Any], *, min_similarity: float, ambiguity_margin: float,
                   encoder: InstructionEncoder | None = None) -> InstructionResolver:
-    """The resolver over Meta-World's task table (``dreamgen.sim.metaworld.TASKS``)."""
-    from dreamgen.sim.metaworld import TASKS
-
+    """The resolver over an embodiment's task table (``Embodiment.tasks``: name -> ``TaskSpec``)."""
     check_resolver_settings(min_similarity, ambiguity_margin)
     return InstructionResolver(
-        {name: spec.instructions for name, spec in TASKS.items()},
-        {name: spec.polarity for name, spec in TASKS.items()},
+        {name: spec.instructions for name, spec in tasks.items()},
+        {name: spec.polarity for name, spec in tasks.items()},
         encoder or default_encoder(),
         min_similarity=min_similarity,
         ambiguity_margin=ambiguity_margin,

@@ -29,6 +29,16 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
             for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
 
 
+# Settings added after runs were recorded, with the value every older run had: an older run dir (or
+# pipeline ledger) without the key is the same run as a new one with that value.
+ADDED_LATER: dict[str, Any] = {"embodiment": "metaworld"}
+
+
+def as_recorded_now(old: Mapping[str, Any]) -> dict[str, Any]:
+    """A recorded identity or settings dict with ``ADDED_LATER`` keys filled in where it lacks them."""
+    return {**ADDED_LATER, **old}
+
+
 def check_run_dir(path: str | Path, identity: Mapping[str, Any]) -> bool:
     """Return whether ``path`` already holds this run; raise if it holds something else."""
     path = Path(path)
@@ -44,7 +54,7 @@ def check_run_dir(path: str | Path, identity: Mapping[str, Any]) -> bool:
         old = json.loads(marker.read_text())
     except json.JSONDecodeError as exc:
         raise RunDirError(f"run_dir {path}: {IDENTITY_FILE} is corrupt ({exc})") from exc
-    changed = differences(old, identity)
+    changed = differences(as_recorded_now(old), identity)
     if changed:
         shown = "; ".join(changed[:4]) + ("; ..." if len(changed) > 4 else "")
         raise RunDirError(f"run_dir {path} holds a different run ({shown}); use a new run_dir "

@@ -21,30 +21,34 @@ Writes ``audit.json`` and ``dreams_vs_real.png`` (hand/object paths of a few dre
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
 
-from jobs.common import hydra_main, log, progress, run_verb
+from jobs.common import embodiment, hydra_main, log, progress, run_verb
 
 
-def plot_dreams(store, indices, path: Path) -> None:
-    """Hand and object x/y/z over time: each dream (dashed) next to its real replay (solid)."""
+def plot_dreams(store, indices, path: Path, robot: Any) -> None:
+    """The embodiment's parts (hand, object) x/y/z over time: each dream (dashed) next to its real replay
+    (solid)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from dreamgen.quality.audit import replay_episode
-    from dreamgen.world_model.metrics import HAND, OBJECT
+    from dreamgen.world_model.metrics import predicted_parts
 
-    fig, axes = plt.subplots(len(indices), 2, figsize=(11, 2.6 * len(indices)), squeeze=False)
+    shown = predicted_parts(robot.layout, robot.parts)
+    fig, axes = plt.subplots(len(indices), max(len(shown), 1), figsize=(11, 2.6 * len(indices)), squeeze=False)
     for row, index in enumerate(indices):
         episode = store.episode(int(index))
-        real = replay_episode(episode)
-        for col, (name, part) in enumerate((("hand", HAND), ("object", OBJECT))):
+        real = replay_episode(episode, robot)
+        for col, (name, part) in enumerate(shown.items()):
             ax = axes[row, col]
-            for k, (axis, colour) in enumerate(zip("xyz", ("tab:red", "tab:green", "tab:blue"), strict=True)):
+            for k, (axis, colour) in enumerate(zip("xyz"[:part.stop - part.start], ("tab:red", "tab:green", "tab:blue"),
+                                                   strict=False)):
                 ax.plot(1000 * real["real_obs"][:, part][:, k], color=colour, label=f"real {axis}")
                 ax.plot(1000 * episode.obs[:, part][:, k], color=colour, ls="--", label=f"dream {axis}")
             verdict = episode.meta.get("verdict") or "unfiltered"
@@ -66,7 +70,11 @@ def run(cfg: DictConfig, *, report: bool = True) -> dict:
     if not isinstance(a.per_task, int) or a.per_task < 1 or not 0 < a.test_fraction < 1:
         raise ConfigError(f"audit.per_task={a.per_task!r} must be an integer >= 1 and audit.test_fraction="
                           f"{a.test_fraction!r} in (0, 1)")
+    robot = embodiment(cfg)
+    robot.require_simulator("audit", "judge its dreams by the learned filter alone, or audit them on the robot "
+                                     "(their provenance names the start each one needs)")
     store = TrajectoryStore.open(a.store)
+    robot.check_recorded(store.info.get("embodiment"), f"dream store {a.store}")
     meta = store.meta()
     picked = sample_for_audit(meta, a.per_task, cfg.seed)
     if not len(picked):
@@ -77,7 +85,7 @@ def run(cfg: DictConfig, *, report: bool = True) -> dict:
         labels = load_labels(labels_path)
         todo = [int(i) for i in picked if meta["episode_id"][i] not in labels]
         bar = progress(None, cfg, total=len(todo), desc="audit replay", unit="ep")
-        replayed = replay_dreams((store.episode(i) for i in todo), labels, on_episode=lambda: bar.update(1))
+        replayed = replay_dreams((store.episode(i) for i in todo), labels, robot, on_episode=lambda: bar.update(1))
         bar.close()
         for eid, entry in labels.items():  # the fold follows the configured fraction
             entry["fold"] = fold_of(eid, a.test_fraction)
@@ -92,8 +100,10 @@ def run(cfg: DictConfig, *, report: bool = True) -> dict:
             test = [i for i in picked if labels[meta["episode_id"][i]]["fold"] == "test"]
             if a.plots > 0 and test:
                 rng = np.random.default_rng(cfg.seed)
-                plot_dreams(store, rng.choice(test, size=min(a.plots, len(test)), replace=False), out / "dreams_vs_real.png")
-                tracker.log_artifact(out / "dreams_vs_real.png")
+                plot_dreams(store, rng.choice(test, size=min(a.plots, len(test)), replace=False), out / "dreams_vs_real.png",
+                            robot)
+                tracker.log_artifact(out / "dreams_vs_real.png",
+                            robot)
             metrics = {}
             for name, entry in result["filters"].items():
                 for key in ("precision", "recall", "acceptance"):

@@ -1,4 +1,5 @@
-"""``dreamgen collect``: real demos + play from Meta-World (or a LeRobot import) into run_dir/real.zarr."""
+"""``dreamgen collect``: real demos + play from the embodiment's simulator (or a LeRobot import) into
+run_dir/real.zarr, which records the embodiment's name."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ import time
 from omegaconf import DictConfig
 
 from dreamgen.errors import StoreError
-from jobs.common import hydra_main, log, progress, run_verb
+from jobs.common import embodiment, hydra_main, log, progress, run_verb
 
 
 def collect_spec(cfg: DictConfig):
     from dreamgen.data.collect import CollectSpec
 
     c = cfg.collect
-    return CollectSpec(tasks=tuple(cfg.tasks), n_expert=c.n_expert, n_play=c.n_play,
+    return CollectSpec(embodiment=embodiment(cfg), tasks=tuple(cfg.tasks), n_expert=c.n_expert, n_play=c.n_play,
                        expert_noise=c.expert_noise, play_noise=c.play_noise,
                        play_random_prob=c.play_random_prob, play_steps=c.play_steps,
                        post_success_steps=c.post_success_steps, max_steps=c.max_steps)
@@ -24,19 +25,19 @@ def run(cfg: DictConfig) -> dict:
     from dreamgen.data.collect import collect_real
     from dreamgen.data.store import TrajectoryStore
     from dreamgen.rundir import staged
-    from dreamgen.sim.metaworld import ACTION_DIM, OBS_DIM
 
     spec = collect_spec(cfg)  # validates before anything starts
+    robot = spec.embodiment
     imported = None
     if cfg.collect.import_root:
         from dreamgen.data.lerobot_io import import_lerobot
         from dreamgen.language import make_resolver
 
-        resolver = make_resolver(min_similarity=cfg.language.min_similarity,
+        resolver = make_resolver(robot.tasks, min_similarity=cfg.language.min_similarity,
                                  ambiguity_margin=cfg.language.ambiguity_margin)
         imported = import_lerobot(cfg.collect.import_root, repo_id=cfg.collect.import_repo_id,
-                                  obs_key=cfg.collect.import_obs_key, obs_dim=OBS_DIM,
-                                  action_dim=ACTION_DIM, resolve_task=lambda t: resolver.resolve(t).task)
+                                  obs_key=cfg.collect.import_obs_key, obs_dim=robot.obs_dim,
+                                  action_dim=robot.action_dim, robot=robot.name, resolve_task=lambda t: resolver.resolve(t).task)
         if not imported:
             raise StoreError(f"{cfg.collect.import_root}: the LeRobotDataset holds no episodes")
         other = sorted({str(e.meta["task"]) for e in imported} - set(cfg.tasks))
@@ -51,8 +52,9 @@ def run(cfg: DictConfig) -> dict:
             return {"store": str(final), "episodes": len(store)}
         start = time.perf_counter()
         with staged(final) as partial:
-            store = TrajectoryStore.create(partial, obs_dim=OBS_DIM, action_dim=ACTION_DIM,
-                                           info={"collected_by": "dreamgen collect", "seed": cfg.seed})
+            store = TrajectoryStore.create(partial, obs_dim=robot.obs_dim, action_dim=robot.action_dim,
+                                           info={"collected_by": "dreamgen collect", "seed": cfg.seed,
+                                                 "embodiment": robot.name})
             episodes = imported if imported is not None else collect_real(spec, cfg.seed)
             total = len(imported) if imported is not None else spec.n_episodes
             batch = []

@@ -30,6 +30,24 @@ NON_IDENTITY_KEYS = ("run_dir", "tracking", "progress", "export", "generate", "a
                      "sweep", "planner", "pipeline")
 
 
+# The one place that picks an embodiment (``dreamgen.sim.base.Embodiment``): ``embodiment=<name>``.
+EMBODIMENTS = {"metaworld": ("dreamgen.sim.metaworld", "METAWORLD")}
+
+
+def embodiment(cfg: DictConfig) -> Any:
+    """The robot and real world this run is about (config key ``embodiment``), or a refusal naming the
+    embodiments there are."""
+    import importlib
+
+    from dreamgen.errors import ConfigError
+
+    name = cfg.embodiment
+    if name not in EMBODIMENTS:
+        raise ConfigError(f"embodiment={name!r} is not an embodiment; accepted: {', '.join(EMBODIMENTS)}")
+    module, attribute = EMBODIMENTS[name]
+    return getattr(importlib.import_module(module), attribute)
+
+
 def plain(node: Any) -> Any:
     """A resolved DictConfig/ListConfig node as plain Python containers."""
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node

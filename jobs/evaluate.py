@@ -7,19 +7,21 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from jobs.common import hydra_main, log, progress, run_verb
+from jobs.common import embodiment, hydra_main, log, progress, run_verb
 
 
 def check_config(cfg: DictConfig) -> list[str]:
     """The evaluated tasks; refuses bad ``evaluate.*`` values."""
     from dreamgen.errors import ConfigError
-    from dreamgen.sim.metaworld import check_tasks
 
     e = cfg.evaluate
-    tasks = check_tasks(cfg.tasks)
-    if e.n_episodes < 1 or not 1 <= e.max_steps <= 500:
+    robot = embodiment(cfg)
+    tasks = robot.check_tasks(cfg.tasks)
+    robot.require_simulator("evaluate", "measure a policy on the robot itself; dreamgen export gives the mix to "
+                                        "train it on")
+    if e.n_episodes < 1 or not 1 <= e.max_steps <= robot.max_steps:
         raise ConfigError(f"evaluate.n_episodes={e.n_episodes} must be >= 1 and evaluate.max_steps="
-                          f"{e.max_steps} in [1, 500]")
+                          f"{e.max_steps} in [1, {robot.max_steps}] ({robot.name}'s episode limit)")
     if e.instructions not in ("canonical", "sampled"):
         raise ConfigError(f"evaluate.instructions={e.instructions!r}; accepted: canonical, sampled")
     return tasks
@@ -39,6 +41,7 @@ def mpc_policy(cfg: DictConfig) -> Any:
     m = cfg.policy.mpc
     config = planner_config(cfg)
     model = load_world_model(m.world_model)
+    embodiment(cfg).check_recorded(model.info.get("embodiment"), f"world model {m.world_model}")
     unseen = [task for task in cfg.tasks if task not in set(model.instructions.tasks)]
     if unseen:
         raise ConfigError(f"policy.family=mpc: the world model {m.world_model} was never trained on task "
@@ -84,7 +87,7 @@ def evaluate_policy(cfg: DictConfig, policy: Any, on_task: Callable[[Any], None]
         result = evaluate_task(
             (lambda obs, cond, rows: policy.act(obs, cond, deterministic=True, rows=rows)) if stateful else
             (lambda obs, cond, rows: policy.act(obs, cond, deterministic=True)), task, index,
-            n_episodes=e.n_episodes, max_steps=e.max_steps, run_seed=cfg.seed,
+            embodiment=embodiment(cfg), n_episodes=e.n_episodes, max_steps=e.max_steps, run_seed=cfg.seed,
             embed=encoder.encode, instructions=e.instructions, exclude_seeds=train_seeds,
             reset=policy.reset if stateful else None)
         results.append(result)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from omegaconf import DictConfig
 
-from jobs.common import hydra_main, log, progress, run_verb
+from jobs.common import embodiment, hydra_main, log, progress, run_verb
 
 
 def run(cfg: DictConfig) -> dict:
@@ -13,8 +13,9 @@ def run(cfg: DictConfig) -> dict:
     from dreamgen.data.store import TrajectoryStore
     from dreamgen.errors import ConfigError, StoreError
 
-    x = cfg.export
+    x, robot = cfg.export, embodiment(cfg)
     store = TrajectoryStore.open(x.store)
+    robot.check_recorded(store.info.get("embodiment"), f"export.store={x.store}")
     meta = store.meta(["source", "kind", "task", "verdict"])
     keep = np.ones(len(store), dtype=bool)
     for field, column in (("sources", "source"), ("kinds", "kind"), ("tasks", "task"), ("verdicts", "verdict")):
@@ -31,7 +32,8 @@ def run(cfg: DictConfig) -> dict:
     with run_verb(cfg, "export", inputs={"exported": store}) as (_, tracker):
         selected = (ep for i, ep in enumerate(store.iter_episodes()) if keep[i])
         count = export_lerobot(progress(selected, cfg, total=int(keep.sum()), desc="export", unit="ep"),
-                               x.root, repo_id=x.repo_id, obs_dim=store.obs_dim, action_dim=store.action_dim)
+                               x.root, repo_id=x.repo_id, obs_dim=store.obs_dim, action_dim=store.action_dim,
+                               fps=robot.fps, robot_type=robot.robot_type)
         tracker.log_metrics({"export/episodes": count})
         log.info("exported %d episodes as LeRobotDataset %s at %s", count, x.repo_id, x.root)
         return {"root": str(x.root), "episodes": count}

@@ -16,7 +16,7 @@ import collections
 import numpy as np
 from omegaconf import DictConfig
 
-from jobs.common import hydra_main, log, progress, run_verb
+from jobs.common import embodiment, hydra_main, log, progress, run_verb
 
 VERDICT_FIELDS = ("quality", "reason", "verdict")  # the columns the filter writes; its record fingerprints them
 
@@ -47,6 +47,9 @@ def judge(cfg: DictConfig, store, on_episode=None) -> dict:
     config = filter_config(cfg)
     quality = QualityModel.load(f.quality)
     model = load_world_model(f.world_model)
+    robot = embodiment(cfg)
+    robot.check_recorded(model.info.get("embodiment"), f"filter.world_model={f.world_model}")
+    robot.check_recorded(store.info.get("embodiment"), f"filter.store={f.store}")
     real = TrajectoryStore.open(f.real_store)
     support = Support.from_episodes(list(real.iter_episodes()))
     dynamic = slice(*model.layout.dynamic)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from jobs.common import hydra_main, log, plain, progress, run_verb
+from jobs.common import embodiment, hydra_main, log, plain, progress, run_verb
 
 
 def sb3_path(cfg: DictConfig) -> str:
@@ -107,12 +107,11 @@ def check_instructions(cfg: DictConfig, tasks: tuple[str, ...]):
     """``generate.instructions`` resolved to requests over ``tasks`` (the world model's), or a refusal."""
     from dreamgen.generate.plan import parse_entries, resolve_requests
     from dreamgen.language import make_resolver
-    from dreamgen.sim.metaworld import TASKS
 
-    g = cfg.generate
-    texts = plain(g.instructions) or [TASKS[task].instructions[0] for task in cfg.tasks]
+    g, robot = cfg.generate, embodiment(cfg)
+    texts = plain(g.instructions) or [robot.tasks[task].instructions[0] for task in robot.check_tasks(cfg.tasks)]
     entries = parse_entries(texts, g.episodes)
-    resolver = make_resolver(min_similarity=cfg.language.min_similarity,
+    resolver = make_resolver(robot.tasks, min_similarity=cfg.language.min_similarity,
                              ambiguity_margin=cfg.language.ambiguity_margin)
     return resolve_requests(entries, resolver, tasks, allow_novel=g.allow_novel)
 
@@ -121,20 +120,20 @@ def build_plan(cfg: DictConfig, store_root: str | None = None):
     """Resolve instructions, load the world model's id and tasks, and plan the chunks."""
     from dreamgen.generate.plan import make_plan, require_known
     from dreamgen.language import default_encoder
-    from dreamgen.sim.metaworld import TASKS
     from dreamgen.world_model.checkpoint import load_world_model
     from jobs.train_world_model import dream_config
 
-    g = cfg.generate
+    g, robot = cfg.generate, embodiment(cfg)
     check_config(cfg)
-    requests = check_instructions(cfg, tuple(TASKS))  # refuse what no world model could dream before loading one
+    requests = check_instructions(cfg, tuple(robot.tasks))  # refuse what no world model could dream before loading one
     model = load_world_model(g.world_model)
+    robot.check_recorded(model.info.get("embodiment"), f"world model {g.world_model}")
     require_known(requests, model.instructions.tasks)
     embeddings = default_encoder().encode([r.instruction for r in requests])
     plan = make_plan(requests=requests, embeddings=embeddings, world_model=str(g.world_model),
                      world_model_id=model.info["world_model_id"], start_store=str(g.start_store),
                      sampler=sampler_spec(cfg), dream=dream_config(cfg), envs=g.envs_per_worker,
-                     episodes_per_chunk=g.episodes_per_chunk, seed=cfg.seed)
+                     episodes_per_chunk=g.episodes_per_chunk, seed=cfg.seed, embodiment=robot)
     return plan, model
 
 

@@ -176,7 +176,7 @@ class StageLedger:
 
     def __init__(self, run_dir: Path, settings: dict[str, Any]):
         from dreamgen.errors import RunDirError
-        from dreamgen.rundir import differences
+        from dreamgen.rundir import as_recorded_now, differences
 
         self.path = run_dir / "pipeline" / "stages.json"
         self.record: dict[str, Any] = {"settings": settings, "done": {}}
@@ -186,7 +186,7 @@ class StageLedger:
                 old_settings, done = old["settings"], dict(old["done"])
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise RunDirError(f"{self.path} is corrupt ({exc}); delete it to run every stage again") from exc
-            changed = [c for c in differences(old_settings, settings) if not c.startswith(ROUND_FREE)]
+            changed = [c for c in differences(as_recorded_now(old_settings), settings) if not c.startswith(ROUND_FREE)]
             if "pipeline.round_cap" not in old_settings or not any("@" in stage for stage in done):
                 changed = [c for c in changed if not c.startswith("pipeline.round_cap=")]  # no later round ran
             if changed and done:

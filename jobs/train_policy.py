@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from jobs.common import hydra_main, log, progress, run_verb
+from jobs.common import embodiment, hydra_main, log, progress, run_verb
 
 
 def _frames(store: Any, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -36,6 +36,7 @@ def load_demos(cfg: DictConfig, store: Any = None):
     from dreamgen.errors import ConfigError
 
     store = store or TrajectoryStore.open(cfg.policy.store)
+    embodiment(cfg).check_recorded(store.info.get("embodiment"), f"policy.store={cfg.policy.store}")
     meta = store.meta(["kind", "success"])
     keep = np.isin(meta["kind"], list(cfg.policy.train_kinds))
     if cfg.policy.success_only:

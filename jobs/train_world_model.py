@@ -2,7 +2,8 @@
 
 Split by episode (train / val for early stopping, elites and the halting bound / test for fidelity),
 train with a progress bar and ``wm/*`` metrics, write the checkpoint, then measure fidelity on the
-held-out episodes and check the scripted expert inside the dream against the real simulator.
+held-out episodes and check the scripted expert inside the dream against the real simulator (when the
+embodiment has both). The observation layout is the embodiment's; the checkpoint records its name.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from omegaconf import DictConfig
 
-from jobs.common import hydra_main, log, progress, run_verb
+from jobs.common import embodiment, hydra_main, log, progress, run_verb
 
 
 def ensemble_config(cfg: DictConfig):
@@ -49,6 +50,12 @@ def load_episodes(cfg: DictConfig):
     from dreamgen.errors import ConfigError
 
     store = TrajectoryStore.open(cfg.world_model.store)
+    robot = embodiment(cfg)
+    robot.check_recorded(store.info.get("embodiment"), f"world_model.store={cfg.world_model.store}")
+    if store.obs_dim != robot.obs_dim or store.action_dim != robot.action_dim:
+        raise ConfigError(f"world_model.store={cfg.world_model.store} holds {store.obs_dim}-dim observations and "
+                          f"{store.action_dim}-dim actions; embodiment {robot.name} has {robot.obs_dim} and "
+                          f"{robot.action_dim}")
     episodes = [e for e in store.iter_episodes() if e.meta["source"] == "real"]
     if len(episodes) < 3:
         raise ConfigError(f"world_model.store={cfg.world_model.store} holds {len(episodes)} real episodes; "
@@ -61,12 +68,12 @@ def run(cfg: DictConfig) -> dict:
     from dreamgen.language import default_encoder
     from dreamgen.rundir import staged, write_json
     from dreamgen.seeding import derive_seed, make_rng
-    from dreamgen.world_model.base import METAWORLD_LAYOUT, InstructionTable
+    from dreamgen.world_model.base import InstructionTable
     from dreamgen.world_model.checkpoint import save_world_model
     from dreamgen.world_model.fit import fit_ensemble, split_episodes, transitions
     from dreamgen.world_model.metrics import fidelity_report, flat_metrics, plot_episode
 
-    w, config, dream = cfg.world_model, ensemble_config(cfg), dream_config(cfg)
+    w, config, dream, robot = cfg.world_model, ensemble_config(cfg), dream_config(cfg), embodiment(cfg)
     store, episodes = load_episodes(cfg)
     texts = sorted({e.meta["instruction"] for e in episodes})
     task_of = {e.meta["instruction"]: e.meta["task"] for e in episodes}
@@ -74,7 +81,7 @@ def run(cfg: DictConfig) -> dict:
     split = split_episodes([e.meta["task"] for e in episodes], (w.val_fraction, w.test_fraction),
                            make_rng(cfg.seed, "world-model-split"))
     train, val, test = ([episodes[i] for i in part] for part in split)
-    data = {name: transitions(part, METAWORLD_LAYOUT, table, config.action_history) for name, part in
+    data = {name: transitions(part, robot.layout, table, config.action_history) for name, part in
             (("train", train), ("val", val), ("test", test))}
     with run_verb(cfg, "train-world-model", inputs={"real": store}) as (run_dir, tracker):
         bar = progress(range(config.max_epochs), cfg, desc="train-world-model", unit="epoch")
@@ -84,10 +91,10 @@ def run(cfg: DictConfig) -> dict:
             bar.set_postfix(val_mse=f"{metrics['wm/val_mse']:.4f}")
             tracker.log_metrics(metrics, step=epoch)
 
-        info = {"store": str(store.path), "store_digest": store.digest(), "seed": cfg.seed,
+        info = {"embodiment": robot.name, "store": str(store.path), "store_digest": store.digest(), "seed": cfg.seed,
                 "episodes": {name: [e.meta["episode_id"] for e in part]
                              for name, part in (("train", train), ("val", val), ("test", test))}}
-        model = fit_ensemble(data["train"], data["val"], table, METAWORLD_LAYOUT, config, seed=cfg.seed,
+        model = fit_ensemble(data["train"], data["val"], table, robot.layout, config, seed=cfg.seed,
                              halt_quantile=w.halt_quantile, info=info, on_epoch=on_epoch)
         bar.close()
         with staged(run_dir / "world_model") as partial:
@@ -95,17 +102,20 @@ def run(cfg: DictConfig) -> dict:
             report = {"world_model_id": world_model_id, "epochs": model.info["epochs"],
                       "transitions": {k: len(v) for k, v in data.items()},
                       "disagreement_bound": model.disagreement_bound,
-                      "fidelity": fidelity_report(model, test, data["test"], tuple(w.fidelity_horizons))}
-            plot_episode(model, max(test, key=len), partial / "fidelity.png")
+                      "fidelity": fidelity_report(model, test, data["test"], tuple(w.fidelity_horizons),
+                                                  parts=robot.parts)}
+            plot_episode(model, max(test, key=len), partial / "fidelity.png", robot.parts)
             seeds = [derive_seed(cfg.seed, "world-model-check", i) for i in range(w.check_episodes)]
-            report["expert_in_dream"] = check_expert_in_dream(model, sorted(set(table.tasks)), seeds, dream)
+            report["expert_in_dream"] = check_expert_in_dream(model, sorted(set(table.tasks)), seeds, dream, robot) \
+                if robot.has_simulator and robot.has_expert else {}
             write_json(partial / "report.json", report)
         metrics = flat_metrics(report["fidelity"])
         checks = report["expert_in_dream"].values()
-        metrics.update({"wm/epochs": report["epochs"], "wm/disagreement_bound": model.disagreement_bound,
-                        "wm/expert_dream_success": float(np.mean([c["dream_success"] for c in checks])),
-                        "wm/expert_replay_success": float(np.mean([c["real_success"] for c in checks])),
-                        "wm/expert_agreement": float(np.mean([c["agreement"] for c in checks]))})
+        metrics.update({"wm/epochs": report["epochs"], "wm/disagreement_bound": model.disagreement_bound})
+        if checks:
+            metrics.update({"wm/expert_dream_success": float(np.mean([c["dream_success"] for c in checks])),
+                            "wm/expert_replay_success": float(np.mean([c["real_success"] for c in checks])),
+                            "wm/expert_agreement": float(np.mean([c["agreement"] for c in checks]))})
         tracker.log_metrics(metrics)
         tracker.log_dict(report, "world_model_report.json")
         tracker.log_artifact(run_dir / "world_model" / "fidelity.png")
@@ -115,15 +125,18 @@ def run(cfg: DictConfig) -> dict:
 
 def format_report(report: dict) -> str:
     """A short human summary of the fidelity report and the expert-in-dream check."""
+    from dreamgen.world_model.metrics import part_names
+
     one = report["fidelity"]["one_step"]
     lines = [f"one-step nMSE {one['nmse']:.4g} (copy baseline {one['copy_nmse']:.4g}) on {one['transitions']} "
-             "held-out transitions", "open loop    hand mm (median/p90)   object mm (median/p90)   copy hand/object"]
+             "held-out transitions", "open loop: mm, median / p90 (copy baseline median)"]
     for horizon, e in sorted(report["fidelity"]["open_loop"].items(), key=lambda item: int(item[0])):
         if e["starts"]:
-            lines.append(f"  H={horizon:<4} {e['hand_mm']['median']:7.1f} / {e['hand_mm']['p90']:<7.1f}       "
-                         f"{e['object_mm']['median']:7.1f} / {e['object_mm']['p90']:<7.1f}        "
-                         f"{e['hand_copy_mm']['median']:.1f} / {e['object_copy_mm']['median']:.1f}  "
-                         f"({e['starts']} starts)")
+            lines.append(f"  H={horizon:<4} " + "   ".join(
+                f"{name} {e[f'{name}_mm']['median']:.1f} / {e[f'{name}_mm']['p90']:.1f} "
+                f"({e[f'{name}_copy_mm']['median']:.1f})" for name in part_names(e)) + f"   ({e['starts']} starts)")
+    if not report["expert_in_dream"]:
+        return "\n".join(lines)
     lines.append("expert in the dream: task, dream success, replayed real success, agreement")
     for task, c in report["expert_in_dream"].items():
         lines.append(f"  {task:26s} {c['dream_success']:.2f}  {c['real_success']:.2f}  {c['agreement']:.2f}")

@@ -4,7 +4,7 @@ Every sampler is batched and follows ``policies.base.Policy``: ``act(obs[B,O], i
 action[B,A]`` in [-1, 1]. Exploration noise comes from the sampler's own generator (seeded per
 chunk), so a chunk's dreams depend only on ``(job seed, chunk index)``.
 
-- ``expert``: Meta-World's scripted expert + Gaussian noise, acting on *dreamed* states. It knows
+- ``expert``: the embodiment's scripted expert + Gaussian noise, acting on *dreamed* states. It knows
   the task's solution, so it is an **oracle labeller** — its name says so in every episode's provenance.
 - ``policy``: a trained policy checkpoint (e.g. the BC policy) + Gaussian noise.
 - ``random``: uniform random actions (play).
@@ -111,11 +111,9 @@ class _Noisy:
 class ExpertSampler(_Noisy):
     """The scripted expert of ``task`` on each row's (dreamed) state: an oracle labeller."""
 
-    def __init__(self, task: str, noise: float, rng: np.random.Generator):
-        from dreamgen.sim.metaworld import make_expert
-
+    def __init__(self, expert: Any, noise: float, rng: np.random.Generator):
         super().__init__(noise, rng)
-        self.expert = make_expert(task)
+        self.expert = expert
 
     def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False,
             rows: Any = None) -> np.ndarray:
@@ -362,14 +360,17 @@ def make_mpc(model: Any, config: PlannerConfig, prior_policy: Any, *, seed: int)
 
 
 def make_sampler(spec: SamplerSpec, task: str, rng: np.random.Generator, *, action_dim: int,
-                 policy: Any = None, model: Any = None, demos: DemoPaths | None = None) -> Any:
+                 policy: Any = None, model: Any = None, demos: DemoPaths | None = None, robot: Any = None) -> Any:
     """The sampler for one chunk of ``task`` (``""`` for a novel instruction) with its own ``rng``;
-    ``model`` is the world model the planning kinds plan in, ``demos`` the task's demos (recovery)."""
+    ``model`` is the world model the planning kinds plan in, ``demos`` the task's demos (recovery),
+    ``robot`` the embodiment (its scripted expert; the parts retarget carries a demo by)."""
     if spec.kind == "expert":
         if not task:
             raise ConfigError("generate.sampler.kind=expert needs a known task; a novel instruction "
                               "(allow_novel=true) needs a learned sampler: policy, sb3 or random")
-        return ExpertSampler(task, spec.noise, rng)
+        if robot is None:
+            raise ConfigError("generate.sampler.kind=expert needs the embodiment whose scripted expert acts")
+        return ExpertSampler(robot.make_expert(task), spec.noise, rng)
     if spec.kind == "random":
         return RandomSampler(action_dim, rng)
     if spec.kind in PLANNING:
@@ -383,12 +384,14 @@ def make_sampler(spec: SamplerSpec, task: str, rng: np.random.Generator, *, acti
             raise ConfigError(f"generate.sampler.kind={spec.kind} follows the task's demos; no demo of the task "
                               f"{task!r} was given")
         if spec.kind == "retarget":
-            from dreamgen.sim.metaworld import GOAL_SLICE, HAND_SLICE, OBJECT_SLICE
-
+            if robot is None:
+                raise ConfigError("generate.sampler.kind=retarget needs the embodiment (its hand, object and goal "
+                                  "parts carry a demo to a new layout)")
             config = dataclasses.replace(spec.planner, track_weight=spec.retarget_track)
             history = model.layout.history[0] - model.layout.dynamic[0] if model.layout.history else None
             return RetargetSampler(make_mpc(model, config, policy, seed=int(rng.integers(2**31))), demos, spec.noise,
-                                   rng, hand=HAND_SLICE, obj=OBJECT_SLICE, goal=GOAL_SLICE, history=history)
+                                   rng, hand=robot.part("hand"), obj=robot.part("object"), goal=robot.part("goal"),
+                                   history=history)
         config = dataclasses.replace(spec.planner, track_weight=spec.recovery_track)
         mpc = make_mpc(model, config, policy, seed=int(rng.integers(2**31)))
         return RecoverySampler(mpc, policy, demos, spec.recovery_steps, spec.recovery_noise, spec.noise, rng)

@@ -94,8 +94,7 @@ def test_evaluation_and_mlflow_runs(smoke_run):
 def test_world_model_trains_reports_and_dreams_from_the_real_store(smoke_run):
     from dreamgen.dream.core import DreamConfig, StartPool
     from dreamgen.dream.vector import DreamVectorEnv
-    from dreamgen.sim.metaworld import make_env
-    from dreamgen.world_model.base import METAWORLD_LAYOUT
+    from dreamgen.sim.metaworld import METAWORLD_LAYOUT, make_env
     from dreamgen.world_model.checkpoint import load_world_model
 
     wm_dir = smoke_run["run_dir"] / "world_model"

@@ -17,6 +17,7 @@ from dreamgen.dream.core import DreamConfig
 from dreamgen.errors import ConfigError, InstructionError, StoreError
 from dreamgen.generate.plan import Request, make_plan, parse_entries, resolve_requests
 from dreamgen.generate.service import committed_chunks, open_dream_store, run_plan
+from dreamgen.sim.metaworld import METAWORLD
 from policies.samplers import SamplerSpec, make_sampler
 from tests.conftest import REPO, dreamgen
 
@@ -28,7 +29,8 @@ def plan_for(requests, *, seed=0, sampler=None, chunk=2, envs=2, world_model="wm
     return make_plan(requests=requests, embeddings=np.zeros((len(requests), 384), np.float32),
                      world_model=world_model, world_model_id=wm_id, start_store=start_store,
                      sampler=sampler or SamplerSpec(),
-                     dream=DreamConfig(horizon=20), envs=envs, episodes_per_chunk=chunk, seed=seed)
+                     dream=DreamConfig(horizon=20), envs=envs, episodes_per_chunk=chunk, seed=seed,
+                     embodiment=METAWORLD)
 
 
 REQUESTS = [Request("open the drawer", 5, "drawer-open-v3", "open the drawer", 1.0, False),
@@ -60,7 +62,7 @@ def test_instruction_entries_are_checked():
 def test_requests_resolve_paraphrases_refuse_nonsense_and_flag_novel():
     from dreamgen.language import make_resolver
 
-    resolver = make_resolver(min_similarity=0.6, ambiguity_margin=0.03)
+    resolver = make_resolver(METAWORLD.tasks, min_similarity=0.6, ambiguity_margin=0.03)
     tasks = ["drawer-open-v3", "button-press-topdown-v3"]
     (para,) = resolve_requests([("pull out the drawer", 4)], resolver, tasks, allow_novel=False)
     assert (para.task, para.matched, para.novel) == ("drawer-open-v3", "pull the drawer out", False)
@@ -80,11 +82,12 @@ def test_samplers_stay_in_bounds_depend_only_on_their_rng_and_refuse_novel_exper
                for _ in range(2)]
     np.testing.assert_array_equal(*actions)
     assert actions[0].shape == (3, 4) and np.abs(actions[0]).max() <= 1
-    expert = make_sampler(SamplerSpec("expert", noise=5.0), "drawer-open-v3", np.random.default_rng(0), action_dim=4)
+    expert = make_sampler(SamplerSpec("expert", noise=5.0), "drawer-open-v3", np.random.default_rng(0), action_dim=4,
+                          robot=METAWORLD)
     assert np.abs(expert.act(obs, obs)).max() <= 1  # huge noise is clipped to the action box
     assert "oracle" in SamplerSpec("expert").name
     with pytest.raises(ConfigError, match="novel instruction"):
-        make_sampler(SamplerSpec("expert"), "", np.random.default_rng(0), action_dim=4)
+        make_sampler(SamplerSpec("expert"), "", np.random.default_rng(0), action_dim=4, robot=METAWORLD)
     with pytest.raises(ConfigError, match="accepted: expert, policy, random, sb3"):
         SamplerSpec("greedy")
 
@@ -108,7 +111,7 @@ def smoke_plan(smoke_run, **kw):
     plan = make_plan(requests=requests, embeddings=table.embeddings, world_model=str(run_dir / "world_model"),
                      world_model_id=model.info["world_model_id"], start_store=str(run_dir / "real.zarr"),
                      sampler=SamplerSpec("expert", noise=0.2), dream=DreamConfig(horizon=40), envs=2,
-                     episodes_per_chunk=2, seed=kw.get("seed", 3))
+                     episodes_per_chunk=2, seed=kw.get("seed", 3), embodiment=METAWORLD)
     return plan, model
 
 

@@ -31,7 +31,7 @@ HELD_OUT = [
 
 @pytest.fixture(scope="module")
 def resolver():
-    return make_resolver(min_similarity=0.6, ambiguity_margin=0.03)
+    return make_resolver(TASKS, min_similarity=0.6, ambiguity_margin=0.03)
 
 
 def test_held_out_paraphrases_resolve(resolver):
@@ -66,7 +66,7 @@ def test_unresolvable_lists_the_closest(resolver):
 
 
 def test_ambiguity_names_both_tasks():
-    wide = make_resolver(min_similarity=0.3, ambiguity_margin=0.5)
+    wide = make_resolver(TASKS, min_similarity=0.3, ambiguity_margin=0.5)
     with pytest.raises(InstructionError, match=r"ambiguous between (\S+) .* and (\S+) "):
         wide.resolve("move the thing to the target")
 

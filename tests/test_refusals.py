@@ -67,6 +67,19 @@ def damaged(smoke_run, tmp_path_factory) -> dict[str, Path]:
     save_file({"w": torch.zeros(1)}, str(quality / "model.safetensors"))
     (quality / "quality.json").write_text(json.dumps({"config": {}, "info": {}}))
     out["unchecked_quality"] = quality
+    other = root / "other.zarr"  # a store collected for another robot
+    shutil.copytree(run_dir / "real.zarr", other)
+    import zarr
+
+    group = zarr.open_group(str(other), mode="r+")
+    group.attrs["info"] = {**group.attrs["info"], "embodiment": "fetch"}
+    out["other_store"] = other
+    from dreamgen.world_model.checkpoint import load_world_model, save_world_model
+
+    model = load_world_model(run_dir / "world_model")  # a world model trained for another robot, correctly saved
+    model.info["embodiment"] = "fetch"
+    save_world_model(model, root / "other_wm")
+    out["other_world_model"] = root / "other_wm"
     (root / "labels.json").write_text("{not json")
     out["corrupt_labels"] = root / "labels.json"
     (root / "a_file").write_text("not a directory")
@@ -112,6 +125,11 @@ CASES = [
     ("pipeline", ["pipeline.rounds=2", "generate.sampler.kind=expert"], "pipeline.rounds=2 with generate.sampler.kind=expert"),
     ("pipeline", ["pipeline.rounds=2", "generate.sampler.kind=policy", "pipeline.round_cap=0"], "pipeline.round_cap=0"),
     ("collect", ["tasks=[drawer-opn-v3]"], "unknown task 'drawer-opn-v3'"),
+    # embodiments: an unknown name, a task, a store and a checkpoint of another robot
+    ("collect", ["embodiment=fetch"], "embodiment='fetch' is not an embodiment; accepted: metaworld"),
+    ("collect", ["tasks=[FetchReach-v4]"], "unknown task 'FetchReach-v4' for embodiment metaworld"),
+    ("train-world-model", ["world_model.store={other_store}"], "was made for embodiment fetch, not metaworld"),
+    ("generate", ["generate.world_model={other_world_model}"], "was made for embodiment fetch, not metaworld"),
     # language: resolver settings, negated, blank, verbless and unknown instructions (also with allow_novel)
     ("generate", ["language.min_similarity=2"], "language.min_similarity=2"),
     ("generate", ["language.ambiguity_margin=-0.1"], "language.ambiguity_margin=-0.1"),
@@ -208,3 +226,50 @@ def test_conventions_users_rely_on_tracking_uri_from_the_environment_and_offline
                            "os.environ['TRANSFORMERS_OFFLINE'])"], env={**clean, "PYTHONPATH": str(REPO)},
                           capture_output=True, text=True, check=True, cwd=REPO)
     assert seen.stdout.split() == ["1", "1"]
+
+
+def arm_without_simulator():
+    """A robot known only from its data: no simulator, no scripted expert (``dreamgen.sim.base``)."""
+    from dreamgen.sim.base import Embodiment, TaskSpec
+    from dreamgen.world_model.base import ObsLayout
+
+    class Arm(Embodiment):
+        name = "arm7"
+        layout = ObsLayout("arm7-state", 7, dynamic=(0, 7))
+        action_dim = 2
+        max_steps = 300
+        fps = 10
+        robot_type = "arm7"
+        tasks = {"wave": TaskSpec("wave", ("wave the arm",))}
+        has_simulator = False
+        has_expert = False
+
+    return Arm()
+
+
+@pytest.mark.parametrize(("verb", "says"), [
+    ("audit", "`dreamgen audit` needs a simulator and embodiment arm7 has none; judge its dreams by the learned"),
+    ("evaluate", "`dreamgen evaluate` needs a simulator and embodiment arm7 has none; measure a policy on the robot"),
+    ("collect", "`dreamgen collect` needs a simulator and embodiment arm7 has none; import its demonstrations"),
+])
+def test_a_robot_without_a_simulator_is_refused_where_a_simulator_is_needed(verb, says, monkeypatch, tmp_path, capsys):
+    import importlib
+    import sys
+
+    from hydra import compose, initialize_config_dir
+
+    import jobs.common
+    from dreamgen.cli import module_of
+    from jobs.common import entrypoint
+
+    monkeypatch.setitem(jobs.common.EMBODIMENTS, "arm7", (__name__, "ARM7"))  # the registry: name -> object
+    monkeypatch.setattr(sys.modules[__name__], "ARM7", arm_without_simulator(), raising=False)
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+        cfg = compose(config_name="config", overrides=[
+            "experiment=smoke", "embodiment=arm7", "tasks=[wave]", f"run_dir={tmp_path / 'run'}",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "progress=false"])
+    with pytest.raises(SystemExit) as exited:
+        entrypoint(importlib.import_module(module_of(verb)).run)(cfg)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 2 and len(err) == 1 and says in err[0], err
+    assert not (tmp_path / "run").exists()

@@ -1,4 +1,5 @@
-"""Real-world collection: scripted-expert demos (with action noise) and cheap noisy "play".
+"""Real-world collection: scripted-expert demos (with action noise) and cheap noisy "play", in the
+simulator of the embodiment the spec names (``dreamgen.sim.base.Embodiment``).
 
 ``rollout_expert`` and ``rollout_play`` each run one episode from a known layout seed and return an
 ``Episode`` tagged with its kind, task, instruction, seed and real success label. ``collect_real``
@@ -15,14 +16,16 @@ import numpy as np
 
 from dreamgen.errors import ConfigError
 from dreamgen.seeding import derive_seed, make_rng
-from dreamgen.sim.metaworld import TASKS, Expert, check_tasks, make_env, make_expert
+from dreamgen.sim.base import Embodiment, Expert
 from dreamgen.types import Episode
 
 
 @dataclasses.dataclass(frozen=True)
 class CollectSpec:
-    """What to collect per task. Defaults live in ``configs/collect/``; this only validates."""
+    """What to collect per task, in which embodiment. Defaults live in ``configs/config.yaml``; this only
+    validates."""
 
+    embodiment: Embodiment
     tasks: tuple[str, ...]
     n_expert: int  # expert demos per task
     n_play: int  # play episodes per task
@@ -34,7 +37,7 @@ class CollectSpec:
     max_steps: int  # hard cap on any episode
 
     def __post_init__(self) -> None:
-        check_tasks(self.tasks, field="collect.tasks")
+        self.embodiment.check_tasks(self.tasks, field="tasks")
         for name in ("n_expert", "n_play"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"collect.{name}={getattr(self, name)} must be >= 0")
@@ -45,9 +48,11 @@ class CollectSpec:
                 raise ConfigError(f"collect.{name}={getattr(self, name)} must be in [0, 2]")
         if not 0 <= self.play_random_prob <= 1:
             raise ConfigError(f"collect.play_random_prob={self.play_random_prob} must be in [0, 1]")
+        limit = self.embodiment.max_steps
         for name in ("play_steps", "max_steps"):
-            if not 1 <= getattr(self, name) <= 500:
-                raise ConfigError(f"collect.{name}={getattr(self, name)} must be in [1, 500]")
+            if not 1 <= getattr(self, name) <= limit:
+                raise ConfigError(f"collect.{name}={getattr(self, name)} must be in [1, {limit}] "
+                                  f"({self.embodiment.name}'s episode limit)")
         if self.post_success_steps < 0:
             raise ConfigError(f"collect.post_success_steps={self.post_success_steps} must be >= 0")
 
@@ -90,7 +95,8 @@ def rollout_expert(env: gym.Env, expert: Expert, rng: np.random.Generator, *, se
     """One scripted-expert demo with Gaussian action noise, cut ``post_success_steps`` after success."""
 
     def act(obs: np.ndarray) -> np.ndarray:
-        return np.clip(expert(obs) + rng.normal(0.0, noise, 4), -1, 1).astype(np.float32)
+        action = expert(obs)
+        return np.clip(action + rng.normal(0.0, noise, action.shape), -1, 1).astype(np.float32)
 
     return _rollout(env, act, seed=seed, max_steps=max_steps, stop_after_success=post_success_steps,
                     meta={**meta, "kind": "expert", "sampler": f"expert+N(0,{noise})"})
@@ -102,8 +108,9 @@ def rollout_play(env: gym.Env, expert: Expert, rng: np.random.Generator, *, seed
 
     def act(obs: np.ndarray) -> np.ndarray:
         if rng.random() < random_prob:
-            return rng.uniform(-1, 1, 4).astype(np.float32)
-        return np.clip(expert(obs) + rng.normal(0.0, noise, 4), -1, 1).astype(np.float32)
+            return rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
+        action = expert(obs)
+        return np.clip(action + rng.normal(0.0, noise, action.shape), -1, 1).astype(np.float32)
 
     return _rollout(env, act, seed=seed, max_steps=steps, stop_after_success=None,
                     meta={**meta, "kind": "play",
@@ -112,9 +119,11 @@ def rollout_play(env: gym.Env, expert: Expert, rng: np.random.Generator, *, seed
 
 def collect_real(spec: CollectSpec, run_seed: int) -> Iterator[Episode]:
     """Every episode of ``spec``, task by task: experts first, then play. Reproducible from ``run_seed``."""
+    robot = spec.embodiment
+    robot.require_simulator("collect", "import its demonstrations instead (collect.import_root)")
     for task_index, task in enumerate(spec.tasks):
-        env, expert = make_env(task, max_episode_steps=spec.max_steps), make_expert(task)
-        instructions: Sequence[str] = TASKS[task].instructions
+        env, expert = robot.make_env(task, max_episode_steps=spec.max_steps), robot.make_expert(task)
+        instructions: Sequence[str] = robot.tasks[task].instructions
         for kind, count in (("expert", spec.n_expert), ("play", spec.n_play)):
             for i in range(count):
                 rng = make_rng(run_seed, f"collect/{kind}", task_index, i)

@@ -21,7 +21,7 @@ from dreamgen.types import Episode
 
 log = logging.getLogger(__name__)
 
-FPS = 80  # Meta-World control rate: frame_skip 5 x 2.5 ms
+FPS = 80  # the default control rate (Meta-World's: frame_skip 5 x 2.5 ms); an embodiment gives its own
 
 
 def _features(obs_dim: int, action_dim: int) -> dict:
@@ -69,7 +69,7 @@ def export_lerobot(episodes: Iterable[Episode], root: str | Path, *, repo_id: st
     return count
 
 
-def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int, action_dim: int,
+def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int, action_dim: int, robot: str,
                    resolve_task: Callable[[str], str]) -> list[Episode]:
     """Read every episode of a local LeRobotDataset; check all of them before returning any.
 
@@ -99,7 +99,7 @@ def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int
             raise StoreError(f"{root}: feature {key!r} missing; the dataset has {sorted(features)}")
         if tuple(features[key]["shape"]) != (dim,):
             raise StoreError(f"{root}: feature {key!r} has shape {tuple(features[key]['shape'])}, "
-                             f"expected ({dim},) for Meta-World")
+                             f"expected ({dim},) for embodiment {robot}")
     table = dataset.hf_dataset.with_format("numpy")
     columns = {key: np.asarray(table[key]) for key in [obs_key, "action", "episode_index", "task_index",
                                                         *[k for k in ("next.reward", "next.done",

@@ -66,23 +66,21 @@ def _batched(act_one: Callable[[np.ndarray], np.ndarray]) -> Act:
 
 
 def check_expert_in_dream(model: WorldModel, tasks: Sequence[str], seeds: Sequence[int],
-                          config: DreamConfig) -> dict[str, Any]:
+                          config: DreamConfig, robot: Any) -> dict[str, Any]:
     """Per task: dream success rate of the scripted expert acting on dreamed states, real success of
     the same actions replayed from the same seed, and their agreement (EVALUATION.md §4 in miniature)."""
-    from dreamgen.sim.metaworld import make_env, make_expert, replay
-
     report: dict[str, Any] = {}
     for task in tasks:
-        env_real = make_env(task)
+        env_real = robot.make_env(task)
         start = np.stack([env_real.reset(seed=int(s))[0] for s in seeds])
         env_real.close()
         pool = StartPool(start, np.array([task] * len(seeds)), np.array([f"seed:{s}" for s in seeds], object),
                          np.asarray(seeds, np.int64))
         dream_env = DreamVectorEnv(model, pool, model.instructions.for_task(task), len(seeds), config)
-        episodes = rollout_dreams(dream_env, _batched(make_expert(task)), seed=0,
+        episodes = rollout_dreams(dream_env, _batched(robot.make_expert(task)), seed=0,
                                   options={"start_obs": start, "start_refs": list(pool.ref), "start_seeds": pool.seed})
         dream = np.array([bool(e.success.any()) for e in episodes])
-        real = np.array([replay(task, int(s), e.action)["success"] for s, e in zip(seeds, episodes, strict=True)])
+        real = np.array([robot.replay(task, int(s), e.action)["success"] for s, e in zip(seeds, episodes, strict=True)])
         report[task] = {
             "episodes": len(seeds), "dream_success": float(dream.mean()), "real_success": float(real.mean()),
             "agreement": float((dream == real).mean()),

@@ -60,6 +60,7 @@ class GenerationPlan:
     dream: DreamConfig
     envs: int  # dream rows stepped together (the vector env's batch)
     seed: int
+    embodiment: Any  # dreamgen.sim.base.Embodiment: its expert (the oracle sampler), its parts (retarget)
 
     @property
     def episodes(self) -> int:
@@ -128,7 +129,7 @@ def require_known(requests: Sequence[Request], model_tasks: Sequence[str]) -> No
 
 def make_plan(*, requests: Sequence[Request], embeddings: np.ndarray, world_model: str, world_model_id: str,
               start_store: str, sampler: SamplerSpec, dream: DreamConfig, envs: int, episodes_per_chunk: int,
-              seed: int) -> GenerationPlan:
+              seed: int, embodiment: Any) -> GenerationPlan:
     if envs < 1 or episodes_per_chunk < 1:
         raise ConfigError(f"generate.envs_per_worker={envs} and generate.episodes_per_chunk="
                           f"{episodes_per_chunk}; both must be >= 1")
@@ -143,4 +144,5 @@ def make_plan(*, requests: Sequence[Request], embeddings: np.ndarray, world_mode
             chunks.append(Chunk(index, r, first, min(episodes_per_chunk, request.count - first),
                                 derive_seed(seed, "generate", index)))
     return GenerationPlan(job_id, world_model, world_model_id, start_store, tuple(requests),
-                          np.asarray(embeddings, np.float32), tuple(chunks), sampler, dream, envs, seed)
+                          np.asarray(embeddings, np.float32), tuple(chunks), sampler, dream, envs, seed,
+                          embodiment)

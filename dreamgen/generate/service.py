@@ -40,7 +40,8 @@ def open_dream_store(path: str | Path, plan: GenerationPlan, *, obs_dim: int, ac
 
     path = Path(path)
     if not path.exists():
-        info = {"job_id": plan.job_id, "world_model_id": plan.world_model_id, "plan": plan.summary()}
+        info = {"job_id": plan.job_id, "world_model_id": plan.world_model_id, "plan": plan.summary(),
+                "embodiment": plan.embodiment.name}
         return TrajectoryStore.create(path, obs_dim=obs_dim, action_dim=action_dim, info=info), True
     store = TrajectoryStore.open(path, mode="r+")
     if store.info.get("job_id") != plan.job_id:

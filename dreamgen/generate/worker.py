@@ -45,17 +45,18 @@ class ChunkRunner:
                               for task, paths in demo_paths(store).items()}
         self.pool = pool
         self.policy = load_sampler_policy(plan.sampler)
-        for task in {r.task for r in plan.requests}:  # imports (Meta-World for the expert) happen at load
+        for task in {r.task for r in plan.requests}:  # imports (the simulator, for the expert) happen at load
             if task or plan.sampler.kind != "expert":
                 make_sampler(plan.sampler, task, np.random.default_rng(0), action_dim=self.model.action_dim,
-                             policy=self.policy, model=self.model, demos=self.demos.get(task))
+                             policy=self.policy, model=self.model, demos=self.demos.get(task), robot=plan.embodiment)
 
     def run(self, chunk: Chunk) -> list[Episode]:
         """The chunk's episodes, in order, each with its provenance (see ``dreamgen.types.EPISODE_META``)."""
         plan, request = self.plan, self.plan.requests[chunk.request]
         rng = np.random.default_rng(chunk.seed)
         sampler = make_sampler(plan.sampler, request.task, rng, action_dim=self.model.action_dim,
-                               policy=self.policy, model=self.model, demos=self.demos.get(request.task))
+                               policy=self.policy, model=self.model, demos=self.demos.get(request.task),
+                               robot=plan.embodiment)
 
         def act(obs: dict[str, np.ndarray]) -> np.ndarray:
             """The sampler acts for the rows still dreaming; an ended row's action is never recorded."""

@@ -20,6 +20,7 @@ import numpy as np
 
 from dreamgen.evaluate import wilson_interval
 from dreamgen.seeding import make_rng
+from dreamgen.sim.base import Embodiment
 from dreamgen.types import Episode
 
 FOLDS = ("fit", "test")
@@ -47,11 +48,10 @@ def sample_for_audit(meta: Mapping[str, np.ndarray], per_task: int, seed: int) -
     return np.sort(np.concatenate(pick)) if pick else np.zeros(0, np.int64)
 
 
-def replay_episode(episode: Episode, env: Any = None) -> dict[str, Any]:
-    """Replay one dream's actions from its start seed: real success, start-state mismatch, real obs."""
-    from dreamgen.sim.metaworld import replay
-
-    out = replay(str(episode.meta["task"]), int(episode.meta["seed"]), episode.action, env=env)
+def replay_episode(episode: Episode, robot: Embodiment, env: Any = None) -> dict[str, Any]:
+    """Replay one dream's actions from its start seed in ``robot``'s simulator: real success, start-state
+    mismatch, real obs."""
+    out = robot.replay(str(episode.meta["task"]), int(episode.meta["seed"]), episode.action, env=env)
     start_err = float(np.abs(out["obs"][0] - episode.obs[0]).max())
     return {"real_success": bool(out["success"]), "start_error": start_err, "real_obs": out["obs"]}
 
@@ -72,20 +72,18 @@ def load_labels(path: Path) -> dict[str, dict[str, Any]]:
     return labels
 
 
-def replay_dreams(episodes: Iterable[Episode], labels: dict[str, dict[str, Any]],
+def replay_dreams(episodes: Iterable[Episode], labels: dict[str, dict[str, Any]], robot: Embodiment,
                   on_episode: Callable[[], None] | None = None) -> int:
     """Add a label for every episode not in ``labels`` (keyed by episode_id); return how many were replayed.
     The caller assigns folds (``fold_of``), so a changed test fraction re-folds old labels too."""
-    from dreamgen.sim.metaworld import MAX_EPISODE_STEPS, make_env
-
     done, envs = 0, {}
     for episode in episodes:
         eid = str(episode.meta["episode_id"])
         if eid not in labels:
             task = str(episode.meta["task"])
-            if task not in envs or len(episode) > MAX_EPISODE_STEPS:
-                envs[task] = make_env(task, max_episode_steps=max(MAX_EPISODE_STEPS, len(episode)))
-            result = replay_episode(episode, envs[task])
+            if task not in envs or len(episode) > robot.max_steps:
+                envs[task] = robot.make_env(task, max_episode_steps=max(robot.max_steps, len(episode)))
+            result = replay_episode(episode, robot, envs[task])
             labels[eid] = {"task": str(episode.meta["task"]), "real_success": result["real_success"],
                            "dream_success": bool(episode.success.any()), "length": len(episode),
                            "start_error": result["start_error"]}

@@ -1,4 +1,5 @@
-"""Meta-World v3 as dreamgen's real world: env factory, task ↔ instruction table, scripted experts.
+"""Meta-World v3 as dreamgen's real world (the ``metaworld`` embodiment, ``METAWORLD``): env factory,
+task ↔ instruction table, scripted experts, the 39-dim state layout.
 
 ``make_env(task)`` returns a gymnasium env whose ``reset(seed=s)`` reproduces the exact object and
 goal layout of seed ``s`` (Meta-World 3.x otherwise freezes one layout per task, or draws from 50
@@ -7,16 +8,15 @@ pre-sampled ones through its MT1 wrapper). The goal is observable: obs[36:39] is
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from dreamgen.errors import ConfigError
+from dreamgen.sim.base import Embodiment, Expert, TaskSpec
+from dreamgen.world_model.base import ObsLayout
 
 OBS_DIM = 39
 ACTION_DIM = 4
@@ -24,15 +24,8 @@ MAX_EPISODE_STEPS = 500  # Meta-World's own limit
 HAND_SLICE = slice(0, 3)
 OBJECT_SLICE = slice(4, 7)
 GOAL_SLICE = slice(36, 39)
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskSpec:
-    """A task: natural instructions (the first is canonical) and the polarity of its verb, if any."""
-
-    name: str
-    instructions: tuple[str, ...]
-    polarity: str = ""  # "open" | "close" | "": lets the resolver keep opposites apart
+# 18 current dims (hand, gripper, 2 object poses), the same 18 one step earlier, 3 goal dims
+METAWORLD_LAYOUT = ObsLayout("metaworld-v3-state", OBS_DIM, dynamic=(0, 18), history=(18, 36), static=(36, 39))
 
 
 def _spec(name: str, polarity: str, *instructions: str) -> TaskSpec:
@@ -80,19 +73,7 @@ TASKS: dict[str, TaskSpec] = {
 
 def check_tasks(tasks: Iterable[str], *, field: str = "tasks") -> list[str]:
     """Return ``tasks`` as a list, or raise naming the first unknown one and the close matches."""
-    tasks = list(tasks)
-    if not tasks:
-        raise ConfigError(f"{field} is empty; name at least one of: {', '.join(TASKS)}")
-    for task in tasks:
-        if task not in TASKS:
-            close = difflib.get_close_matches(task, TASKS, n=3, cutoff=0.4)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise ConfigError(
-                f"{field}: unknown task {task!r}{hint}; known tasks: {', '.join(TASKS)}"
-            )
-    if len(set(tasks)) != len(tasks):
-        raise ConfigError(f"{field} lists a task twice: {tasks}")
-    return tasks
+    return METAWORLD.check_tasks(tasks, field=field)
 
 
 class SeededLayout(gym.Wrapper):
@@ -147,9 +128,6 @@ def make_env(task: str, *, max_episode_steps: int = MAX_EPISODE_STEPS, render_mo
     return env
 
 
-Expert = Callable[[np.ndarray], np.ndarray]
-
-
 def make_expert(task: str) -> Expert:
     """The shipped scripted expert for ``task``: ``obs[39] -> action[4]`` in [-1, 1]."""
     check_tasks([task], field="task")
@@ -170,15 +148,26 @@ def replay(task: str, seed: int, actions: Sequence[np.ndarray] | np.ndarray, *,
     ``env``: a ``make_env(task)`` env to reuse (its limit must be at least ``len(actions)``); creating
     one costs more than a short replay.
     """
-    own = env is None
-    env = make_env(task, max_episode_steps=max(len(actions), 1)) if env is None else env
-    obs, _ = env.reset(seed=seed)
-    observations = [obs]
-    success = False
-    for action in actions:
-        obs, _, _, _, info = env.step(np.asarray(action, dtype=np.float32))
-        observations.append(obs)
-        success = success or bool(info["success"])
-    if own:
-        env.close()
-    return {"success": success, "obs": np.stack(observations)}
+    return METAWORLD.replay(task, seed, actions, env=env)
+
+
+class MetaWorld(Embodiment):
+    """Meta-World v3's Sawyer arm: 39-dim state, 4-dim action (hand xyz + gripper), 500 steps."""
+
+    name = "metaworld"
+    layout = METAWORLD_LAYOUT
+    action_dim = ACTION_DIM
+    max_steps = MAX_EPISODE_STEPS
+    fps = 80  # frame_skip 5 x 2.5 ms
+    robot_type = "sawyer"
+    tasks = TASKS
+    parts = {"hand": HAND_SLICE, "object": OBJECT_SLICE, "goal": GOAL_SLICE}
+
+    def make_env(self, task: str, *, max_episode_steps: int | None = None, **render: Any) -> gym.Env:
+        return make_env(task, max_episode_steps=max_episode_steps or MAX_EPISODE_STEPS, **render)
+
+    def make_expert(self, task: str) -> Expert:
+        return make_expert(task)
+
+
+METAWORLD = MetaWorld()

@@ -92,11 +92,6 @@ class ObsLayout:
                    pair(data.get("history")), pair(data.get("static")))
 
 
-# Meta-World v3 state: 18 current dims (hand, gripper, 2 object poses), the same 18 one step earlier,
-# 3 goal dims.
-METAWORLD_LAYOUT = ObsLayout("metaworld-v3-state", 39, dynamic=(0, 18), history=(18, 36), static=(36, 39))
-
-
 def next_context(context: Any, action: Any) -> Any:
     """Shift the previous-actions context ``[B, k*A]`` by one step: ``action[B, A]`` becomes the newest."""
     keep = context.shape[-1] - action.shape[-1]

@@ -3,13 +3,14 @@
 - one-step nMSE of the dynamic dims (MSE / per-dim variance of the real next state, over dims that
   vary), next to the copy baseline ``s' = s``;
 - open-loop error: from ``t0`` in a held-out episode, feed the recorded actions for ``H`` steps and
-  measure the hand and object position error in millimetres (median and p90), next to the copy
-  baseline (the hand and object never move).
+  measure the position error of each named part of the observation (the embodiment's ``parts`` that the
+  model predicts, e.g. hand and object) in millimetres (observations in metres; median and p90), next to
+  the copy baseline (nothing moves).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,8 @@ import numpy as np
 import torch
 
 from dreamgen.types import Episode
-from dreamgen.world_model.base import WorldModel, action_context, next_context
+from dreamgen.world_model.base import ObsLayout, WorldModel, action_context, next_context
 from dreamgen.world_model.fit import Transitions
-
-HAND = slice(0, 3)
-OBJECT = slice(4, 7)
 
 
 def _cond(model: WorldModel, rows: np.ndarray) -> torch.Tensor:
@@ -68,9 +66,16 @@ def _stats(err_mm: np.ndarray) -> dict[str, float]:
     return {"median": float(np.median(err_mm)), "p90": float(np.percentile(err_mm, 90))}
 
 
+def predicted_parts(layout: ObsLayout, parts: Mapping[str, slice]) -> dict[str, slice]:
+    """The named parts (e.g. hand, object) that lie in the layout's predicted dims; the goal does not."""
+    low, high = layout.dynamic
+    return {name: part for name, part in parts.items() if low <= part.start and part.stop <= high}
+
+
 def open_loop_errors(model: WorldModel, episodes: Sequence[Episode], horizons: Sequence[int],
-                     stride: int = 10) -> dict[str, Any]:
-    """Hand/object position error in mm after ``H`` open-loop steps, for each ``H`` in ``horizons``."""
+                     parts: Mapping[str, slice], stride: int = 10) -> dict[str, Any]:
+    """Position error in mm of each predicted part after ``H`` open-loop steps, for each ``H`` in
+    ``horizons``."""
     report: dict[str, Any] = {}
     for horizon in horizons:
         starts = [(e, t0) for e in episodes for t0 in range(0, len(e) - horizon, stride)]
@@ -84,24 +89,25 @@ def open_loop_errors(model: WorldModel, episodes: Sequence[Episode], horizons: S
         real = np.stack([e.obs[t0 + horizon] for e, t0 in starts])
         dream = rollout_open_loop(model, obs0, actions, [e.meta["instruction"] for e, _ in starts], context0)[:, -1]
         entry: dict[str, Any] = {"starts": len(starts)}
-        for name, part in (("hand", HAND), ("object", OBJECT)):
+        for name, part in predicted_parts(model.layout, parts).items():
             entry[f"{name}_mm"] = _stats(1000 * np.linalg.norm(dream[:, part] - real[:, part], axis=1))
             entry[f"{name}_copy_mm"] = _stats(1000 * np.linalg.norm(obs0[:, part] - real[:, part], axis=1))
         report[str(horizon)] = entry
     return report
 
 
-def plot_episode(model: WorldModel, episode: Episode, path: str | Path) -> None:
-    """Real vs dreamed (open loop from frame 0) hand and object x/y/z over one held-out episode."""
+def plot_episode(model: WorldModel, episode: Episode, path: str | Path, parts: Mapping[str, slice]) -> None:
+    """Real vs dreamed (open loop from frame 0) x/y/z of each predicted part over one held-out episode."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     dream = rollout_open_loop(model, episode.obs[:1], episode.action[None, :-1], [episode.meta["instruction"]])[0]
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6), sharex=True)
-    for row, (name, part) in enumerate((("hand", HAND), ("object", OBJECT))):
-        for col, axis in enumerate("xyz"):
+    shown = predicted_parts(model.layout, parts)
+    fig, axes = plt.subplots(max(len(shown), 1), 3, figsize=(12, 3 * max(len(shown), 1)), sharex=True, squeeze=False)
+    for row, (name, part) in enumerate(shown.items()):
+        for col, axis in enumerate("xyz"[:part.stop - part.start]):
             ax = axes[row, col]
             ax.plot(1000 * episode.obs[:, part][:, col], label="real", color="black")
             ax.plot(1000 * dream[:, part][:, col], label="dream (open loop)", color="tab:orange", ls="--")
@@ -116,17 +122,22 @@ def plot_episode(model: WorldModel, episode: Episode, path: str | Path) -> None:
 
 
 def fidelity_report(model: WorldModel, held_out: Sequence[Episode], data: Transitions,
-                    horizons: Sequence[int] = (10, 50, 100)) -> dict[str, Any]:
+                    horizons: Sequence[int] = (10, 50, 100), *, parts: Mapping[str, slice]) -> dict[str, Any]:
+    """One-step nMSE and open-loop part errors; ``parts``: the embodiment's named observation slices."""
     return {"episodes": len(held_out), "one_step": one_step_nmse(model, data),
-            "open_loop": open_loop_errors(model, held_out, horizons)}
+            "open_loop": open_loop_errors(model, held_out, horizons, parts)}
+
+
+def part_names(entry: Mapping[str, Any]) -> list[str]:
+    """The parts one horizon's open-loop entry reports (``<part>_mm`` keys)."""
+    return sorted(k[:-3] for k in entry if k.endswith("_mm") and not k.endswith("_copy_mm"))
 
 
 def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
     """``wm/*`` metric keys for MLflow from a fidelity report."""
     out = {"wm/one_step_nmse": report["one_step"]["nmse"], "wm/one_step_copy_nmse": report["one_step"]["copy_nmse"]}
     for horizon, entry in report["open_loop"].items():
-        for name in ("hand", "object"):
-            if f"{name}_mm" in entry:
-                out[f"wm/h{horizon}_{name}_mm_median"] = entry[f"{name}_mm"]["median"]
-                out[f"wm/h{horizon}_{name}_mm_p90"] = entry[f"{name}_mm"]["p90"]
+        for name in part_names(entry):
+            out[f"wm/h{horizon}_{name}_mm_median"] = entry[f"{name}_mm"]["median"]
+            out[f"wm/h{horizon}_{name}_mm_p90"] = entry[f"{name}_mm"]["p90"]
     return out

@@ -1,0 +1,131 @@
+"""The Embodiment contract: everything dreamgen needs to know about a robot and its real world.
+
+An ``Embodiment`` is passed in; no module outside ``dreamgen/sim/`` names a simulator. It says:
+
+- ``name`` (recorded in every store and checkpoint; a mismatch is refused by name), the observation
+  ``layout`` (which dims the world model predicts, which carry the previous frame, which are the goal),
+  ``action_dim`` (actions in [-1, 1]) and ``max_steps`` (the longest episode);
+- ``tasks``: each task's natural instructions (the first canonical) and the polarity of its verb;
+- ``parts``: named observation slices (``hand``, ``object``, ``goal``) that fidelity metrics report and
+  that the retarget sampler carries demos by;
+- the real world, where there is one: ``make_env(task)``, a gymnasium env whose ``reset(seed=s)``
+  reproduces layout ``s`` and whose ``step`` reports ``info["success"]``; ``replay`` (for ``audit``)
+  follows from it;
+- optional: ``make_expert(task)``, a scripted expert, used only to collect demos and by the ``expert``
+  sampler (an oracle, labelled as one).
+
+A robot without a simulator (``has_simulator = False``) still trains a world model, dreams, filters and
+exports; ``audit`` and ``evaluate`` refuse it with a sentence (``require_simulator``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from dreamgen.errors import ConfigError
+from dreamgen.world_model.base import ObsLayout
+
+Expert = Callable[[np.ndarray], np.ndarray]  # obs[O] -> action[A] in [-1, 1]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """A task: natural instructions (the first is canonical) and the polarity of its verb, if any."""
+
+    name: str
+    instructions: tuple[str, ...]
+    polarity: str = ""  # "open" | "close" | "": lets the resolver keep opposites apart
+
+
+class Embodiment:
+    """A robot and its world. Subclasses set the class attributes and, when they have them, implement
+    ``make_env`` and ``make_expert``."""
+
+    name: str
+    layout: ObsLayout
+    action_dim: int
+    max_steps: int
+    fps: int  # control rate (frames per second), written to an exported LeRobotDataset
+    robot_type: str  # LeRobotDataset's robot_type
+    tasks: Mapping[str, TaskSpec]
+    parts: Mapping[str, slice] = {}
+    has_simulator: bool = True
+    has_expert: bool = True
+
+    def __repr__(self) -> str:
+        return f"<embodiment {self.name}>"
+
+    def __reduce__(self) -> Any:  # one instance per class: a Ray worker gets it by class, not by state
+        return (type(self), ())
+
+    @property
+    def obs_dim(self) -> int:
+        return self.layout.obs_dim
+
+    def check_tasks(self, tasks: Iterable[str], *, field: str = "tasks") -> list[str]:
+        """Return ``tasks`` as a list, or raise naming the first unknown one, the close matches and the
+        embodiment whose tasks these are not."""
+        tasks = list(tasks)
+        if not tasks:
+            raise ConfigError(f"{field} is empty; name at least one of {self.name}'s tasks: {', '.join(self.tasks)}")
+        for task in tasks:
+            if task not in self.tasks:
+                close = difflib.get_close_matches(task, list(self.tasks), n=3, cutoff=0.4)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise ConfigError(f"{field}: unknown task {task!r} for embodiment {self.name}{hint}; "
+                                  f"its tasks: {', '.join(self.tasks)}")
+        if len(set(tasks)) != len(tasks):
+            raise ConfigError(f"{field} lists a task twice: {tasks}")
+        return tasks
+
+    def part(self, name: str) -> slice:
+        """The observation slice called ``name`` (e.g. "hand"), or a refusal naming the ones there are."""
+        if name not in self.parts:
+            raise ConfigError(f"embodiment {self.name} names no observation part {name!r}; its parts: "
+                              f"{', '.join(self.parts) or 'none'}")
+        return self.parts[name]
+
+    def require_simulator(self, verb: str, instead: str) -> None:
+        """Refuse ``verb`` on a robot without a simulator, saying what to do instead."""
+        if not self.has_simulator:
+            raise ConfigError(f"`dreamgen {verb}` needs a simulator and embodiment {self.name} has none; {instead}")
+
+    def check_recorded(self, recorded: str | None, what: str) -> None:
+        """Refuse a store or checkpoint made for another embodiment (``None``: made before embodiments
+        were recorded, which were all Meta-World)."""
+        if (recorded or "metaworld") != self.name:
+            raise ConfigError(f"{what} was made for embodiment {recorded or 'metaworld'}, not {self.name}; set "
+                              f"embodiment={recorded or 'metaworld'} or give one made for {self.name}")
+
+    # ------------------------------------------------------------------ the real world (if there is one)
+    def make_env(self, task: str, *, max_episode_steps: int | None = None, **render: Any) -> Any:
+        """A gymnasium env for ``task``: ``reset(seed=s)`` reproduces layout ``s``, observations are float32
+        ``[obs_dim]``, ``step``'s info carries ``success`` (bool)."""
+        raise ConfigError(f"embodiment {self.name} has no simulator")
+
+    def make_expert(self, task: str) -> Expert:
+        raise ConfigError(f"embodiment {self.name} has no scripted expert (needed to collect demos and by "
+                          "generate.sampler.kind=expert); import demonstrations instead (collect.import_root)")
+
+    def replay(self, task: str, seed: int, actions: Sequence[np.ndarray] | np.ndarray, *,
+               env: Any = None) -> dict[str, Any]:
+        """Replay ``actions`` open-loop from the layout of ``seed``: real success and the observations.
+
+        ``env``: a ``make_env(task)`` env to reuse (its limit must be at least ``len(actions)``)."""
+        own = env is None
+        env = self.make_env(task, max_episode_steps=max(len(actions), 1)) if env is None else env
+        obs, _ = env.reset(seed=seed)
+        observations = [obs]
+        success = False
+        for action in actions:
+            obs, _, _, _, info = env.step(np.asarray(action, dtype=np.float32))
+            observations.append(obs)
+            success = success or bool(info["success"])
+        if own:
+            env.close()
+        return {"success": success, "obs": np.stack(observations)}
