@@ -102,8 +102,7 @@ def run(cfg: DictConfig, *, report: bool = True) -> dict:
                 rng = np.random.default_rng(cfg.seed)
                 plot_dreams(store, rng.choice(test, size=min(a.plots, len(test)), replace=False), out / "dreams_vs_real.png",
                             robot)
-                tracker.log_artifact(out / "dreams_vs_real.png",
-                            robot)
+                tracker.log_artifact(out / "dreams_vs_real.png")
             metrics = {}
             for name, entry in result["filters"].items():
                 for key in ("precision", "recall", "acceptance"):

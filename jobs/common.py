@@ -31,7 +31,7 @@ NON_IDENTITY_KEYS = ("run_dir", "tracking", "progress", "export", "generate", "a
 
 
 # The one place that picks an embodiment (``dreamgen.sim.base.Embodiment``): ``embodiment=<name>``.
-EMBODIMENTS = {"metaworld": ("dreamgen.sim.metaworld", "METAWORLD")}
+EMBODIMENTS = {"metaworld": ("dreamgen.sim.metaworld", "METAWORLD"), "fetch": ("dreamgen.sim.fetch", "FETCH")}
 
 
 def embodiment(cfg: DictConfig) -> Any:
