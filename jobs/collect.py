@@ -28,9 +28,12 @@ def run(cfg: DictConfig) -> dict:
 
     spec = collect_spec(cfg)  # validates before anything starts
     robot = spec.embodiment
-    imported = None
+    tasks = robot.check_tasks(cfg.tasks)
+    imported, info = None, {"collected_by": "dreamgen collect", "seed": cfg.seed, "embodiment": robot.name}
+    if hasattr(robot, "spec"):  # a robot described by its data: written down for every later verb
+        info["embodiment_spec"] = robot.spec()
     if cfg.collect.import_root:
-        from dreamgen.data.lerobot_io import import_lerobot
+        from dreamgen.data.lerobot_io import describe_lerobot, import_lerobot
         from dreamgen.language import make_resolver
 
         resolver = make_resolver(robot.tasks, min_similarity=cfg.language.min_similarity,
@@ -40,10 +43,15 @@ def run(cfg: DictConfig) -> dict:
                                   action_dim=robot.action_dim, robot=robot.name, resolve_task=lambda t: resolver.resolve(t).task)
         if not imported:
             raise StoreError(f"{cfg.collect.import_root}: the LeRobotDataset holds no episodes")
-        other = sorted({str(e.meta["task"]) for e in imported} - set(cfg.tasks))
+        other = sorted({str(e.meta["task"]) for e in imported} - set(tasks))
         if other:
             raise StoreError(f"{cfg.collect.import_root}: its task texts resolve to {other}, which are not in "
                              f"tasks={list(cfg.tasks)}; add them to tasks or import a dataset of these tasks")
+        labels = describe_lerobot(cfg.collect.import_root, repo_id=cfg.collect.import_repo_id,
+                                  obs_key=cfg.collect.import_obs_key)["labels"]
+        info["success_labels"] = ("next.success" if "next.success" in labels else
+                                  "next.reward: per task, episodes with an above-median return succeed"
+                                  if "next.reward" in labels else "none: the dataset has no next.success or next.reward")
     with run_verb(cfg, "collect") as (run_dir, tracker):
         final = run_dir / "real.zarr"
         if final.exists():
@@ -52,9 +60,7 @@ def run(cfg: DictConfig) -> dict:
             return {"store": str(final), "episodes": len(store)}
         start = time.perf_counter()
         with staged(final) as partial:
-            store = TrajectoryStore.create(partial, obs_dim=robot.obs_dim, action_dim=robot.action_dim,
-                                           info={"collected_by": "dreamgen collect", "seed": cfg.seed,
-                                                 "embodiment": robot.name})
+            store = TrajectoryStore.create(partial, obs_dim=robot.obs_dim, action_dim=robot.action_dim, info=info)
             episodes = imported if imported is not None else collect_real(spec, cfg.seed)
             total = len(imported) if imported is not None else spec.n_episodes
             batch = []

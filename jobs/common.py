@@ -31,7 +31,9 @@ NON_IDENTITY_KEYS = ("run_dir", "tracking", "progress", "export", "generate", "a
 
 
 # The one place that picks an embodiment (``dreamgen.sim.base.Embodiment``): ``embodiment=<name>``.
-EMBODIMENTS = {"metaworld": ("dreamgen.sim.metaworld", "METAWORLD"), "fetch": ("dreamgen.sim.fetch", "FETCH")}
+# ``data`` is a robot without a simulator, described by its LeRobotDataset (``data_robot``).
+EMBODIMENTS = {"metaworld": ("dreamgen.sim.metaworld", "METAWORLD"), "fetch": ("dreamgen.sim.fetch", "FETCH"),
+               "data": ("jobs.common", "data_robot")}
 
 
 def embodiment(cfg: DictConfig) -> Any:
@@ -40,12 +42,37 @@ def embodiment(cfg: DictConfig) -> Any:
     import importlib
 
     from dreamgen.errors import ConfigError
+    from dreamgen.sim.base import Embodiment
 
     name = cfg.embodiment
     if name not in EMBODIMENTS:
         raise ConfigError(f"embodiment={name!r} is not an embodiment; accepted: {', '.join(EMBODIMENTS)}")
     module, attribute = EMBODIMENTS[name]
-    return getattr(importlib.import_module(module), attribute)
+    found = getattr(importlib.import_module(module), attribute)
+    return found if isinstance(found, Embodiment) else found(cfg)
+
+
+def data_robot(cfg: DictConfig) -> Any:
+    """``embodiment=data``: the robot written into the real store (``world_model.store``) at import, or —
+    before the import — the one its LeRobotDataset (``collect.import_root``) describes with ``robot.*``."""
+    from dreamgen.data.store import TrajectoryStore
+    from dreamgen.errors import ConfigError
+    from dreamgen.sim.data import DataRobot, recorded
+
+    store = Path(str(cfg.world_model.store))
+    if (store / "zarr.json").is_file():
+        return recorded(TrajectoryStore.open(store).info, f"world_model.store={store}")
+    if not cfg.collect.import_root:
+        raise ConfigError("embodiment=data is a robot described by its data: import its LeRobotDataset first "
+                          f"(`dreamgen collect embodiment=data collect.import_root=...`); {store} does not exist")
+    from dreamgen.data.lerobot_io import describe_lerobot
+
+    seen = describe_lerobot(cfg.collect.import_root, repo_id=cfg.collect.import_repo_id,
+                            obs_key=cfg.collect.import_obs_key)
+    r = cfg.robot
+    return DataRobot(r.name, seen["obs_dim"], seen["action_dim"], seen["tasks"],
+                     max_steps=int(r.max_steps or seen["longest"]), fps=seen["fps"], robot_type=seen["robot_type"],
+                     static_dims=r.static_dims, parts=plain(r.parts))
 
 
 def plain(node: Any) -> Any:

@@ -76,8 +76,9 @@ def run(cfg: DictConfig) -> dict:
     inputs = {"real": real, **({"dream": dream} if dream is not None else {})}
     with run_verb(cfg, "train-quality", inputs=inputs) as (run_dir, tracker):
         n_dream = int((data.source == "dream").sum())
-        log.info("quality model: %d real episodes + %d audited dreams (fit fold); %d cross-fitting folds",
-                 len(data) - n_dream, n_dream, q.folds)
+        source = real.info.get("success_labels", "the simulator's success signal")
+        log.info("quality model: %d real episodes (labels: %s) + %d audited dreams (fit fold); %d cross-fitting folds",
+                 len(data) - n_dream, source, n_dream, q.folds)
         oof = cross_fit(data, config, seed=cfg.seed, folds=q.folds)
         bar = progress(range(config.epochs), cfg, desc="train-quality", unit="epoch")
 
@@ -85,7 +86,7 @@ def run(cfg: DictConfig) -> dict:
             bar.update(1)
             tracker.log_metrics({"quality/train_loss": loss}, step=epoch)
 
-        info = {"real_store": str(real.path), "real_digest": real.digest(), "seed": cfg.seed,
+        info = {"real_store": str(real.path), "real_digest": real.digest(), "seed": cfg.seed, "real_labels": source,
                 "dream_store": str(dream.path) if dream is not None else None,
                 "dream_digest": dream.digest() if dream is not None else None}
         model = fit_quality(data, config, seed=cfg.seed, info=info, on_epoch=on_epoch)

@@ -49,7 +49,7 @@ class CollectSpec:
         if not 0 <= self.play_random_prob <= 1:
             raise ConfigError(f"collect.play_random_prob={self.play_random_prob} must be in [0, 1]")
         limit = self.embodiment.max_steps
-        for name in ("play_steps", "max_steps"):
+        for name in ("play_steps", "max_steps") if self.embodiment.has_simulator else ():  # else: imported
             if not 1 <= getattr(self, name) <= limit:
                 raise ConfigError(f"collect.{name}={getattr(self, name)} must be in [1, {limit}] "
                                   f"({self.embodiment.name}'s episode limit)")

@@ -13,6 +13,7 @@ import logging
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -69,16 +70,10 @@ def export_lerobot(episodes: Iterable[Episode], root: str | Path, *, repo_id: st
     return count
 
 
-def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int, action_dim: int, robot: str,
-                   resolve_task: Callable[[str], str]) -> list[Episode]:
-    """Read every episode of a local LeRobotDataset; check all of them before returning any.
-
-    ``resolve_task(instruction) -> task`` maps each episode's LeRobot task text to a known task (it
-    raises for text it cannot resolve). Rewards, done and success come from ``next.*`` when present.
-    """
+def _open(root: Path, repo_id: str) -> Any:
+    """The LeRobotDataset at a local ``root``, or a ``StoreError`` naming what is missing or unreadable."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    root = Path(root)
     if not (root / "meta" / "info.json").is_file():
         raise StoreError(f"{root}: not a LeRobotDataset (no meta/info.json)")
     # an incomplete local root would send lerobot to the hub for the rest: name what is missing instead
@@ -90,9 +85,42 @@ def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int
         raise StoreError(f"{root}: incomplete LeRobotDataset v3, missing {', '.join(missing)}; copy the whole "
                          "dataset (meta/ and data/) to this root — dreamgen never downloads it")
     try:
-        dataset = LeRobotDataset(repo_id, root=root)
+        return LeRobotDataset(repo_id, root=root)
     except Exception as exc:
         raise StoreError(f"{root}: lerobot cannot read this dataset ({type(exc).__name__}: {exc})") from exc
+
+
+def describe_lerobot(root: str | Path, *, repo_id: str, obs_key: str) -> dict[str, Any]:
+    """What a dataset says about its robot: state and action widths, task texts, the longest episode,
+    fps, robot_type, and which ``next.*`` labels it carries."""
+    root = Path(root)
+    dataset = _open(root, repo_id)
+    features = dataset.meta.features
+    for key in (obs_key, "action"):
+        if key not in features:
+            raise StoreError(f"{root}: feature {key!r} missing; the dataset has {sorted(features)} (set "
+                             "collect.import_obs_key to its state feature)")
+        if len(features[key]["shape"]) != 1:
+            raise StoreError(f"{root}: feature {key!r} has shape {tuple(features[key]['shape'])}; a state or action "
+                             "vector is one-dimensional")
+    lengths = np.bincount(np.asarray(dataset.hf_dataset.with_format("numpy")["episode_index"]).astype(np.int64))
+    return {"obs_dim": int(features[obs_key]["shape"][0]), "action_dim": int(features["action"]["shape"][0]),
+            "tasks": [str(text) for text in dataset.meta.tasks.index], "longest": int(lengths.max(initial=0)),
+            "fps": int(dataset.meta.fps), "robot_type": str(dataset.meta.robot_type or ""),
+            "labels": [k for k in ("next.success", "next.reward") if k in features]}
+
+
+def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int, action_dim: int, robot: str,
+                   resolve_task: Callable[[str], str]) -> list[Episode]:
+    """Read every episode of a local LeRobotDataset; check all of them before returning any.
+
+    ``resolve_task(instruction) -> task`` maps each episode's LeRobot task text to a known task (it
+    raises for text it cannot resolve). Rewards and done come from ``next.*`` when present; success from
+    ``next.success``, or, without it, from ``next.reward`` (``reward_success``: the better half of each
+    task's episodes by return succeed at their last frame).
+    """
+    root = Path(root)
+    dataset = _open(root, repo_id)
     features = dataset.meta.features
     for key, dim in ((obs_key, obs_dim), ("action", action_dim)):
         if key not in features:
@@ -130,5 +158,20 @@ def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int
                   "task": resolve_task(instruction), "sampler": f"lerobot:{repo_id}",
                   "start_ref": f"lerobot:{repo_id}#{int(episode_index)}"},
         ))
+    if "next.success" not in features and "next.reward" in features:
+        reward_success(episodes)
     log.info("read %d episodes (%d frames) from %s", len(episodes), len(columns["action"]), root)
     return episodes
+
+
+def reward_success(episodes: list[Episode]) -> None:
+    """Success labels from rewards alone: per task, the episodes whose return is above the task's median
+    succeed at their last frame (in place). What the quality model learns then is "better than typical"."""
+    by_task: dict[str, list[Episode]] = {}
+    for episode in episodes:
+        by_task.setdefault(str(episode.meta["task"]), []).append(episode)
+    for group in by_task.values():
+        returns = np.array([float(e.reward.sum()) for e in group])
+        for episode, value in zip(group, returns, strict=True):
+            episode.success[:] = False
+            episode.success[-1] = bool(value > np.median(returns))

@@ -113,7 +113,7 @@ def plot_episode(model: WorldModel, episode: Episode, path: str | Path, parts: M
             ax.plot(1000 * dream[:, part][:, col], label="dream (open loop)", color="tab:orange", ls="--")
             ax.set_title(f"{name} {axis} (mm)")
     axes[0, 0].legend()
-    for ax in axes[1]:
+    for ax in axes[-1]:
         ax.set_xlabel("step")
     fig.suptitle(f"{episode.meta.get('episode_id', '')}: {episode.meta.get('instruction', '')}")
     fig.tight_layout()
