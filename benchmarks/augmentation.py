@@ -4,7 +4,7 @@ Runs the main job (``dreamgen pipeline experiment=augment``) once per (sampler, 
 the oracle expert acting in the dream (labelled as the oracle it is), and the samplers a user really
 has: the BC policy + noise, MPC in the dream with BC as its prior (``planner``), recovery dreams,
 retargeted demo paths followed in the dream (``retarget``), PPO
-in the dream (``sb3``) — then prints, per row and cap, real-simulator success pooled over the tasks and
+in the dream (``sb3``), and retargeting on the second real world (``fetch-retarget-5``) — then prints, per row and cap, real-simulator success pooled over the tasks and
 training seeds, the gain over real-only, and the dreams' gain over the control arm (the same share of
 re-drawn real frames), with 95% intervals. A row whose run dir already holds a finished pipeline is
 only read (``--runs`` keeps them), so an interrupted benchmark resumes.
@@ -22,15 +22,16 @@ import sys
 import time
 from pathlib import Path
 
-ROWS = {  # name: (sampler kind, expert demos per task)
-    "oracle-5": ("expert", 5),
-    "oracle-10": ("expert", 10),
-    "policy-5": ("policy", 5),
-    "policy-10": ("policy", 10),
-    "planner-5": ("planner", 5),
-    "recovery-5": ("recovery", 5),
-    "retarget-5": ("retarget", 5),
-    "sb3-5": ("sb3", 5),
+ROWS = {  # name: (sampler kind, expert demos per task, experiment preset)
+    "oracle-5": ("expert", 5, "augment"),
+    "oracle-10": ("expert", 10, "augment"),
+    "policy-5": ("policy", 5, "augment"),
+    "policy-10": ("policy", 10, "augment"),
+    "planner-5": ("planner", 5, "augment"),
+    "recovery-5": ("recovery", 5, "augment"),
+    "retarget-5": ("retarget", 5, "augment"),
+    "sb3-5": ("sb3", 5, "augment"),
+    "fetch-retarget-5": ("retarget", 5, "fetch-augment"),  # the second real world (gymnasium-robotics Fetch)
 }
 
 
@@ -45,11 +46,11 @@ def main() -> None:
              f"{'success':>8s} {'95% CI':>13s} {'gain':>7s} {'gain 95% CI':>16s} {'control':>8s} "
              f"{'vs control 95% CI':>18s} {'minutes':>7s}"]
     for name in args.rows:
-        kind, demos = ROWS[name]
+        kind, demos, experiment = ROWS[name]
         run_dir = Path(args.runs) / name
         report_path = run_dir / "report.json"
         if not report_path.is_file():
-            command = [sys.executable, "-m", "jobs.pipeline", "experiment=augment", f"run_dir={run_dir}",
+            command = [sys.executable, "-m", "jobs.pipeline", f"experiment={experiment}", f"run_dir={run_dir}",
                        f"collect.n_expert={demos}", f"generate.sampler.kind={kind}", f"tracking.uri={args.tracking}",
                        "progress=false", *args.overrides]
             print("$", " ".join(command), flush=True)
