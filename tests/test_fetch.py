@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from dreamgen.data.store import TrajectoryStore
-from dreamgen.sim.fetch import FETCH, GOAL, GRIP, OBJECT
+from dreamgen.sim.fetch import FETCH, FINGERS, GOAL, GRIP, OBJECT
 from tests.conftest import dreamgen
 
 
@@ -29,6 +29,8 @@ def test_fetch_layouts_reproduce_from_a_seed_and_the_flat_state_is_where_the_lay
         assert not np.array_equal(first[GOAL], other[GOAL])  # a new goal per seed
         np.testing.assert_allclose(first[GOAL], raw["desired_goal"], rtol=1e-6)
         np.testing.assert_allclose(first[GRIP], raw["observation"][:3], rtol=1e-6)
+        np.testing.assert_allclose(first[FINGERS], raw["observation"][3:5] if task == "FetchReach-v4" else
+                                   raw["observation"][9:11], rtol=1e-6)
         if task == "FetchReach-v4":
             assert not first[OBJECT].any()  # no block: its slots stay 0
         else:
@@ -66,7 +68,7 @@ def test_the_smoke_main_job_runs_on_fetch_end_to_end(tmp_path):
     result = dreamgen("pipeline", *common, *loose, "generate.sampler.kind=retarget", cwd=tmp_path, timeout=600)
     assert "real-simulator success per cap" in result.stdout
     real, dreams = TrajectoryStore.open(run_dir / "real.zarr"), TrajectoryStore.open(run_dir / "dream.zarr")
-    assert real.info["embodiment"] == dreams.info["embodiment"] == "fetch" and real.obs_dim == 28
+    assert real.info["embodiment"] == dreams.info["embodiment"] == "fetch" and real.obs_dim == 22
     model = json.loads((run_dir / "world_model" / "world_model.json").read_text())
     assert model["info"]["embodiment"] == "fetch" and model["layout"]["name"] == "fetch-v4-state"
     assert set(real.meta(["task"])["task"].tolist()) == {"FetchReach-v4", "FetchPush-v4"}

@@ -1,14 +1,16 @@
 """gymnasium-robotics' Fetch arm as a second real world (the ``fetch`` embodiment, ``FETCH``).
 
 Three goal-conditioned MuJoCo tasks — FetchReach, FetchPush, FetchPickAndPlace (v4) — flattened to one
-28-dim state so a single world model serves all of them:
+22-dim state so a single world model serves all of them:
 
-    0:3 gripper xyz | 3:6 object xyz | 6:9 object − gripper | 9:11 finger widths | 11:14 object rotation
-    14:17 object linear velocity | 17:20 object angular velocity | 20:23 gripper velocity
-    23:25 finger velocities | 25:28 goal xyz
+    0:3 gripper xyz | 3:6 object xyz | 6:9 object − gripper | 9:11 finger widths
+    11:14 object linear velocity | 14:17 gripper velocity | 17:19 finger velocities | 19:22 goal xyz
 
-FetchReach has no object: its 10-dim observation fills the gripper and finger slots and the object slots
-stay 0. Velocities are part of the state, so the layout carries no previous frame; the goal is static.
+The block's orientation and angular velocity (Fetch's observation 11:14 and 17:20) are left out: the
+Euler angles wrap at ±π (one-step changes of up to 5.6 rad in the collected data, which dominated the
+world model's error), and no task's success depends on them. FetchReach has no object: its 10-dim
+observation fills the gripper and finger slots and the object slots stay 0. Velocities are part of the
+state, so the layout carries no previous frame; the goal is static.
 ``reset(seed=s)`` reproduces layout ``s`` (the env's own generator is seeded); ``info["success"]`` is the
 env's ``is_success``. Actions: gripper Δxyz (× 5 cm) and the fingers (+1 open, −1 close), in [-1, 1].
 
@@ -26,14 +28,16 @@ import numpy as np
 from dreamgen.sim.base import Embodiment, Expert, TaskSpec
 from dreamgen.world_model.base import ObsLayout
 
-OBS_DIM = 28
+OBS_DIM = 22
 ACTION_DIM = 4
 MAX_EPISODE_STEPS = 100  # the gymnasium-robotics default is 50; room for slower policies
 DEFAULT_STEPS = 50
-FETCH_LAYOUT = ObsLayout("fetch-v4-state", OBS_DIM, dynamic=(0, 25), static=(25, 28))
-GRIP, OBJECT, FINGERS, GOAL = slice(0, 3), slice(3, 6), slice(9, 11), slice(25, 28)
-# where FetchReach's 10-dim observation goes in the 25-dim one: gripper xyz, fingers, their velocities
-_REACH_SLOTS = np.r_[0:3, 9:11, 20:23, 23:25]
+FETCH_LAYOUT = ObsLayout("fetch-v4-state", OBS_DIM, dynamic=(0, 19), static=(19, 22))
+GRIP, OBJECT, FINGERS, GOAL = slice(0, 3), slice(3, 6), slice(9, 11), slice(19, 22)
+# Fetch's 25-dim observation without the block's rotation (11:14) and angular velocity (17:20)
+_KEPT = np.r_[0:11, 14:17, 20:25]
+# where FetchReach's 10-dim observation goes: gripper xyz, fingers, gripper velocity, finger velocities
+_REACH_SLOTS = np.r_[0:3, 9:11, 14:17, 17:19]
 
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
@@ -50,7 +54,7 @@ TASKS: dict[str, TaskSpec] = {
 
 
 class FlatFetch(gym.Wrapper):
-    """A Fetch env with the flat 28-dim float32 state, ``info["success"]`` and ``info["layout_seed"]``."""
+    """A Fetch env with the flat 22-dim float32 state, ``info["success"]`` and ``info["layout_seed"]``."""
 
     def __init__(self, env: gym.Env, reach: bool):
         super().__init__(env)
@@ -64,7 +68,7 @@ class FlatFetch(gym.Wrapper):
         if self.reach:
             out[_REACH_SLOTS] = obs["observation"]
         else:
-            out[:25] = obs["observation"]
+            out[:19] = obs["observation"][_KEPT]
         out[GOAL] = obs["desired_goal"]
         return out
 
@@ -128,7 +132,7 @@ EXPERTS: dict[str, Expert] = {"FetchReach-v4": reach_expert, "FetchPush-v4": pus
 
 
 class Fetch(Embodiment):
-    """The Fetch mobile manipulator's arm (gymnasium-robotics): 28-dim state, 4-dim action."""
+    """The Fetch mobile manipulator's arm (gymnasium-robotics): 22-dim state, 4-dim action."""
 
     name = "fetch"
     layout = FETCH_LAYOUT
