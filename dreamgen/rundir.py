@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamgen.errors import RunDirError
+from dreamgen.sim import LEGACY
 from dreamgen.tracking import flatten
 
 IDENTITY_FILE = "run.json"
@@ -31,7 +32,7 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 # Settings added after runs were recorded, with the value every older run had: an older run dir (or
 # pipeline ledger) without the key is the same run as a new one with that value.
-ADDED_LATER: dict[str, Any] = {"embodiment": "metaworld"}
+ADDED_LATER: dict[str, Any] = {"embodiment": LEGACY}
 
 
 def as_recorded_now(old: Mapping[str, Any]) -> dict[str, Any]:

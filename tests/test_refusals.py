@@ -126,7 +126,7 @@ CASES = [
     ("pipeline", ["pipeline.rounds=2", "generate.sampler.kind=policy", "pipeline.round_cap=0"], "pipeline.round_cap=0"),
     ("collect", ["tasks=[drawer-opn-v3]"], "unknown task 'drawer-opn-v3'"),
     # embodiments: an unknown name, a task, a store and a checkpoint of another robot
-    ("collect", ["embodiment=fetch"], "embodiment='fetch' is not an embodiment; accepted: metaworld"),
+    ("collect", ["embodiment=ur5"], "embodiment='ur5' is not an embodiment; accepted: metaworld, fetch, data"),
     ("collect", ["tasks=[FetchReach-v4]"], "unknown task 'FetchReach-v4' for embodiment metaworld"),
     ("train-world-model", ["world_model.store={other_store}"], "was made for embodiment fetch, not metaworld"),
     ("generate", ["generate.world_model={other_world_model}"], "was made for embodiment fetch, not metaworld"),

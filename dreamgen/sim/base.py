@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from dreamgen.errors import ConfigError
+from dreamgen.sim import LEGACY
 from dreamgen.world_model.base import ObsLayout
 
 Expert = Callable[[np.ndarray], np.ndarray]  # obs[O] -> action[A] in [-1, 1]
@@ -98,9 +99,10 @@ class Embodiment:
     def check_recorded(self, recorded: str | None, what: str) -> None:
         """Refuse a store or checkpoint made for another embodiment (``None``: made before embodiments
         were recorded, which were all Meta-World)."""
-        if (recorded or "metaworld") != self.name:
-            raise ConfigError(f"{what} was made for embodiment {recorded or 'metaworld'}, not {self.name}; set "
-                              f"embodiment={recorded or 'metaworld'} or give one made for {self.name}")
+        made_for = recorded or LEGACY
+        if made_for != self.name:
+            raise ConfigError(f"{what} was made for embodiment {made_for}, not {self.name}; set "
+                              f"embodiment={made_for} or give one made for {self.name}")
 
     # ------------------------------------------------------------------ the real world (if there is one)
     def make_env(self, task: str, *, max_episode_steps: int | None = None, **render: Any) -> Any:
