@@ -3,10 +3,10 @@
 Runs the main job (``dreamgen pipeline experiment=augment``) once per (sampler, demos per task) row —
 the oracle expert acting in the dream (labelled as the oracle it is), and the samplers a user really
 has: the BC policy + noise, MPC in the dream with BC as its prior (``planner``), recovery dreams,
-retargeted demo paths followed in the dream (``retarget``), PPO
-in the dream (``sb3``), and retargeting on the second real world (``fetch-retarget-5``) — then prints, per row and cap, real-simulator success pooled over the tasks and
-training seeds, the gain over real-only, and the dreams' gain over the control arm (the same share of
-re-drawn real frames), with 95% intervals. A row whose run dir already holds a finished pipeline is
+retargeted demo paths followed in the dream (``retarget``), PPO in the dream (``sb3``), and retargeting
+on the second real world (``fetch-retarget-5``) — then prints, per row and cap, real-simulator success
+pooled over the tasks and training seeds, the gain over real-only, and the dreams' gain over the control
+arm (the same share of re-drawn real frames), with 95% intervals. A row whose run dir already holds a finished pipeline is
 only read (``--runs`` keeps them), so an interrupted benchmark resumes.
 
     python benchmarks/augmentation.py --runs runs/augment            # all rows (~1 h on 2 cores)

@@ -10,7 +10,9 @@ Rounds (``pipeline.rounds = R > 1``; those samplers only): round ``r`` retrains 
 demos + round ``r-1``'s accepted dreams (``pipeline.round_cap``), dreams again with it as the sampler or
 the planner's prior, audits, trains the quality model and filters, under ``run_dir/round<r>``; the sweep
 measures round ``R``'s dreams (``run_dir/round<R>/sweep``). Raising ``pipeline.rounds`` on a finished
-run keeps every finished stage and adds the rounds and their sweep. Prints a final summary (success per cap with intervals, the filter's precision, dream
+run keeps every finished stage and adds the rounds and their sweep.
+
+Prints a final summary (success per cap with intervals, each round's filter precision and dream
 throughput) and writes ``run_dir/report.json``.
 
 Each stage is the same function its own verb runs, as a child of one parent MLflow run.

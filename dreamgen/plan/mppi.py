@@ -188,10 +188,10 @@ class MPPIPlanner:
         if one:  # candidate j of every row through member j mod K: each member sees its share of every row
             tiled.member = torch.arange(len(tiled), device=dev) % n % self.model.members
         rescore = min(n, 2 * c.elites)  # candidates the full ensemble scores after a one-member pass
-        tiled_reference = None if reference is None else (reference[0].to(dev), reference[1].to(dev))
+        base_reference = None if reference is None else (reference[0].to(dev), reference[1].to(dev))
 
         def reference_for(k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-            return None if tiled_reference is None else (tiled_reference[0].repeat_interleave(k, 0), tiled_reference[1])
+            return None if base_reference is None else (base_reference[0].repeat_interleave(k, 0), base_reference[1])
 
         full_reference = reference_for(n)
         for _ in range(c.iterations):

@@ -30,7 +30,8 @@ class DataRobot(Embodiment):
     has_expert = False
 
     def __init__(self, name: str, obs_dim: int, action_dim: int, tasks: Sequence[str], *, max_steps: int,
-                 fps: int, robot_type: str = "", static_dims: int = 0, parts: Mapping[str, Sequence[int]] | None = None):
+                 fps: int, robot_type: str = "", static_dims: int = 0,
+                 parts: Mapping[str, Sequence[int]] | None = None):
         if not name or not isinstance(name, str):
             raise ConfigError(f"robot.name={name!r}; give the robot a name (recorded in every store and checkpoint)")
         if not isinstance(static_dims, int) or not 0 <= static_dims < obs_dim:
