@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,6 +39,26 @@ def dreamgen(*args: str, cwd: Path, check: bool = True, timeout: int = 600) -> s
         raise AssertionError(f"{' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}\n"
                              f"stdout:\n{result.stdout[-2000:]}")
     return result
+
+
+def in_process(verb: str, overrides: list[str], capsys: Any = None) -> tuple[int, str]:
+    """``dreamgen <verb> <overrides>`` in this process, through the entrypoint the CLI wraps every verb in
+    (no interpreter start-up): ``(exit code, stderr)``; stderr needs pytest's ``capsys``."""
+    import importlib
+
+    from hydra import compose, initialize_config_dir
+
+    from dreamgen.cli import module_of
+    from jobs.common import entrypoint
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+        cfg = compose(config_name="config", overrides=overrides)
+    code = 0
+    try:
+        entrypoint(importlib.import_module(module_of(verb)).run)(cfg)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err if capsys else ""
 
 
 @pytest.fixture(scope="session")

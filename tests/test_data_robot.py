@@ -6,7 +6,6 @@ entrypoint (the CLI's own wrapper)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from dreamgen.data.lerobot_io import export_lerobot
 from dreamgen.data.store import TrajectoryStore
 from dreamgen.types import Episode
-from tests.conftest import REPO
+from tests.conftest import in_process
 
 TASKS = ("bring the puck to the mark", "hold the puck still")
 
@@ -45,22 +44,6 @@ def unknown_robot_episodes(n: int = 24, length: int = 30) -> list[Episode]:
     return episodes
 
 
-def verb(name: str, overrides: list[str], capsys=None) -> tuple[int, str]:
-    """Run ``dreamgen <name>`` in this process; returns (exit code, stderr)."""
-    from hydra import compose, initialize_config_dir
-
-    from dreamgen.cli import module_of
-    from jobs.common import entrypoint
-
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
-        cfg = compose(config_name="config", overrides=overrides)
-    try:
-        entrypoint(importlib.import_module(module_of(name)).run)(cfg)
-    except SystemExit as exc:
-        return int(exc.code or 0), capsys.readouterr().err if capsys else ""
-    return 0, capsys.readouterr().err if capsys else ""
-
-
 def test_a_robot_without_a_simulator_imports_trains_dreams_filters_and_exports(tmp_path, capsys):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
@@ -74,10 +57,10 @@ def test_a_robot_without_a_simulator_imports_trains_dreams_filters_and_exports(t
               "generate.sampler.kind=random", "generate.workers=0", "filter.quality_threshold=0.2"]
 
     # a robot that cannot be: more static dims than it has state
-    code, err = verb("collect", [*common, "robot.static_dims=7"], capsys)
+    code, err = in_process("collect", [*common, "robot.static_dims=7"], capsys)
     assert code == 2 and "robot.static_dims=7" in err and not run_dir.exists()
 
-    assert verb("collect", common)[0] == 0
+    assert in_process("collect", common)[0] == 0
     real = TrajectoryStore.open(run_dir / "real.zarr")
     spec = real.info["embodiment_spec"]
     assert (real.obs_dim, real.action_dim, real.info["embodiment"]) == (7, 2, "arm7")
@@ -85,7 +68,7 @@ def test_a_robot_without_a_simulator_imports_trains_dreams_filters_and_exports(t
     assert spec["fps"] == 10 and real.info["success_labels"] == "next.success" and len(real) == 24
 
     for name in ("train-world-model", "generate", "train-quality", "filter"):
-        assert verb(name, common)[0] == 0, name
+        assert in_process(name, common)[0] == 0, name
     model = json.loads((run_dir / "world_model" / "world_model.json").read_text())
     assert model["info"]["embodiment"] == "arm7"
     assert model["layout"] == {"name": "arm7-state", "obs_dim": 7, "dynamic": [0, 5], "history": None,
@@ -99,7 +82,7 @@ def test_a_robot_without_a_simulator_imports_trains_dreams_filters_and_exports(t
     assert accepted > 0
 
     out = tmp_path / "mix"
-    assert verb("export", [*common, f"export.store={run_dir / 'dream.zarr'}", f"export.root={out}",
+    assert in_process("export", [*common, f"export.store={run_dir / 'dream.zarr'}", f"export.root={out}",
                            "export.verdicts=[accept]", "export.repo_id=lab/arm7-dreams"])[0] == 0
     back = LeRobotDataset("lab/arm7-dreams", root=out)
     frames = sum(len(dreams.episode(i)) for i in np.flatnonzero(verdicts == "accept"))
@@ -109,7 +92,7 @@ def test_a_robot_without_a_simulator_imports_trains_dreams_filters_and_exports(t
 
     # what needs a simulator says so, and writes nothing
     before = sorted(p.name for p in run_dir.iterdir())
-    code, err = verb("audit", common, capsys)
+    code, err = in_process("audit", common, capsys)
     assert code == 2 and "`dreamgen audit` needs a simulator and embodiment arm7 has none" in err
     assert sorted(p.name for p in run_dir.iterdir()) == before
 
@@ -122,7 +105,7 @@ def test_a_robot_without_a_simulator_imports_trains_dreams_filters_and_exports(t
 def test_a_robot_without_data_or_with_the_wrong_feature_is_refused_by_name(overrides, says, tmp_path, capsys):
     root = tmp_path / "arm7"
     export_lerobot(unknown_robot_episodes(n=2, length=5), root, repo_id="lab/arm7", obs_dim=7, action_dim=2)
-    code, err = verb("train-world-model", ["experiment=smoke", "tasks=[]", f"run_dir={tmp_path / 'run'}",
+    code, err = in_process("train-world-model", ["experiment=smoke", "tasks=[]", f"run_dir={tmp_path / 'run'}",
                                            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
                                            *[o.format(root=root) for o in overrides]], capsys)
     assert code == 2 and says in err, err

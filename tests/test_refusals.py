@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, dreamgen
+from tests.conftest import REPO, dreamgen, in_process
 
 
 def _free_port() -> int:
@@ -168,27 +168,16 @@ def _fill(overrides: list[str], values: dict[str, str]) -> list[str]:
 @pytest.mark.parametrize(("verb", "overrides", "expect"), CASES, ids=[f"{c[0]}:{' '.join(c[1])}" for c in CASES])
 def test_a_bad_input_gets_one_sentence_exit_2_and_leaves_the_run_dir_as_it_was(
         verb, overrides, expect, smoke_run, damaged, tmp_path, capsys):
-    import importlib
-
-    from hydra import compose, initialize_config_dir
-
-    from dreamgen.cli import module_of
-    from jobs.common import entrypoint
-
     values = {**{k: str(v) for k, v in damaged.items()}, "smoke": str(smoke_run["run_dir"]),
               "missing": str(tmp_path / "missing"), "port": str(_free_port())}
     overrides = _fill(overrides, values)
     run_dir = next((o.split("=", 1)[1] for o in overrides if o.startswith("run_dir=")), str(tmp_path / "run"))
     base = ["experiment=smoke", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "progress=false"]
     base = [b for b in base if b.split("=")[0] not in {o.split("=")[0] for o in overrides}]
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
-        cfg = compose(config_name="config", overrides=[*base, f"run_dir={run_dir}", *overrides])
     before = _snapshot(Path(run_dir))
-    run = importlib.import_module(module_of(verb)).run
-    with pytest.raises(SystemExit) as exited:
-        entrypoint(run)(cfg)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert exited.value.code == 2, err
+    code, stderr = in_process(verb, [*base, f"run_dir={run_dir}", *overrides], capsys)
+    err = stderr.strip().splitlines()
+    assert code == 2, err
     assert len(err) == 1 and err[0].startswith("dreamgen: error: "), err
     assert expect in err[0], err[0]
     assert _snapshot(Path(run_dir)) == before
@@ -253,23 +242,14 @@ def arm_without_simulator():
     ("collect", "`dreamgen collect` needs a simulator and embodiment arm7 has none; import its demonstrations"),
 ])
 def test_a_robot_without_a_simulator_is_refused_where_a_simulator_is_needed(verb, says, monkeypatch, tmp_path, capsys):
-    import importlib
     import sys
 
-    from hydra import compose, initialize_config_dir
-
     import jobs.common
-    from dreamgen.cli import module_of
-    from jobs.common import entrypoint
 
     monkeypatch.setitem(jobs.common.EMBODIMENTS, "arm7", (__name__, "ARM7"))  # the registry: name -> object
     monkeypatch.setattr(sys.modules[__name__], "ARM7", arm_without_simulator(), raising=False)
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
-        cfg = compose(config_name="config", overrides=[
-            "experiment=smoke", "embodiment=arm7", "tasks=[wave]", f"run_dir={tmp_path / 'run'}",
-            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "progress=false"])
-    with pytest.raises(SystemExit) as exited:
-        entrypoint(importlib.import_module(module_of(verb)).run)(cfg)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert exited.value.code == 2 and len(err) == 1 and says in err[0], err
+    code, stderr = in_process(verb, ["experiment=smoke", "embodiment=arm7", "tasks=[wave]", f"run_dir={tmp_path / 'run'}",
+                                     f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "progress=false"], capsys)
+    err = stderr.strip().splitlines()
+    assert code == 2 and len(err) == 1 and says in err[0], err
     assert not (tmp_path / "run").exists()
