@@ -40,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from jobs import audit, collect, generate, sweep, train_policy, train_quality, train_world_model
 from jobs import filter as filter_verb
-from jobs.common import hydra_main, log, run_verb
+from jobs.common import embodiment, hydra_main, log, run_verb
 
 
 def _precision(audited: dict[str, Any]) -> str:
@@ -217,6 +217,9 @@ class StageLedger:
 def run(cfg: DictConfig) -> dict:
     from dreamgen.rundir import write_json
 
+    embodiment(cfg).require_simulator("pipeline", "its audit and sweep replay and evaluate in one; run "
+                                                  "train-world-model, generate, train-quality, filter and export "
+                                                  "one by one (README: Bring your own robot)")
     collect.collect_spec(cfg)  # fail fast on every stage's config and on the instructions
     train_world_model.ensemble_config(cfg)
     train_world_model.dream_config(cfg)

@@ -11,7 +11,7 @@ import pytest
 from dreamgen.data.store import TrajectoryStore
 from dreamgen.sim.metaworld import replay
 from dreamgen.tracking import list_runs
-from tests.conftest import dreamgen
+from tests.conftest import dreamgen, in_process
 
 pytestmark = pytest.mark.integration
 
@@ -130,57 +130,60 @@ def test_world_model_trains_reports_and_dreams_from_the_real_store(smoke_run):
     assert info["reset"].any() or terminated.any() or truncated.any()
 
 
-def _refused(args, cwd, *, expect: str) -> None:
-    result = dreamgen(*args, cwd=cwd, check=False)
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = [line for line in result.stderr.splitlines() if line.startswith("dreamgen: error:")]
-    assert len(lines) == 1 and expect in lines[0], result.stderr[-2000:]
+def _refused(args, capsys, *, expect: str) -> None:
+    """``dreamgen <args>`` in this process (the entrypoint the CLI wraps every verb in; the real CLI's own
+    parsing is covered in test_refusals): exit 2 and one error line saying ``expect``."""
+    code, err = in_process(args[0], list(args[1:]), capsys)
+    assert code == 2, err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith("dreamgen: error:")]
+    assert len(lines) == 1 and expect in lines[0], err[-2000:]
 
 
 def _untouched(path) -> bool:
     return not path.exists()
 
 
-def test_bad_input_is_refused_with_one_line_and_no_output(smoke_run, tmp_path):
+def test_bad_input_is_refused_with_one_line_and_no_output(smoke_run, tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     base = ["experiment=smoke", f"tracking.uri={uri}", "progress=false"]
     # unknown task name
-    _refused(["collect", *base, f"run_dir={tmp_path / 'a'}", "tasks=[drawer-opn-v3]"], tmp_path,
+    _refused(["collect", *base, f"run_dir={tmp_path / 'a'}", "tasks=[drawer-opn-v3]"], capsys,
              expect="unknown task 'drawer-opn-v3'")
     assert _untouched(tmp_path / "a")
     # a run_dir that holds a different run: nothing in it may change
     run_dir = smoke_run["run_dir"]
     before = sorted(p.name for p in run_dir.iterdir())
     digest = TrajectoryStore.open(run_dir / "real.zarr").digest()
-    _refused(["collect", *base, f"run_dir={run_dir}", "seed=5"], tmp_path, expect="holds a different run")
+    _refused(["collect", *base, f"run_dir={run_dir}", "seed=5"], capsys, expect="holds a different run")
     assert sorted(p.name for p in run_dir.iterdir()) == before
     assert TrajectoryStore.open(run_dir / "real.zarr").digest() == digest
     # a directory that is not a dreamgen run
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    _refused(["collect", *base, f"run_dir={foreign}"], tmp_path, expect="not a dreamgen run")
+    _refused(["collect", *base, f"run_dir={foreign}"], capsys, expect="not a dreamgen run")
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
     # corrupt and foreign zarr given as the training store
     import zarr
 
     zarr.open_group(str(tmp_path / "foreign.zarr"), mode="w").attrs["x"] = 1
     _refused(["train-policy", *base, f"run_dir={tmp_path / 'b'}", f"policy.store={tmp_path / 'foreign.zarr'}"],
-             tmp_path, expect="not a dreamgen trajectory store")
+             capsys, expect="not a dreamgen trajectory store")
     (tmp_path / "corrupt.zarr").mkdir()
     (tmp_path / "corrupt.zarr" / "zarr.json").write_text("{")
     _refused(["train-policy", *base, f"run_dir={tmp_path / 'b'}", f"policy.store={tmp_path / 'corrupt.zarr'}"],
-             tmp_path, expect="unreadable zarr store")
+             capsys, expect="unreadable zarr store")
     assert _untouched(tmp_path / "b")
     # bad ranges
-    _refused(["collect", *base, f"run_dir={tmp_path / 'c'}", "collect.expert_noise=-1"], tmp_path,
+    _refused(["collect", *base, f"run_dir={tmp_path / 'c'}", "collect.expert_noise=-1"], capsys,
              expect="collect.expert_noise=-1")
-    _refused(["train-world-model", *base, f"run_dir={tmp_path / 'd'}", "world_model.elites=9"], tmp_path,
+    _refused(["train-world-model", *base, f"run_dir={tmp_path / 'd'}", "world_model.elites=9"], capsys,
              expect="world_model.elites=9")
     _refused(["train-world-model", *base, f"run_dir={tmp_path / 'd'}", f"world_model.store={tmp_path / 'nope'}"],
-             tmp_path, expect="not a trajectory store")
+             capsys, expect="not a trajectory store")
     assert _untouched(tmp_path / "d")
-    _refused(["unknown-verb"], tmp_path, expect="unknown verb")
+    unknown = dreamgen("unknown-verb", cwd=tmp_path, check=False)
+    assert unknown.returncode == 2 and "unknown verb" in unknown.stderr
     assert not list(tmp_path.glob("*/real.zarr*"))
     assert not (tmp_path / "mlflow.db").exists() or not list_runs(uri, "dreamgen")
 
@@ -201,22 +204,22 @@ def _write_lerobot(root, *, nan_episode: int | None = None, obs_dim: int = 39, t
     dataset.finalize()
 
 
-def test_bad_lerobot_imports_are_refused(tmp_path):
+def test_bad_lerobot_imports_are_refused(tmp_path, capsys):
     base = ["experiment=smoke", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "progress=false",
             "collect.import_repo_id=local/demos"]
     _write_lerobot(tmp_path / "nan", nan_episode=1)
     _refused(["collect", *base, f"run_dir={tmp_path / 'r1'}", f"collect.import_root={tmp_path / 'nan'}"],
-             tmp_path, expect="episode 1 has non-finite observation.state at frame 2")
+             capsys, expect="episode 1 has non-finite observation.state at frame 2")
     _write_lerobot(tmp_path / "shape", obs_dim=12)
     _refused(["collect", *base, f"run_dir={tmp_path / 'r2'}", f"collect.import_root={tmp_path / 'shape'}"],
-             tmp_path, expect="'observation.state' has shape (12,), expected (39,)")
+             capsys, expect="'observation.state' has shape (12,), expected (39,)")
     _write_lerobot(tmp_path / "cake", task="bake a cake")
     _refused(["collect", *base, f"run_dir={tmp_path / 'r3'}", f"collect.import_root={tmp_path / 'cake'}"],
-             tmp_path, expect="'bake a cake' matches no known task")
+             capsys, expect="'bake a cake' matches no known task")
     _write_lerobot(tmp_path / "window", task="open the window")  # a real task, but not one of this run's tasks
     _refused(["collect", *base, f"run_dir={tmp_path / 'r4'}", f"collect.import_root={tmp_path / 'window'}"],
-             tmp_path, expect="resolve to ['window-open-v3'], which are not in tasks=")
+             capsys, expect="resolve to ['window-open-v3'], which are not in tasks=")
     shutil.rmtree(tmp_path / "window" / "meta" / "episodes")  # incomplete: lerobot would go to the hub for it
     _refused(["collect", *base, f"run_dir={tmp_path / 'r5'}", f"collect.import_root={tmp_path / 'window'}"],
-             tmp_path, expect="incomplete LeRobotDataset v3, missing meta/episodes/*/*.parquet")
+             capsys, expect="incomplete LeRobotDataset v3, missing meta/episodes/*/*.parquet")
     assert not any((tmp_path / r).exists() for r in ("r1", "r2", "r3", "r4", "r5"))

@@ -240,6 +240,7 @@ def arm_without_simulator():
     ("audit", "`dreamgen audit` needs a simulator and embodiment arm7 has none; judge its dreams by the learned"),
     ("evaluate", "`dreamgen evaluate` needs a simulator and embodiment arm7 has none; measure a policy on the robot"),
     ("collect", "`dreamgen collect` needs a simulator and embodiment arm7 has none; import its demonstrations"),
+    ("pipeline", "`dreamgen pipeline` needs a simulator and embodiment arm7 has none; its audit and sweep"),
 ])
 def test_a_robot_without_a_simulator_is_refused_where_a_simulator_is_needed(verb, says, monkeypatch, tmp_path, capsys):
     import sys

@@ -14,7 +14,7 @@ from dreamgen.errors import ConfigError
 from dreamgen.sweep import analyse, newcombe_interval
 from dreamgen.tracking import list_runs
 from policies.bc import BCConfig, fit_bc
-from tests.conftest import dreamgen
+from tests.conftest import dreamgen, in_process
 
 # a filter loose enough that the tiny smoke world model's dreams are accepted (the mix needs some)
 LOOSE = ["filter.quality_threshold=0", "filter.support_margin=100", "filter.jump_margin=100",
@@ -276,8 +276,8 @@ def test_pipeline_killed_in_three_stages_resumes_to_the_same_report(pipeline_run
     assert final["sweep"]["per_cap"]["0"] == first["sweep"]["report"]["per_cap"]["0"]  # real-only: same seeds
 
 
-def test_mix_and_sweep_refuse_bad_input(smoke_run, tmp_path):
-    work, run_dir = smoke_run["work"], smoke_run["run_dir"]
+def test_mix_and_sweep_refuse_bad_input(smoke_run, tmp_path, capsys):
+    run_dir = smoke_run["run_dir"]
     base = ["experiment=smoke", f"tracking.uri={smoke_run['uri']}", "progress=false",
             f"policy.store={run_dir / 'real.zarr'}"]
     fresh = tmp_path / "new"
@@ -290,8 +290,8 @@ def test_mix_and_sweep_refuse_bad_input(smoke_run, tmp_path):
         (["sweep", "sweep.seeds=[]"], "sweep.seeds"),
         (["sweep", f"sweep.dream_store={run_dir / 'real.zarr'}"], "no filter verdicts"),
     ):
-        result = dreamgen(args[0], *base, f"run_dir={fresh}", *args[1:], cwd=work, check=False)
-        assert result.returncode == 2 and match in result.stderr, (args, result.stderr[-2000:])
+        code, err = in_process(args[0], [*base, f"run_dir={fresh}", *args[1:]], capsys)
+        assert code == 2 and match in err, (args, err[-2000:])
         assert not fresh.exists()  # refused before anything was written
 
 
