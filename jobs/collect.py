@@ -30,15 +30,15 @@ def run(cfg: DictConfig) -> dict:
     robot = spec.embodiment
     tasks = robot.check_tasks(cfg.tasks)
     imported, info = None, {"collected_by": "dreamgen collect", "seed": cfg.seed, "embodiment": robot.name}
-    if hasattr(robot, "spec"):  # a robot described by its data: written down for every later verb
+    if robot.spec() is not None:  # a robot described by its data: written down for every later verb
         info["embodiment_spec"] = robot.spec()
     if cfg.collect.import_root:
-        from dreamgen.data.lerobot_io import describe_lerobot, import_lerobot
+        from dreamgen.data.lerobot_io import import_lerobot
         from dreamgen.language import make_resolver
 
         resolver = make_resolver(robot.tasks, min_similarity=cfg.language.min_similarity,
                                  ambiguity_margin=cfg.language.ambiguity_margin)
-        imported = import_lerobot(cfg.collect.import_root, repo_id=cfg.collect.import_repo_id,
+        imported, info["success_labels"] = import_lerobot(cfg.collect.import_root, repo_id=cfg.collect.import_repo_id,
                                   obs_key=cfg.collect.import_obs_key, obs_dim=robot.obs_dim,
                                   action_dim=robot.action_dim, robot=robot.name, resolve_task=lambda t: resolver.resolve(t).task)
         if not imported:
@@ -47,11 +47,6 @@ def run(cfg: DictConfig) -> dict:
         if other:
             raise StoreError(f"{cfg.collect.import_root}: its task texts resolve to {other}, which are not in "
                              f"tasks={list(cfg.tasks)}; add them to tasks or import a dataset of these tasks")
-        labels = describe_lerobot(cfg.collect.import_root, repo_id=cfg.collect.import_repo_id,
-                                  obs_key=cfg.collect.import_obs_key)["labels"]
-        info["success_labels"] = ("next.success" if "next.success" in labels else
-                                  "next.reward: per task, episodes with an above-median return succeed"
-                                  if "next.reward" in labels else "none: the dataset has no next.success or next.reward")
     with run_verb(cfg, "collect") as (run_dir, tracker):
         final = run_dir / "real.zarr"
         if final.exists():

@@ -80,14 +80,14 @@ def evaluate_policy(cfg: DictConfig, policy: Any, on_task: Callable[[Any], None]
     tasks = check_config(cfg)
     store = TrajectoryStore.open(e.store)
     train_seeds = {int(s) for s in store.meta(["seed"])["seed"] if s >= 0}
-    encoder = default_encoder()
+    encoder, robot = default_encoder(), embodiment(cfg)
     results = []
     for index, task in enumerate(tasks):
         stateful = hasattr(policy, "reset")  # keeps per-episode state (MPC: previous actions, warm plans)
         result = evaluate_task(
             (lambda obs, cond, rows: policy.act(obs, cond, deterministic=True, rows=rows)) if stateful else
             (lambda obs, cond, rows: policy.act(obs, cond, deterministic=True)), task, index,
-            embodiment=embodiment(cfg), n_episodes=e.n_episodes, max_steps=e.max_steps, run_seed=cfg.seed,
+            embodiment=robot, n_episodes=e.n_episodes, max_steps=e.max_steps, run_seed=cfg.seed,
             embed=encoder.encode, instructions=e.instructions, exclude_seeds=train_seeds,
             reset=policy.reset if stateful else None)
         results.append(result)

@@ -8,6 +8,8 @@ embodiment has both). The observation layout is the embodiment's; the checkpoint
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from omegaconf import DictConfig
 
@@ -44,13 +46,13 @@ def dream_config(cfg: DictConfig):
     return DreamConfig(**cfg.dream)
 
 
-def load_episodes(cfg: DictConfig):
-    """The store and its real episodes (all kinds: expert demos and play both teach dynamics)."""
+def load_episodes(cfg: DictConfig, robot: Any):
+    """The store and its real episodes (all kinds: expert demos and play both teach dynamics), checked to
+    be ``robot``'s."""
     from dreamgen.data.store import TrajectoryStore
     from dreamgen.errors import ConfigError
 
     store = TrajectoryStore.open(cfg.world_model.store)
-    robot = embodiment(cfg)
     robot.check_recorded(store.info.get("embodiment"), f"world_model.store={cfg.world_model.store}")
     if store.obs_dim != robot.obs_dim or store.action_dim != robot.action_dim:
         raise ConfigError(f"world_model.store={cfg.world_model.store} holds {store.obs_dim}-dim observations and "
@@ -74,7 +76,7 @@ def run(cfg: DictConfig) -> dict:
     from dreamgen.world_model.metrics import fidelity_report, flat_metrics, plot_episode
 
     w, config, dream, robot = cfg.world_model, ensemble_config(cfg), dream_config(cfg), embodiment(cfg)
-    store, episodes = load_episodes(cfg)
+    store, episodes = load_episodes(cfg, robot)
     texts = sorted({e.meta["instruction"] for e in episodes})
     task_of = {e.meta["instruction"]: e.meta["task"] for e in episodes}
     table = InstructionTable(texts, [task_of[t] for t in texts], default_encoder().encode(texts))

@@ -92,7 +92,7 @@ def _open(root: Path, repo_id: str) -> Any:
 
 def describe_lerobot(root: str | Path, *, repo_id: str, obs_key: str) -> dict[str, Any]:
     """What a dataset says about its robot: state and action widths, task texts, the longest episode,
-    fps, robot_type, and which ``next.*`` labels it carries."""
+    fps and robot_type."""
     root = Path(root)
     dataset = _open(root, repo_id)
     features = dataset.meta.features
@@ -106,13 +106,13 @@ def describe_lerobot(root: str | Path, *, repo_id: str, obs_key: str) -> dict[st
     lengths = np.bincount(np.asarray(dataset.hf_dataset.with_format("numpy")["episode_index"]).astype(np.int64))
     return {"obs_dim": int(features[obs_key]["shape"][0]), "action_dim": int(features["action"]["shape"][0]),
             "tasks": [str(text) for text in dataset.meta.tasks.index], "longest": int(lengths.max(initial=0)),
-            "fps": int(dataset.meta.fps), "robot_type": str(dataset.meta.robot_type or ""),
-            "labels": [k for k in ("next.success", "next.reward") if k in features]}
+            "fps": int(dataset.meta.fps), "robot_type": str(dataset.meta.robot_type or "")}
 
 
 def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int, action_dim: int, robot: str,
-                   resolve_task: Callable[[str], str]) -> list[Episode]:
-    """Read every episode of a local LeRobotDataset; check all of them before returning any.
+                   resolve_task: Callable[[str], str]) -> tuple[list[Episode], str]:
+    """Read every episode of a local LeRobotDataset; check all of them before returning any. Returns the
+    episodes and where their success labels came from (recorded in the store; the quality model says it).
 
     ``resolve_task(instruction) -> task`` maps each episode's LeRobot task text to a known task (it
     raises for text it cannot resolve). Rewards and done come from ``next.*`` when present; success from
@@ -158,10 +158,15 @@ def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int
                   "task": resolve_task(instruction), "sampler": f"lerobot:{repo_id}",
                   "start_ref": f"lerobot:{repo_id}#{int(episode_index)}"},
         ))
-    if "next.success" not in features and "next.reward" in features:
+    if "next.success" in features:
+        source = "next.success"
+    elif "next.reward" in features:
         reward_success(episodes)
+        source = "next.reward: per task, episodes with an above-median return succeed"
+    else:
+        source = "none: the dataset has no next.success or next.reward"
     log.info("read %d episodes (%d frames) from %s", len(episodes), len(columns["action"]), root)
-    return episodes
+    return episodes, source
 
 
 def reward_success(episodes: list[Episode]) -> None:

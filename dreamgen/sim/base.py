@@ -84,6 +84,10 @@ class Embodiment:
             raise ConfigError(f"{field} lists a task twice: {tasks}")
         return tasks
 
+    def spec(self) -> dict[str, Any] | None:
+        """What a store must record to build this embodiment again (``None``: it is built by name)."""
+        return None
+
     def part(self, name: str) -> slice:
         """The observation slice called ``name`` (e.g. "hand"), or a refusal naming the ones there are."""
         if name not in self.parts:

@@ -46,10 +46,10 @@ class DataRobot(Embodiment):
         self.static_dims = static_dims
         self.parts = {}
         for part, bounds in (parts or {}).items():
-            lo, hi = (list(bounds) + [None, None])[:2] if isinstance(bounds, (list, tuple)) else (None, None)
-            if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo < hi <= obs_dim):
+            pair = list(bounds) if isinstance(bounds, (list, tuple)) else []
+            if not (len(pair) == 2 and all(isinstance(b, int) for b in pair) and 0 <= pair[0] < pair[1] <= obs_dim):
                 raise ConfigError(f"robot.parts.{part}={bounds!r}; give [lo, hi] with 0 <= lo < hi <= {obs_dim}")
-            self.parts[str(part)] = slice(lo, hi)
+            self.parts[str(part)] = slice(*pair)
 
     def spec(self) -> dict[str, Any]:
         """What is written into the real store: enough to build this robot again."""
