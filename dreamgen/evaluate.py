@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -64,15 +65,16 @@ def evaluation_seeds(run_seed: int, task_index: int, n_episodes: int,
     return seeds
 
 
-Act = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (obs[B,O], cond[B,C], episodes[B]) -> action[B,A]
+# (obs[B,O], cond[B,C], episodes[B], images[B,C,H,W,3] or None) -> action[B,A]
+Act = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
 
 
 def evaluate_task(act: Act, task: str, task_index: int, *, embodiment: Embodiment, n_episodes: int, max_steps: int,
                   run_seed: int, embed: Callable[[Sequence[str]], np.ndarray],
                   instructions: str, exclude_seeds: Collection[int] = (),
-                  reset: Callable[[int], None] | None = None) -> TaskResult:
+                  reset: Callable[[int], None] | None = None, cameras: Any = None) -> TaskResult:
     """Run ``n_episodes`` real episodes of ``task`` in ``embodiment``'s simulator, in lockstep;
-    ``instructions`` is canonical|sampled.
+    ``instructions`` is canonical|sampled; with ``cameras``, ``act`` sees each env's rendered frames.
 
     ``act`` gets the still-running episodes' indices too (a stateful policy keeps state per episode);
     ``reset(n_episodes)`` is called before the first step."""
@@ -84,6 +86,7 @@ def evaluate_task(act: Act, task: str, task_index: int, *, embodiment: Embodimen
     cond = embed(texts)
     envs = [embodiment.make_env(task, max_episode_steps=max_steps) for _ in seeds]
     obs = np.stack([env.reset(seed=seed)[0] for env, seed in zip(envs, seeds, strict=True)])
+    renders = [embodiment.cameras(env, cameras) for env in envs] if cameras is not None else []
     active = np.ones(len(envs), dtype=bool)
     steps_to_success: list[int] = []
     if reset is not None:
@@ -92,7 +95,8 @@ def evaluate_task(act: Act, task: str, task_index: int, *, embodiment: Embodimen
         index = np.flatnonzero(active)
         if len(index) == 0:
             break
-        actions = act(obs[index], cond[index], index)
+        images = np.stack([renders[i]() for i in index]) if renders else None
+        actions = act(obs[index], cond[index], index, images)
         for row, i in enumerate(index):
             obs[i], _, _, truncated, info = envs[i].step(actions[row])
             if info["success"]:
@@ -100,6 +104,8 @@ def evaluate_task(act: Act, task: str, task_index: int, *, embodiment: Embodimen
                 steps_to_success.append(t + 1)
             elif truncated:
                 active[i] = False
+    for render in renders:
+        render.close()
     for env in envs:
         env.close()
     mean_steps = float(np.mean(steps_to_success)) if steps_to_success else float("nan")

@@ -32,7 +32,7 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 # Settings added after runs were recorded, with the value every older run had: an older run dir (or
 # pipeline ledger) without the key is the same run as a new one with that value.
-ADDED_LATER: dict[str, Any] = {"embodiment": LEGACY}
+ADDED_LATER: dict[str, Any] = {"embodiment": LEGACY, "camera": {"names": [], "size": 64}}
 
 
 def as_recorded_now(old: Mapping[str, Any]) -> dict[str, Any]:

@@ -53,8 +53,8 @@ class Tracker:
     def log_text(self, text: str, artifact_file: str) -> None:
         self._mlflow.log_text(text, artifact_file)
 
-    def log_artifact(self, path: str | Path) -> None:
-        self._mlflow.log_artifact(str(path))
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        self._mlflow.log_artifact(str(path), folder)
 
     def log_dataset(self, path: str | Path, *, name: str, digest: str, context: str) -> None:
         """Dataset lineage: which store (path + content digest) the run read or wrote."""

@@ -1,7 +1,8 @@
 """Typed data shared by every stage: one ``Episode`` and the store's key names.
 
 Shapes: ``T`` frames, ``O`` = observation dim (39 for Meta-World v3), ``A`` = action dim (4).
-Frame ``t`` holds the observation seen *before* ``action[t]`` and the reward/success/done that
+An image store adds ``images`` (``[T, C, H, W, 3]`` uint8, one frame per camera, rendered with the
+observation). Frame ``t`` holds the observation seen *before* ``action[t]`` and the reward/success/done that
 followed it (LeRobot's ``next.*`` convention), so an episode of ``T`` frames has ``T`` actions.
 """
 
@@ -58,6 +59,7 @@ class Episode:
     success: np.ndarray  # [T] bool
     done: np.ndarray  # [T] bool
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    images: np.ndarray | None = None  # [T, C, H, W, 3] uint8: every camera's frame (image stores only)
 
     def __len__(self) -> int:
         return int(self.action.shape[0])

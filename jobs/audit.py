@@ -15,7 +15,9 @@ precision / recall / acceptance with Wilson 95% intervals, overall and per task,
   the task alone buys);
 - ``learned-filter``: the verdicts of ``dreamgen filter`` (when the store has been filtered).
 
-Writes ``audit.json`` and ``dreams_vs_real.png`` (hand/object paths of a few dreams and their replays).
+Writes ``audit.json`` and ``dreams_vs_real.png`` (hand/object paths of a few dreams and their replays);
+for image dreams also ``strips/*.png`` (``audit.plots`` dreams per task: the decoded frames above the real
+replay's camera frames), all logged to MLflow.
 """
 
 from __future__ import annotations
@@ -58,6 +60,24 @@ def plot_dreams(store, indices, path: Path, robot: Any) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def dream_strips(store, meta, indices, out: Path, robot: Any, per_task: int) -> list[Path]:
+    """Image dreams: for up to ``per_task`` dreams per task, a strip of the dream's decoded frames above the
+    real camera frames of its replay (same seed, same actions)."""
+    from dreamgen.strips import save_strip
+
+    paths = []
+    out.mkdir(parents=True, exist_ok=True)
+    for task in sorted(set(meta["task"][indices].tolist())):
+        for index in [i for i in indices if meta["task"][i] == task][:per_task]:
+            episode = store.episode(int(index))
+            real = robot.replay(task, int(episode.meta["seed"]), episode.action, cameras=store.cameras)
+            verdict = episode.meta.get("verdict") or "unfiltered"
+            name = (f"strip_{episode.meta['episode_id']}_dream-{'success' if episode.success.any() else 'fail'}"
+                    f"_real-{'success' if real['success'] else 'fail'}_{verdict}.png")
+            paths.append(save_strip(episode.images, real["images"][:len(episode)], out / name))
+    return paths
 
 
 def run(cfg: DictConfig, *, report: bool = True) -> dict:
@@ -103,6 +123,9 @@ def run(cfg: DictConfig, *, report: bool = True) -> dict:
                 plot_dreams(store, rng.choice(test, size=min(a.plots, len(test)), replace=False), out / "dreams_vs_real.png",
                             robot)
                 tracker.log_artifact(out / "dreams_vs_real.png")
+            if a.plots > 0 and test and store.cameras is not None:  # pictures: the dream above its real replay
+                for path in dream_strips(store, meta, test, out / "strips", robot, a.plots):
+                    tracker.log_artifact(path, "strips")
             metrics = {}
             for name, entry in result["filters"].items():
                 for key in ("precision", "recall", "acceptance"):

@@ -8,14 +8,15 @@ import time
 from omegaconf import DictConfig
 
 from dreamgen.errors import StoreError
-from jobs.common import embodiment, hydra_main, log, progress, run_verb
+from jobs.common import cameras, embodiment, hydra_main, log, progress, run_verb
 
 
 def collect_spec(cfg: DictConfig):
     from dreamgen.data.collect import CollectSpec
 
     c = cfg.collect
-    return CollectSpec(embodiment=embodiment(cfg), tasks=tuple(cfg.tasks), n_expert=c.n_expert, n_play=c.n_play,
+    robot = embodiment(cfg)
+    return CollectSpec(embodiment=robot, cameras=cameras(cfg, robot), tasks=tuple(cfg.tasks), n_expert=c.n_expert, n_play=c.n_play,
                        expert_noise=c.expert_noise, play_noise=c.play_noise,
                        play_random_prob=c.play_random_prob, play_steps=c.play_steps,
                        post_success_steps=c.post_success_steps, max_steps=c.max_steps)
@@ -55,7 +56,11 @@ def run(cfg: DictConfig) -> dict:
             return {"store": str(final), "episodes": len(store)}
         start = time.perf_counter()
         with staged(final) as partial:
-            store = TrajectoryStore.create(partial, obs_dim=robot.obs_dim, action_dim=robot.action_dim, info=info)
+            if spec.cameras is not None and imported is not None:
+                raise StoreError(f"{cfg.collect.import_root}: camera.names={list(spec.cameras.names)} renders the "
+                                 "simulator; an imported dataset brings its own frames — leave camera.names empty")
+            store = TrajectoryStore.create(partial, obs_dim=robot.obs_dim, action_dim=robot.action_dim, info=info,
+                                           cameras=spec.cameras)
             episodes = imported if imported is not None else collect_real(spec, cfg.seed)
             total = len(imported) if imported is not None else spec.n_episodes
             batch = []
@@ -71,6 +76,9 @@ def run(cfg: DictConfig) -> dict:
         metrics = {"collect/episodes": len(store), "collect/frames": store.n_frames,
                    "collect/episodes_per_s": len(store) / elapsed,
                    "collect/frames_per_s": store.n_frames / elapsed}
+        if spec.cameras is not None:  # rendering dominates: say what the images cost
+            log.info("rendered %d frames of cameras %s: %.1f frames/s including simulation", store.n_frames,
+                     spec.cameras.describe(), store.n_frames / elapsed)
         for kind in sorted(set(meta["kind"])):
             mask = meta["kind"] == kind
             metrics[f"collect/{kind}_success_rate"] = float(meta["success"][mask].mean())

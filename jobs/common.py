@@ -52,6 +52,12 @@ def embodiment(cfg: DictConfig) -> Any:
     return found if isinstance(found, Embodiment) else found(cfg)
 
 
+def cameras(cfg: DictConfig, robot: Any = None) -> Any:
+    """The cameras this run renders (``camera.names`` at ``camera.size``), or None: state only."""
+    camera = cfg.get("camera") or {}
+    return (robot or embodiment(cfg)).camera_config(list(camera.get("names") or []), camera.get("size", 64))
+
+
 def data_robot(cfg: DictConfig) -> Any:
     """``embodiment=data``: the robot written into the real store (``world_model.store``) at import, or —
     before the import — the one its LeRobotDataset (``collect.import_root``) describes with ``robot.*``."""

@@ -84,12 +84,18 @@ def evaluate_policy(cfg: DictConfig, policy: Any, on_task: Callable[[Any], None]
     results = []
     for index, task in enumerate(tasks):
         stateful = hasattr(policy, "reset")  # keeps per-episode state (MPC: previous actions, warm plans)
-        result = evaluate_task(
-            (lambda obs, cond, rows: policy.act(obs, cond, deterministic=True, rows=rows)) if stateful else
-            (lambda obs, cond, rows: policy.act(obs, cond, deterministic=True)), task, index,
-            embodiment=robot, n_episodes=e.n_episodes, max_steps=e.max_steps, run_seed=cfg.seed,
-            embed=encoder.encode, instructions=e.instructions, exclude_seeds=train_seeds,
-            reset=policy.reset if stateful else None)
+        cameras = getattr(policy, "cameras", None)  # an image policy sees the simulator through its cameras
+
+        def act(obs, cond, rows, images, cameras=cameras, stateful=stateful):
+            if cameras is not None:
+                return policy.act(obs, cond, images=images, deterministic=True)
+            if stateful:
+                return policy.act(obs, cond, deterministic=True, rows=rows)
+            return policy.act(obs, cond, deterministic=True)
+
+        result = evaluate_task(act, task, index, embodiment=robot, n_episodes=e.n_episodes, max_steps=e.max_steps,
+                               run_seed=cfg.seed, embed=encoder.encode, instructions=e.instructions,
+                               exclude_seeds=train_seeds, reset=policy.reset if stateful else None, cameras=cameras)
         results.append(result)
         if on_task is not None:
             on_task(result)

@@ -151,6 +151,9 @@ def check_inputs(cfg: DictConfig) -> None:
     if given and given[1] and not (Path(str(given[1])) / "policy.json").is_file():
         raise ConfigError(f"{given[0]}={given[1]}: not a policy checkpoint (no policy.json); train one "
                           "(`dreamgen train-policy`, or leave sb3.checkpoint null to train PPO in the dream)")
+    if given and given[1] and '"bc-image"' in (Path(str(given[1])) / "policy.json").read_text():
+        raise ConfigError(f"{given[0]}={given[1]} is an image policy (policy.family=bc-image); samplers act on the "
+                          "dream's state: give a state policy (policy.family=bc)")
 
 
 def run(cfg: DictConfig) -> dict:
@@ -164,6 +167,13 @@ def run(cfg: DictConfig) -> dict:
     check_inputs(cfg)
     plan, model = build_plan(cfg)
     real = TrajectoryStore.open(g.start_store)  # fail now if the start states are missing
+    if model.cameras is not None:  # a latent model starts from the start store's camera frames
+        model.cameras.check_same(real.cameras, f"generate.start_store={g.start_store}", f"world model {g.world_model}")
+    if model.cameras is not None and plan.sampler.kind == "sb3":
+        from dreamgen.errors import ConfigError
+
+        raise ConfigError("generate.sampler.kind=sb3 trains PPO in a state dream; with a latent (camera) world model "
+                          "use policy, planner, recovery, retarget, random or expert")
     with run_verb(cfg, "generate", inputs={"real": real}) as (run_dir, tracker):
         for r in plan.requests:
             flag = " NOVEL (zero-shot)" if r.novel else ""
@@ -177,7 +187,7 @@ def run(cfg: DictConfig) -> dict:
             bar.update(stats["episodes"])
 
         totals = run_plan(plan, g.store, workers=g.workers, obs_dim=model.layout.obs_dim,
-                          action_dim=model.action_dim, address=g.address, max_retries=g.max_retries,
+                          action_dim=model.action_dim, cameras=model.cameras, address=g.address, max_retries=g.max_retries,
                           on_chunk=on_chunk)
         bar.close()
         store = TrajectoryStore.open(g.store)

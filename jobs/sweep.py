@@ -58,6 +58,7 @@ def arm_configs(cfg: DictConfig) -> list[dict[str, Any]]:
                 arm = copy.deepcopy(resolved)
                 arm["run_dir"] = str(Path(cfg.sweep.dir) / f"{'control' if control else 'cap'}{cap:g}-seed{seed}")
                 arm["policy"].update(max_dream_fraction=cap, seed=int(seed), control=control,
+                                     family=cfg.sweep.get("family") or cfg.policy.family,
                                      dream_store=cfg.sweep.dream_store if cap > 0 and not control else None)
                 arm["progress"] = False
                 arms.append(arm)

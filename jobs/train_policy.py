@@ -17,14 +17,34 @@ from omegaconf import DictConfig
 from jobs.common import embodiment, hydra_main, log, progress, run_verb
 
 
-def _frames(store: Any, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    obs, action, texts = [], [], []
-    for index, episode in enumerate(store.iter_episodes()):
+def _frames(store: Any, keep: np.ndarray, images: bool = False) -> tuple[Any, ...]:
+    """``(obs, action, texts)`` of the kept episodes; with ``images``, their camera frames too (4th)."""
+    obs, action, texts, frames = [], [], [], []
+    for index, episode in enumerate(store.iter_episodes(images=images)):
         if keep[index]:
             obs.append(episode.obs)
             action.append(episode.action)
             texts += [episode.meta["instruction"]] * len(episode)
-    return np.concatenate(obs), np.concatenate(action), texts
+            if images:
+                frames.append(episode.images)
+    out = (np.concatenate(obs), np.concatenate(action), texts)
+    return (*out, np.concatenate(frames)) if images else out
+
+
+def image_policy(cfg: DictConfig) -> bool:
+    """``policy.family=bc-image``: the policy sees the cameras (its stores must be image stores)."""
+    return cfg.policy.family == "bc-image"
+
+
+def check_cameras(store: Any, cameras: Any, field: str) -> None:
+    """Refuse a store without camera frames (or with other cameras) for an image policy."""
+    from dreamgen.errors import ConfigError
+
+    if store.cameras is None:
+        raise ConfigError(f"{field}={store.path} holds no camera images, and policy.family=bc-image learns from "
+                          "them; collect with camera.names set (an image store) or use policy.family=bc")
+    if cameras is not None:
+        cameras.check_same(store.cameras, f"{field}={store.path}", "the real store")
 
 
 def load_demos(cfg: DictConfig, store: Any = None):
@@ -45,8 +65,10 @@ def load_demos(cfg: DictConfig, store: Any = None):
         raise ConfigError(f"policy.train_kinds={list(cfg.policy.train_kinds)} (success_only="
                           f"{cfg.policy.success_only}) selects no episode of {cfg.policy.store}; "
                           f"its kinds are {sorted(set(meta['kind']))}")
-    obs, action, texts = _frames(store, keep)
-    return store, obs, action, texts, int(keep.sum())
+    if image_policy(cfg):
+        check_cameras(store, None, "policy.store")
+    frames = _frames(store, keep, images=image_policy(cfg))
+    return store, frames, int(keep.sum())
 
 
 def dream_selection(store: Any, verdicts: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
@@ -108,7 +130,9 @@ def load_dreams(cfg: DictConfig, store: Any = None) -> tuple[Any, dict[str, Any]
         log.warning("policy.dream_store=%s has no dream with verdict in %s: training on real data only",
                     p.dream_store, list(p.dream_verdicts))
         return None, selection
-    frames = _frames(store, keep)
+    if image_policy(cfg):
+        check_cameras(store, TrajectoryStore.open(p.store).cameras, "policy.dream_store")
+    frames = _frames(store, keep, images=image_policy(cfg))
     selection["frames"] = len(frames[0])
     return frames, selection
 
@@ -127,9 +151,10 @@ def check_config(cfg: DictConfig) -> None:
     if p.family == "mpc":
         raise ConfigError("policy.family=mpc trains nothing: it plans with the world model at every step; run "
                           "`dreamgen evaluate policy.family=mpc` (the prior is policy.mpc.prior, trained with family=bc)")
-    if p.family not in ("bc", "sb3"):
-        raise ConfigError(f"policy.family={p.family!r}; accepted: bc (MLP behaviour cloning), sb3 (an SB3 PPO actor "
-                          "cloned on the same mix, then fine-tuned by PPO in the dream), mpc (evaluate only)")
+    if p.family not in ("bc", "bc-image", "sb3"):
+        raise ConfigError(f"policy.family={p.family!r}; accepted: bc (MLP behaviour cloning), bc-image (the same from "
+                          "the camera: an image store), sb3 (an SB3 PPO actor cloned on the same mix, then fine-tuned "
+                          "by PPO in the dream), mpc (evaluate only)")
     if p.family == "sb3" and (p.sb3.steps < 0 or p.sb3.envs < 1):
         raise ConfigError(f"policy.sb3.steps={p.sb3.steps} must be >= 0 and policy.sb3.envs={p.sb3.envs} >= 1")
     if not isinstance(p.control, bool):
@@ -148,7 +173,7 @@ def train(cfg: DictConfig, on_epoch: Callable[[int, float], None] | None = None,
     ``stores``: the ``real`` (and ``dream``) stores already open, so their digests are read once.
     """
     from dreamgen.language import default_encoder
-    from policies.bc import BCConfig, fit_bc
+    from policies.bc import BCConfig, fit_bc, fit_image_bc
 
     check_config(cfg)
     p = cfg.policy
@@ -156,19 +181,28 @@ def train(cfg: DictConfig, on_epoch: Callable[[int, float], None] | None = None,
     config = BCConfig(hidden=p.hidden, layers=p.layers, lr=p.lr, weight_decay=p.weight_decay,
                       epochs=p.epochs, batch_size=p.batch_size, action_noise_std=p.action_noise_std)
     stores = stores or {}
-    store, obs, action, texts, n_episodes = load_demos(cfg, stores.get("real"))
+    store, real, n_episodes = load_demos(cfg, stores.get("real"))
+    obs, action, texts = real[:3]
     dream_frames, selection = load_dreams(cfg, stores.get("dream"))
     encoder = default_encoder()
     dream = None
     if dream_frames is not None:
-        dream = (dream_frames[0], dream_frames[1], encoder.encode(dream_frames[2]))
+        dream = (dream_frames[0], dream_frames[1], encoder.encode(dream_frames[2]), *dream_frames[3:])
     if p.control:  # the capped share of every batch is filled with real frames drawn again (EVALUATION.md §2)
-        dream = (obs, action, encoder.encode(texts))
+        dream = (obs, action, encoder.encode(texts), *real[3:])
     info = {"store": str(store.path), "store_digest": store.digest(), "episodes": n_episodes,
             "frames": len(obs), "train_kinds": list(p.train_kinds), "seed": seed, "dream_selection": selection}
     if p.family == "bc":
         policy = fit_bc(obs, action, encoder.encode(texts), config, seed=seed, info=info, on_epoch=on_epoch,
                         dream=dream, max_dream_fraction=p.max_dream_fraction)
+    elif p.family == "bc-image":  # proprioception (the hand) and the goal beside the frames
+        robot = embodiment(cfg)
+        hand, static = robot.parts.get("hand"), robot.layout.static
+        dims = (list(range(hand.start, hand.stop)) if hand else []) + (list(range(*static)) if static else [])
+        policy = fit_image_bc(obs, real[3], action, encoder.encode(texts), config, cameras=store.cameras,
+                              obs_dims=dims, seed=seed, info={**info, "family": "bc-image"}, on_epoch=on_epoch,
+                              dream=None if dream is None else (dream[0], dream[3], dream[1], dream[2]),
+                              max_dream_fraction=p.max_dream_fraction)
     else:
         policy = _clone_and_finetune(cfg, obs, action, encoder.encode(texts), config, seed, info, on_epoch, dream)
     achieved = policy.info["achieved_dream_fraction"]

@@ -1,4 +1,5 @@
-"""``dreamgen train-world-model``: fit the ensemble on a store's real episodes → run_dir/world_model.
+"""``dreamgen train-world-model``: fit the ensemble on a store's real episodes → run_dir/world_model
+(``world_model.kind=latent``: the latent model on an image store's frames, ``dreamgen.world_model.latent``).
 
 Split by episode (train / val for early stopping, elites and the halting bound / test for fidelity),
 train with a progress bar and ``wm/*`` metrics, write the checkpoint, then measure fidelity on the
@@ -40,6 +41,23 @@ def ensemble_config(cfg: DictConfig):
                           action_history=w.action_history)
 
 
+def latent_config(cfg: DictConfig):
+    """``world_model.kind`` checked; for ``latent``, the ``world_model.latent`` section as a ``LatentConfig``."""
+    from dreamgen.errors import ConfigError
+    from dreamgen.world_model.latent import LatentConfig
+
+    kind = cfg.world_model.get("kind", "state")
+    if kind not in ("state", "latent"):
+        raise ConfigError(f"world_model.kind={kind!r}; accepted: state (the observation vector) | latent (cameras: "
+                          "encode, predict in latent space, decode)")
+    if kind == "state":
+        return None
+    try:
+        return LatentConfig(**cfg.world_model.latent)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"world_model.latent: {exc}") from None
+
+
 def dream_config(cfg: DictConfig):
     from dreamgen.dream.core import DreamConfig
 
@@ -73,10 +91,17 @@ def run(cfg: DictConfig) -> dict:
     from dreamgen.world_model.base import InstructionTable
     from dreamgen.world_model.checkpoint import save_world_model
     from dreamgen.world_model.fit import fit_ensemble, split_episodes, transitions
-    from dreamgen.world_model.metrics import fidelity_report, flat_metrics, plot_episode
+    from dreamgen.world_model.metrics import fidelity_report, flat_metrics, open_loop_strip, plot_episode
 
     w, config, dream, robot = cfg.world_model, ensemble_config(cfg), dream_config(cfg), embodiment(cfg)
+    latent = latent_config(cfg)
     store, episodes = load_episodes(cfg, robot)
+    if latent is not None and store.cameras is None:
+        from dreamgen.errors import ConfigError
+
+        raise ConfigError(f"world_model.kind=latent needs camera images, and world_model.store={store.path} is a state "
+                          "store; collect one with camera.names set (e.g. camera.names=[corner3]) or use "
+                          "world_model.kind=state")
     texts = sorted({e.meta["instruction"] for e in episodes})
     task_of = {e.meta["instruction"]: e.meta["task"] for e in episodes}
     table = InstructionTable(texts, [task_of[t] for t in texts], default_encoder().encode(texts))
@@ -90,23 +115,34 @@ def run(cfg: DictConfig) -> dict:
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             bar.update(1)
-            bar.set_postfix(val_mse=f"{metrics['wm/val_mse']:.4f}")
+            bar.set_postfix({k.removeprefix("wm/"): f"{v:.4f}" for k, v in metrics.items() if "val" in k})
             tracker.log_metrics(metrics, step=epoch)
 
         info = {"embodiment": robot.name, "store": str(store.path), "store_digest": store.digest(), "seed": cfg.seed,
                 "episodes": {name: [e.meta["episode_id"] for e in part]
                              for name, part in (("train", train), ("val", val), ("test", test))}}
-        model = fit_ensemble(data["train"], data["val"], table, robot.layout, config, seed=cfg.seed,
-                             halt_quantile=w.halt_quantile, info=info, on_epoch=on_epoch)
+        if latent is None:
+            model = fit_ensemble(data["train"], data["val"], table, robot.layout, config, seed=cfg.seed,
+                                 halt_quantile=w.halt_quantile, info=info, on_epoch=on_epoch)
+        else:
+            from dreamgen.world_model.latent import fit_latent
+
+            bar.total = latent.epochs + config.max_epochs
+            hand = robot.parts.get("hand")
+            model = fit_latent(train, val, table, robot.layout, store.cameras, latent, config,
+                               proprio=None if hand is None else (hand.start, hand.stop), seed=cfg.seed,
+                               halt_quantile=w.halt_quantile, info=info, on_epoch=on_epoch)
         bar.close()
         with staged(run_dir / "world_model") as partial:
             world_model_id = save_world_model(model, partial)
-            report = {"world_model_id": world_model_id, "epochs": model.info["epochs"],
+            report = {"world_model_id": world_model_id, "kind": model.kind, "epochs": model.info["epochs"],
                       "transitions": {k: len(v) for k, v in data.items()},
                       "disagreement_bound": model.disagreement_bound,
                       "fidelity": fidelity_report(model, test, data["test"], tuple(w.fidelity_horizons),
                                                   parts=robot.parts)}
             plot_episode(model, max(test, key=len), partial / "fidelity.png", robot.parts)
+            if latent is not None:  # the decoded frames of an open-loop dream above the real camera frames
+                open_loop_strip(model, max(test, key=len), partial / "open_loop_strip.png")
             seeds = [derive_seed(cfg.seed, "world-model-check", i) for i in range(w.check_episodes)]
             report["expert_in_dream"] = check_expert_in_dream(model, sorted(set(table.tasks)), seeds, dream, robot) \
                 if robot.has_simulator and robot.has_expert else {}
@@ -114,6 +150,8 @@ def run(cfg: DictConfig) -> dict:
         metrics = flat_metrics(report["fidelity"])
         checks = report["expert_in_dream"].values()
         metrics.update({"wm/epochs": report["epochs"], "wm/disagreement_bound": model.disagreement_bound})
+        if latent is not None:
+            tracker.log_artifact(run_dir / "world_model" / "open_loop_strip.png")
         if checks:
             metrics.update({"wm/expert_dream_success": float(np.mean([c["dream_success"] for c in checks])),
                             "wm/expert_replay_success": float(np.mean([c["real_success"] for c in checks])),
@@ -131,12 +169,14 @@ def format_report(report: dict) -> str:
 
     one = report["fidelity"]["one_step"]
     lines = [f"one-step nMSE {one['nmse']:.4g} (copy baseline {one['copy_nmse']:.4g}) on {one['transitions']} "
-             "held-out transitions", "open loop: mm, median / p90 (copy baseline median)"]
+             "held-out transitions"] if one else []
+    lines.append("open loop: mm, median / p90 (copy baseline median)")
     for horizon, e in sorted(report["fidelity"]["open_loop"].items(), key=lambda item: int(item[0])):
         if e["starts"]:
+            image = f"   PSNR {e['psnr_db']['median']:.1f} dB ({e['psnr_copy_db']['median']:.1f})" if "psnr_db" in e else ""
             lines.append(f"  H={horizon:<4} " + "   ".join(
                 f"{name} {e[f'{name}_mm']['median']:.1f} / {e[f'{name}_mm']['p90']:.1f} "
-                f"({e[f'{name}_copy_mm']['median']:.1f})" for name in part_names(e)) + f"   ({e['starts']} starts)")
+                f"({e[f'{name}_copy_mm']['median']:.1f})" for name in part_names(e)) + image + f"   ({e['starts']} starts)")
     if not report["expert_in_dream"]:
         return "\n".join(lines)
     lines.append("expert in the dream: task, dream success, replayed real success, agreement")

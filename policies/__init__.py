@@ -27,11 +27,15 @@ def load_policy(path: str | Path) -> Policy:
         from policies.bc import BCPolicy
 
         return BCPolicy.load(path)
+    if kind == "bc-image":
+        from policies.bc import ImageBCPolicy
+
+        return ImageBCPolicy.load(path)
     if kind == "sb3":
         from policies.sb3_dream import SB3DreamPolicy
 
         return SB3DreamPolicy.load(path)
-    raise CheckpointError(f"{config_file}: unknown policy kind {kind!r}; known: bc, sb3")
+    raise CheckpointError(f"{config_file}: unknown policy kind {kind!r}; known: bc, bc-image, sb3")
 
 
 __all__ = ["Policy", "load_policy"]

@@ -31,8 +31,8 @@ def test_bc_on_real_demos_beats_a_random_policy():
     for index, task in enumerate(tasks):
         kwargs = dict(embodiment=METAWORLD, n_episodes=20, max_steps=300, run_seed=0, embed=encoder.encode,
                       instructions="sampled", exclude_seeds=seeds)
-        trained = evaluate_task(lambda o, c, _: policy.act(o, c), task, index, **kwargs)
-        random = evaluate_task(lambda o, c, _: rng.uniform(-1, 1, (len(o), 4)).astype(np.float32),
+        trained = evaluate_task(lambda o, c, _, __: policy.act(o, c), task, index, **kwargs)
+        random = evaluate_task(lambda o, c, _, __: rng.uniform(-1, 1, (len(o), 4)).astype(np.float32),
                                task, index, **kwargs)
         assert trained.successes >= 10, (task, trained)
         assert trained.successes > random.successes + 5, (task, trained, random)

@@ -1,7 +1,8 @@
 """Real-world collection: scripted-expert demos (with action noise) and cheap noisy "play", in the
 simulator of the embodiment the spec names (``dreamgen.sim.base.Embodiment``).
 
-``rollout_expert`` and ``rollout_play`` each run one episode from a known layout seed and return an
+With ``cameras`` every observation comes with its camera frames (``Episode.images``), rendered offscreen
+in the same step. ``rollout_expert`` and ``rollout_play`` each run one episode from a known layout seed and return an
 ``Episode`` tagged with its kind, task, instruction, seed and real success label. ``collect_real``
 yields every requested episode in a fixed, seed-derived order (so a run is reproducible).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -17,6 +19,7 @@ import numpy as np
 from dreamgen.errors import ConfigError
 from dreamgen.seeding import derive_seed, make_rng
 from dreamgen.sim.base import Embodiment, Expert
+from dreamgen.sim.camera import Cameras
 from dreamgen.types import Episode
 
 
@@ -35,6 +38,7 @@ class CollectSpec:
     play_steps: int  # length of a play episode
     post_success_steps: int  # expert demos are cut this many frames after first success
     max_steps: int  # hard cap on any episode
+    cameras: Cameras | None = None  # render these with every observation (an image store); None: state only
 
     def __post_init__(self) -> None:
         self.embodiment.check_tasks(self.tasks, field="tasks")
@@ -62,11 +66,14 @@ class CollectSpec:
 
 
 def _rollout(env: gym.Env, act, *, seed: int, max_steps: int, stop_after_success: int | None,
-             meta: dict) -> Episode:
+             meta: dict, render: Any = None) -> Episode:
     obs, info = env.reset(seed=seed)
     frames: dict[str, list] = {"obs": [], "action": [], "reward": [], "success": [], "done": []}
+    images: list[np.ndarray] = []
     first_success: int | None = None
     for t in range(max_steps):
+        if render is not None:  # the camera frame of the observation the action is taken on
+            images.append(render())
         action = act(obs)
         next_obs, reward, terminated, _, info = env.step(action)
         frames["obs"].append(obs)
@@ -87,11 +94,12 @@ def _rollout(env: gym.Env, act, *, seed: int, max_steps: int, stop_after_success
         success=np.asarray(frames["success"], dtype=bool),
         done=np.asarray(frames["done"], dtype=bool),
         meta={**meta, "seed": seed, "start_ref": f"seed:{seed}"},
+        images=np.stack(images) if render is not None else None,
     )
 
 
 def rollout_expert(env: gym.Env, expert: Expert, rng: np.random.Generator, *, seed: int, noise: float,
-                   max_steps: int, post_success_steps: int, meta: dict) -> Episode:
+                   max_steps: int, post_success_steps: int, meta: dict, render: Any = None) -> Episode:
     """One scripted-expert demo with Gaussian action noise, cut ``post_success_steps`` after success."""
 
     def act(obs: np.ndarray) -> np.ndarray:
@@ -99,11 +107,11 @@ def rollout_expert(env: gym.Env, expert: Expert, rng: np.random.Generator, *, se
         return np.clip(action + rng.normal(0.0, noise, action.shape), -1, 1).astype(np.float32)
 
     return _rollout(env, act, seed=seed, max_steps=max_steps, stop_after_success=post_success_steps,
-                    meta={**meta, "kind": "expert", "sampler": f"expert+N(0,{noise})"})
+                    meta={**meta, "kind": "expert", "sampler": f"expert+N(0,{noise})"}, render=render)
 
 
 def rollout_play(env: gym.Env, expert: Expert, rng: np.random.Generator, *, seed: int, noise: float,
-                 random_prob: float, steps: int, meta: dict) -> Episode:
+                 random_prob: float, steps: int, meta: dict, render: Any = None) -> Episode:
     """Cheap non-expert interaction: a heavily perturbed expert with random actions mixed in."""
 
     def act(obs: np.ndarray) -> np.ndarray:
@@ -114,7 +122,7 @@ def rollout_play(env: gym.Env, expert: Expert, rng: np.random.Generator, *, seed
 
     return _rollout(env, act, seed=seed, max_steps=steps, stop_after_success=None,
                     meta={**meta, "kind": "play",
-                          "sampler": f"play(expert+N(0,{noise}), random p={random_prob})"})
+                          "sampler": f"play(expert+N(0,{noise}), random p={random_prob})"}, render=render)
 
 
 def collect_real(spec: CollectSpec, run_seed: int) -> Iterator[Episode]:
@@ -123,6 +131,7 @@ def collect_real(spec: CollectSpec, run_seed: int) -> Iterator[Episode]:
     robot.require_simulator("collect", "import its demonstrations instead (collect.import_root)")
     for task_index, task in enumerate(spec.tasks):
         env, expert = robot.make_env(task, max_episode_steps=spec.max_steps), robot.make_expert(task)
+        render = robot.cameras(env, spec.cameras) if spec.cameras is not None else None
         instructions: Sequence[str] = robot.tasks[task].instructions
         for kind, count in (("expert", spec.n_expert), ("play", spec.n_play)):
             for i in range(count):
@@ -133,9 +142,11 @@ def collect_real(spec: CollectSpec, run_seed: int) -> Iterator[Episode]:
                 if kind == "expert":
                     yield rollout_expert(env, expert, rng, seed=seed, noise=spec.expert_noise,
                                          max_steps=spec.max_steps,
-                                         post_success_steps=spec.post_success_steps, meta=meta)
+                                         post_success_steps=spec.post_success_steps, meta=meta, render=render)
                 else:
                     yield rollout_play(env, expert, rng, seed=seed, noise=spec.play_noise,
                                        random_prob=spec.play_random_prob,
-                                       steps=min(spec.play_steps, spec.max_steps), meta=meta)
+                                       steps=min(spec.play_steps, spec.max_steps), meta=meta, render=render)
+        if render is not None:
+            render.close()
         env.close()

@@ -5,6 +5,8 @@ Layout::
     <path>/                     zarr group, attrs: format, schema_version, obs_dim, action_dim,
                                 n_episodes, n_frames (the commit record), and free-form ``info``
     <path>/data/<key>           per-frame arrays concatenated over time (obs, action, reward, ...)
+    <path>/data/images          image stores only: uint8[N, C, H, W, 3], one chunk per frame; the root's
+                                ``cameras`` attribute names the C cameras and the resolution
     <path>/meta/episode_ends    int64[E], exclusive end frame of each episode
     <path>/meta/<field>         per-episode metadata (episode_id, source, task, instruction, seed, ...)
 
@@ -33,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 
 from dreamgen.errors import StoreError
+from dreamgen.sim.camera import Cameras
 from dreamgen.types import EPISODE_META, FRAME_KEYS, SCHEMA_VERSION, Episode
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,8 @@ class TrajectoryStore:
         attrs = dict(group.attrs)
         self.obs_dim = int(attrs["obs_dim"])
         self.action_dim = int(attrs["action_dim"])
+        self.cameras = Cameras.from_json(attrs.get("cameras"))  # None: a state store
+        self.frame_keys = [*FRAME_KEYS, *(["images"] if self.cameras else [])]
         self._swept = False  # leftover *.partial files of a killed writer are removed once per handle
         self._digest: tuple[tuple[int, int], str] | None = None  # (committed lengths, digest)
         self._arrays: dict[str, Any] = {}  # array handles of this writer (opening one costs ~1 ms)
@@ -75,8 +80,8 @@ class TrajectoryStore:
     # ------------------------------------------------------------------ opening
     @classmethod
     def create(cls, path: str | Path, *, obs_dim: int, action_dim: int,
-               info: dict[str, Any] | None = None) -> TrajectoryStore:
-        """Create an empty store at ``path`` (which must not exist)."""
+               info: dict[str, Any] | None = None, cameras: Cameras | None = None) -> TrajectoryStore:
+        """Create an empty store at ``path`` (which must not exist); with ``cameras``, an image store."""
         import zarr
 
         path = Path(path)
@@ -93,6 +98,9 @@ class TrajectoryStore:
             tail = shapes.get(key, ())
             data.create_array(key, shape=(0, *tail), chunks=(CHUNK_FRAMES, *tail), dtype=dtype,
                               compressors=_codecs())
+        if cameras is not None:  # one chunk per frame: reading one frame decodes one frame
+            data.create_array("images", shape=(0, *cameras.shape), chunks=(1, *cameras.shape), dtype="uint8",
+                              compressors=_codecs())
         meta.create_array("episode_ends", shape=(0,), chunks=(CHUNK_EPISODES,), dtype="int64",
                           compressors=_codecs())
         for key, (dtype, _) in EPISODE_META.items():
@@ -101,6 +109,7 @@ class TrajectoryStore:
         group.update_attributes({
             "format": FORMAT, "schema_version": SCHEMA_VERSION, "obs_dim": int(obs_dim),
             "action_dim": int(action_dim), "n_episodes": 0, "n_frames": 0, "info": info or {},
+            **({"cameras": cameras.to_json()} if cameras is not None else {}),
         })
         try:
             building.rename(path)
@@ -138,7 +147,7 @@ class TrajectoryStore:
     def _check_layout(self) -> None:
         n_episodes, n_frames = self._committed()
         try:
-            arrays = {f"data/{k}": self._group[f"data/{k}"] for k in FRAME_KEYS}
+            arrays = {f"data/{k}": self._group[f"data/{k}"] for k in self.frame_keys}
             arrays.update({f"meta/{k}": self._group[f"meta/{k}"] for k in [*EPISODE_META, "episode_ends"]})
         except KeyError as exc:
             raise StoreError(f"{self.path}: damaged store, array {exc} is missing") from exc
@@ -212,8 +221,11 @@ class TrajectoryStore:
         return out
 
     def iter_episodes(self, start: int = 0, stop: int | None = None, *,
-                      batch_frames: int = 65536) -> Iterator[Episode]:
-        """Stream episodes ``[start, stop)``, reading about ``batch_frames`` frames at a time."""
+                      batch_frames: int | None = None, images: bool = True) -> Iterator[Episode]:
+        """Stream episodes ``[start, stop)``, reading about ``batch_frames`` frames at a time (default: 65536,
+        or 1024 with images). ``images=False`` skips an image store's frames (``Episode.images`` is None)."""
+        keys = self.frame_keys if images else list(FRAME_KEYS)
+        batch_frames = batch_frames or (1024 if "images" in keys else 65536)
         ends = self.episode_ends()
         stop = len(ends) if stop is None else min(stop, len(ends))
         meta = self.meta()
@@ -223,7 +235,7 @@ class TrajectoryStore:
             last_index = int(np.searchsorted(ends, first + batch_frames, side="right"))
             last_index = min(max(last_index, index + 1), stop)
             last = int(ends[last_index - 1])
-            frames = {k: self._read(f"data/{k}", slice(first, last), lo=first, hi=last) for k in FRAME_KEYS}
+            frames = {k: self._read(f"data/{k}", slice(first, last), lo=first, hi=last) for k in keys}
             for i in range(index, last_index):
                 lo, hi = (int(ends[i - 1]) if i > 0 else 0) - first, int(ends[i]) - first
                 yield Episode(**{k: v[lo:hi] for k, v in frames.items()},
@@ -260,8 +272,10 @@ class TrajectoryStore:
         h.update(self.episode_ends().tobytes())
         h.update("\n".join(self.meta(["episode_id"])["episode_id"]).encode())
         n_frames = self.n_frames
-        for key in FRAME_KEYS:
-            h.update(np.ascontiguousarray(self._read(f"data/{key}", slice(0, n_frames), hi=n_frames)).tobytes())
+        for key in self.frame_keys:
+            for lo in range(0, n_frames, 4096):  # images: bounded memory
+                hi = min(lo + 4096, n_frames)
+                h.update(np.ascontiguousarray(self._read(f"data/{key}", slice(lo, hi), lo=lo, hi=hi)).tobytes())
         self._digest = (committed, h.hexdigest()[:16])
         return self._digest[1]
 
@@ -292,6 +306,16 @@ class TrajectoryStore:
                     bad = int(np.argwhere(~np.isfinite(value.reshape(length, -1)))[0, 0])
                     raise StoreError(f"{self.path}: {name}: {key} is not finite (NaN/inf) at frame {bad}; "
                                      "nothing was written")
+            images = episode.images
+            if self.cameras is not None:
+                if images is None or np.asarray(images).shape != (length, *self.cameras.shape) \
+                        or np.asarray(images).dtype != np.uint8:
+                    got = "none" if images is None else f"{np.asarray(images).dtype}{list(np.asarray(images).shape)}"
+                    raise StoreError(f"{self.path}: {name}: images are {got}; this image store needs uint8 "
+                                     f"{[length, *self.cameras.shape]} (cameras {self.cameras.describe()})")
+            elif images is not None:
+                raise StoreError(f"{self.path}: {name} carries images, but this is a state store (no cameras); "
+                                 "write it to an image store")
             unknown = set(episode.meta) - set(EPISODE_META)
             if unknown:
                 raise StoreError(f"{self.path}: {name}: unknown metadata {sorted(unknown)}; "
@@ -313,6 +337,8 @@ class TrajectoryStore:
         for key, dtype in FRAME_KEYS.items():
             rows = np.concatenate([np.asarray(getattr(e, key)).astype(dtype) for e in episodes])
             self._array(f"data/{key}").append(rows, axis=0)
+        if self.cameras is not None:
+            self._array("data/images").append(np.concatenate([e.images for e in episodes]), axis=0)  # type: ignore[misc]
         self._array("meta/episode_ends").append(n_frames + np.cumsum(lengths))
         metas = [e.full_meta() for e in episodes]
         for key, (dtype, _) in EPISODE_META.items():
@@ -333,7 +359,7 @@ class TrajectoryStore:
 
     def _truncate(self, n_episodes: int, n_frames: int) -> None:
         """Drop rows a killed writer left past the committed length."""
-        for key in FRAME_KEYS:
+        for key in self.frame_keys:
             array = self._array(f"data/{key}")
             if array.shape[0] != n_frames:
                 log.warning("%s: dropping %d uncommitted frames of data/%s", self.path,

@@ -59,13 +59,15 @@ class DreamConfig:
 
 @dataclasses.dataclass
 class StartPool:
-    """Real start states: ``obs[N,O]`` with their ``task[N]``, ``ref[N]`` ("<episode_id>@<t>") and layout
-    ``seed[N]`` (-1 if unknown)."""
+    """Real start states: ``obs[N,O]`` with their ``task[N]``, ``ref[N]`` ("<episode_id>@<t>"), layout
+    ``seed[N]`` (-1 if unknown) and, from an image store, their camera frames ``images[N,C,H,W,3]``."""
 
     obs: np.ndarray
     task: np.ndarray
     ref: np.ndarray
     seed: np.ndarray
+    images: np.ndarray | None = None
+    cameras: Any = None  # dreamgen.sim.camera.Cameras of ``images``
 
     @classmethod
     def from_store(cls, store: Any, *, source: str = "real", demos_only: bool = False) -> StartPool:
@@ -77,7 +79,8 @@ class StartPool:
             mask &= is_demo(meta)
         keep = np.flatnonzero(mask)
         return cls(store.first_frames("obs", keep).astype(np.float32), meta["task"][keep].astype(str),
-                   np.array([f"{e}@0" for e in meta["episode_id"][keep]], dtype=object), meta["seed"][keep])
+                   np.array([f"{e}@0" for e in meta["episode_id"][keep]], dtype=object), meta["seed"][keep],
+                   store.first_frames("images", keep) if store.cameras is not None else None, store.cameras)
 
     def indices(self, task: str) -> np.ndarray:
         """Pool rows of ``task``; ``task=""`` (an instruction matching no task) may start anywhere."""
@@ -115,6 +118,8 @@ class DreamCore:
         if pool.obs.ndim != 2 or pool.obs.shape[1] != model.layout.obs_dim:
             raise DreamEnvError(f"start pool observations have shape {pool.obs.shape}; the model's layout "
                                 f"{model.layout.name!r} needs [N, {model.layout.obs_dim}]")
+        if model.cameras is not None:
+            model.cameras.check_same(pool.cameras, "the start store", "the latent world model")
         config = config or DreamConfig()
         self.model, self.pool, self.config, self.num_envs = model, pool, config, num_envs
         self.obs_dim, self.action_dim = model.layout.obs_dim, model.action_dim
@@ -131,8 +136,10 @@ class DreamCore:
         self.generator.manual_seed(int(self.rng.integers(2**63)))
         dev = model.device
         # the rows' rollout state is the model's (observation, conditioning, member, previous actions)
+        blank = None if model.cameras is None else np.zeros((num_envs, *model.cameras.shape), np.uint8)
         self.state = model.initial_state(torch.zeros(num_envs, self.obs_dim, device=dev),
-                                         torch.zeros(num_envs, model.cond_dim, device=dev), generator=self.generator)
+                                         torch.zeros(num_envs, model.cond_dim, device=dev), generator=self.generator,
+                                         images=blank)
         self._handed_out = False
         self.t = np.zeros(num_envs, np.int64)
         self.start_ref = np.full(num_envs, "", dtype=object)
@@ -164,8 +171,9 @@ class DreamCore:
         """Start new episodes in ``rows`` (bool mask or indices).
 
         ``options`` (all optional, each with one entry per reset row): ``instructions`` (texts),
-        ``start_obs[n,O]`` with ``start_refs`` (where each came from) and ``start_seeds`` — otherwise
-        start states are drawn from the pool's real episodes of each row's task.
+        ``start_obs[n,O]`` with ``start_refs`` (where each came from), ``start_seeds`` and (a latent model)
+        ``start_images[n,C,H,W,3]`` — otherwise start states are drawn from the pool's real episodes of each
+        row's task.
         """
         rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, np.int64)
         if not len(rows):
@@ -182,6 +190,10 @@ class DreamCore:
                                     f"({len(rows)}, {self.obs_dim}); got {start.shape}")
             refs: Any = list(options.get("start_refs") or ["given"] * len(rows))
             seeds = np.asarray(options.get("start_seeds", [-1] * len(rows)), np.int64)
+            images = options.get("start_images")
+            if self.model.cameras is not None and (images is None or np.shape(images)[0] != len(rows)):
+                raise DreamEnvError(f"reset options: a latent world model needs start_images with {len(rows)} rows "
+                                    "beside start_obs")
         else:
             pick = np.empty(len(rows), np.int64)
             for i in np.unique(instr):
@@ -189,16 +201,21 @@ class DreamCore:
                 candidates = self.pool.indices(self.table.tasks[i])
                 pick[mine] = candidates[self.rng.integers(len(candidates), size=int(mine.sum()))]
             start, refs, seeds = self.pool.obs[pick], self.pool.ref[pick], self.pool.seed[pick]
+            images = None if self.pool.images is None else self.pool.images[pick]
         dev = self.model.device
         if self._handed_out:  # an observation array handed out earlier is never written to
             self.state.obs, self._handed_out = self.state.obs.clone(), False
         emb = torch.as_tensor(self.table.embeddings[instr], device=dev)
         self.state.put(rows, self.model.initial_state(torch.as_tensor(start, device=dev), emb,
-                                                      generator=self.generator))
+                                                      generator=self.generator, images=images))
         self.t[rows] = 0
         self.instruction_index[rows] = instr
         self.start_ref[rows] = refs
         self.start_seed[rows] = seeds
+
+    def images(self) -> np.ndarray:
+        """Every row's current camera frames ``uint8 [B,C,H,W,3]``, decoded by a latent model."""
+        return self.model.render(self.state)  # type: ignore[attr-defined]
 
     def observation(self) -> dict[str, np.ndarray]:
         self._handed_out = True

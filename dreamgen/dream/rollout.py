@@ -34,6 +34,8 @@ def rollout_dreams(env: DreamVectorEnv, act: Act, *, seed: int | None = None,
               "action": np.zeros((horizon, batch, core.action_dim), np.float32),
               "reward": np.zeros((horizon, batch), np.float32), "success": np.zeros((horizon, batch), bool),
               "done": np.zeros((horizon, batch), bool)}
+    if core.model.cameras is not None:  # a latent model: the dream's decoded camera frames
+        frames["images"] = np.zeros((horizon, batch, *core.model.cameras.shape), np.uint8)
     disagreement = np.zeros((horizon, batch), np.float32)
     length = np.full(batch, -1)
     reason = np.full(batch, "", dtype=object)
@@ -41,6 +43,8 @@ def rollout_dreams(env: DreamVectorEnv, act: Act, *, seed: int | None = None,
     for t in range(horizon):
         action = np.asarray(act({**obs, "running": length < 0}), np.float32)
         frames["obs"][t], frames["action"][t] = obs["state"], action
+        if "images" in frames:
+            frames["images"][t] = core.images()
         obs, reward, terminated, truncated, info = env.step(action)
         frames["reward"][t], frames["success"][t], frames["done"][t] = reward, info["success"], terminated
         disagreement[t] = info["disagreement"]
@@ -72,13 +76,21 @@ def check_expert_in_dream(model: WorldModel, tasks: Sequence[str], seeds: Sequen
     report: dict[str, Any] = {}
     for task in tasks:
         env_real = robot.make_env(task)
-        start = np.stack([env_real.reset(seed=int(s))[0] for s in seeds])
+        render = robot.cameras(env_real, model.cameras) if model.cameras is not None else None
+        start, images = [], []
+        for s in seeds:
+            start.append(env_real.reset(seed=int(s))[0])
+            if render is not None:
+                images.append(render())
+        if render is not None:
+            render.close()
         env_real.close()
-        pool = StartPool(start, np.array([task] * len(seeds)), np.array([f"seed:{s}" for s in seeds], object),
-                         np.asarray(seeds, np.int64))
+        pool = StartPool(np.stack(start), np.array([task] * len(seeds)), np.array([f"seed:{s}" for s in seeds], object),
+                         np.asarray(seeds, np.int64), np.stack(images) if images else None, model.cameras)
         dream_env = DreamVectorEnv(model, pool, model.instructions.for_task(task), len(seeds), config)
         episodes = rollout_dreams(dream_env, _batched(robot.make_expert(task)), seed=0,
-                                  options={"start_obs": start, "start_refs": list(pool.ref), "start_seeds": pool.seed})
+                                  options={"start_obs": pool.obs, "start_refs": list(pool.ref), "start_seeds": pool.seed,
+                                           "start_images": pool.images})
         dream = np.array([bool(e.success.any()) for e in episodes])
         real = np.array([robot.replay(task, int(s), e.action)["success"] for s, e in zip(seeds, episodes, strict=True)])
         report[task] = {

@@ -31,8 +31,10 @@ class GenerationError(DreamgenError):
     """A generation job could not finish (a chunk kept failing, or the store belongs to another job)."""
 
 
-def open_dream_store(path: str | Path, plan: GenerationPlan, *, obs_dim: int, action_dim: int) -> tuple[Any, bool]:
-    """The job's dream store (created if missing) and whether it was created now.
+def open_dream_store(path: str | Path, plan: GenerationPlan, *, obs_dim: int, action_dim: int,
+                     cameras: Any = None) -> tuple[Any, bool]:
+    """The job's dream store (created if missing; with ``cameras``, an image store of the dreams' decoded
+    frames) and whether it was created now.
 
     A store written by another job (other spec or seed) is refused: resuming into it would mix jobs.
     """
@@ -42,7 +44,7 @@ def open_dream_store(path: str | Path, plan: GenerationPlan, *, obs_dim: int, ac
     if not path.exists():
         info = {"job_id": plan.job_id, "world_model_id": plan.world_model_id, "plan": plan.summary(),
                 "embodiment": plan.embodiment.name}
-        return TrajectoryStore.create(path, obs_dim=obs_dim, action_dim=action_dim, info=info), True
+        return TrajectoryStore.create(path, obs_dim=obs_dim, action_dim=action_dim, info=info, cameras=cameras), True
     store = TrajectoryStore.open(path, mode="r+")
     if store.info.get("job_id") != plan.job_id:
         raise StoreError(f"{path} holds dreams of job {store.info.get('job_id')!r}, not {plan.job_id!r} (the "
@@ -65,6 +67,7 @@ def committed_chunks(store: Any, plan: GenerationPlan) -> set[int]:
 
 
 def run_plan(plan: GenerationPlan, store_path: str | Path, *, workers: int, obs_dim: int, action_dim: int,
+             cameras: Any = None,
              address: str | None = None, max_retries: int = 3, threads: int | None = 1,
              on_chunk: OnChunk | None = None, on_start: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Generate every chunk of ``plan`` not yet in the store at ``store_path``; return totals.
@@ -74,7 +77,7 @@ def run_plan(plan: GenerationPlan, store_path: str | Path, *, workers: int, obs_
     do not depend on where it ran (in-process and Ray stores are byte-identical). ``on_start(pool)``
     sees the actor pool (tests kill actors).
     """
-    store, created = open_dream_store(store_path, plan, obs_dim=obs_dim, action_dim=action_dim)
+    store, created = open_dream_store(store_path, plan, obs_dim=obs_dim, action_dim=action_dim, cameras=cameras)
     done = committed_chunks(store, plan)
     todo = [c for c in plan.chunks if c.index not in done]
     totals: dict[str, Any] = {"chunks_skipped": len(done), "chunks_run": 0, "retries": 0}

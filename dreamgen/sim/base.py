@@ -11,6 +11,8 @@ An ``Embodiment`` is passed in; no module outside ``dreamgen/sim/`` names a simu
 - the real world, where there is one: ``make_env(task)``, a gymnasium env whose ``reset(seed=s)``
   reproduces layout ``s`` and whose ``step`` reports ``info["success"]``; ``replay`` (for ``audit``)
   follows from it;
+- cameras, where it has them: ``camera_names`` and ``cameras(env, cameras)``, an offscreen renderer of a
+  ``make_env`` env's current frame (``dreamgen.sim.camera``);
 - optional: ``make_expert(task)``, a scripted expert, used only to collect demos and by the ``expert``
   sampler (an oracle, labelled as one).
 
@@ -29,6 +31,7 @@ import numpy as np
 
 from dreamgen.errors import ConfigError
 from dreamgen.sim import LEGACY
+from dreamgen.sim.camera import Cameras, cameras_from_config
 from dreamgen.world_model.base import ObsLayout
 
 Expert = Callable[[np.ndarray], np.ndarray]  # obs[O] -> action[A] in [-1, 1]
@@ -57,6 +60,7 @@ class Embodiment:
     parts: Mapping[str, slice] = {}
     has_simulator: bool = True
     has_expert: bool = True
+    camera_names: tuple[str, ...] = ()  # cameras ``cameras`` can render (empty: no cameras)
 
     def __repr__(self) -> str:
         return f"<embodiment {self.name}>"
@@ -114,24 +118,42 @@ class Embodiment:
         ``[obs_dim]``, ``step``'s info carries ``success`` (bool)."""
         raise ConfigError(f"embodiment {self.name} has no simulator")
 
+    def camera_config(self, names: Sequence[str] | None, size: int) -> Cameras | None:
+        """``camera.names`` and ``camera.size`` checked against this robot's cameras (no names: no images)."""
+        if names and not self.camera_names:
+            raise ConfigError(f"camera.names={list(names)}: embodiment {self.name} has no cameras dreamgen can "
+                              "render; leave camera.names empty (state only)")
+        return cameras_from_config(names, size, self.camera_names, self.name)
+
+    def cameras(self, env: Any, cameras: Cameras) -> Any:
+        """A renderer of ``env``'s (a ``make_env`` env) current frame: ``renderer() -> uint8 [C, H, W, 3]``."""
+        raise ConfigError(f"embodiment {self.name} has no cameras; leave camera.names empty")
+
     def make_expert(self, task: str) -> Expert:
         raise ConfigError(f"embodiment {self.name} has no scripted expert (needed to collect demos and by "
                           "generate.sampler.kind=expert); import demonstrations instead (collect.import_root)")
 
     def replay(self, task: str, seed: int, actions: Sequence[np.ndarray] | np.ndarray, *,
-               env: Any = None) -> dict[str, Any]:
-        """Replay ``actions`` open-loop from the layout of ``seed``: real success and the observations.
+               env: Any = None, cameras: Cameras | None = None) -> dict[str, Any]:
+        """Replay ``actions`` open-loop from the layout of ``seed``: real success and the observations
+        (with ``cameras``: also their ``images[T+1, C, H, W, 3]``).
 
         ``env``: a ``make_env(task)`` env to reuse (its limit must be at least ``len(actions)``)."""
         own = env is None
         env = self.make_env(task, max_episode_steps=max(len(actions), 1)) if env is None else env
         obs, _ = env.reset(seed=seed)
-        observations = [obs]
+        render = self.cameras(env, cameras) if cameras is not None else None
+        observations, images = [obs], [render()] if render is not None else []
         success = False
         for action in actions:
             obs, _, _, _, info = env.step(np.asarray(action, dtype=np.float32))
             observations.append(obs)
+            if render is not None:
+                images.append(render())
             success = success or bool(info["success"])
+        if render is not None:
+            render.close()
         if own:
             env.close()
-        return {"success": success, "obs": np.stack(observations)}
+        return {"success": success, "obs": np.stack(observations),
+                **({"images": np.stack(images)} if render is not None else {})}

@@ -8,7 +8,6 @@ pre-sampled ones through its MT1 wrapper). The goal is observable: obs[36:39] is
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from dreamgen.sim.base import Embodiment, Expert, TaskSpec
+from dreamgen.sim.camera import Cameras, MujocoCameras
 from dreamgen.world_model.base import ObsLayout
 
 OBS_DIM = 39
@@ -25,6 +25,7 @@ HAND_SLICE = slice(0, 3)
 OBJECT_SLICE = slice(4, 7)
 GOAL_SLICE = slice(36, 39)
 # 18 current dims (hand, gripper, 2 object poses), the same 18 one step earlier, 3 goal dims
+CAMERAS = ("corner3", "corner", "corner2", "corner4", "topview", "behindGripper", "gripperPOV")
 METAWORLD_LAYOUT = ObsLayout("metaworld-v3-state", OBS_DIM, dynamic=(0, 18), history=(18, 36), static=(36, 39))
 
 
@@ -110,8 +111,6 @@ def make_env(task: str, *, max_episode_steps: int = MAX_EPISODE_STEPS, render_mo
     success (as in Meta-World); they truncate at ``max_episode_steps``.
     """
     check_tasks([task], field="task")
-    if render_mode is not None:
-        os.environ.setdefault("MUJOCO_GL", "egl" if os.environ.get("CUDA_VISIBLE_DEVICES") else "osmesa")
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
     raw = ALL_V3_ENVIRONMENTS[task](render_mode=render_mode, camera_name=camera_name,  # type: ignore[arg-type]
@@ -162,6 +161,10 @@ class MetaWorld(Embodiment):
     robot_type = "sawyer"
     tasks = TASKS
     parts = {"hand": HAND_SLICE, "object": OBJECT_SLICE, "goal": GOAL_SLICE}
+    camera_names = CAMERAS
+
+    def cameras(self, env: gym.Env, cameras: Cameras) -> MujocoCameras:
+        return MujocoCameras(env, cameras, flip=CAMERAS)  # MuJoCo returns Meta-World's views upside down
 
     def make_env(self, task: str, *, max_episode_steps: int | None = None, **render: Any) -> gym.Env:
         return make_env(task, max_episode_steps=max_episode_steps or MAX_EPISODE_STEPS, **render)

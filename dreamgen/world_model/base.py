@@ -155,13 +155,14 @@ class InstructionTable:
 @dataclasses.dataclass
 class RowState:
     """The rollout state of ``B`` rows: ``obs[B,O]``, ``cond`` (``condition``'s output, rows on axis 1),
-    ``member[B]`` (the ensemble member of each row, for ``propagation="fixed"``) and ``context[B,k*A]``
-    (the previous actions, newest first)."""
+    ``member[B]`` (the ensemble member of each row, for ``propagation="fixed"``), ``context[B,k*A]``
+    (the previous actions, newest first) and, for a latent model, ``latent[B,L]`` (what its dynamics step on)."""
 
     obs: torch.Tensor
     cond: torch.Tensor
     member: torch.Tensor
     context: torch.Tensor
+    latent: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])
@@ -169,12 +170,14 @@ class RowState:
     def index(self, rows: Any) -> RowState:
         """The state of ``rows`` (indices or a bool mask), as a new state."""
         rows = torch.as_tensor(rows, device=self.obs.device)
-        return RowState(self.obs[rows], self.cond[:, rows], self.member[rows], self.context[rows])
+        return RowState(self.obs[rows], self.cond[:, rows], self.member[rows], self.context[rows],
+                        None if self.latent is None else self.latent[rows])
 
     def tile(self, n: int) -> RowState:
         """Every row repeated ``n`` times in place: row ``i`` becomes rows ``i*n .. i*n+n-1``."""
         return RowState(self.obs.repeat_interleave(n, 0), self.cond.repeat_interleave(n, 1),
-                        self.member.repeat_interleave(n, 0), self.context.repeat_interleave(n, 0))
+                        self.member.repeat_interleave(n, 0), self.context.repeat_interleave(n, 0),
+                        None if self.latent is None else self.latent.repeat_interleave(n, 0))
 
     def put(self, rows: Any, other: RowState) -> None:
         """Write ``other``'s rows into ``rows`` of this state (in place)."""
@@ -183,6 +186,8 @@ class RowState:
         self.cond[:, rows] = other.cond
         self.member[rows] = other.member
         self.context[rows] = other.context
+        if self.latent is not None and other.latent is not None:
+            self.latent[rows] = other.latent
 
 
 class StepsRows:
@@ -201,10 +206,22 @@ class StepsRows:
                 members: torch.Tensor | None = None, context: torch.Tensor | None = None) -> Prediction:
         raise NotImplementedError
 
+    cameras: Any = None  # a state model sees no images
+    kind = "ensemble"
+
+    @property
+    def dynamics(self) -> Any:
+        """The model whose ``predict`` steps ``observe``'s observations (a state model: itself)."""
+        return self
+
+    def observe(self, obs: np.ndarray, images: np.ndarray | None) -> np.ndarray:
+        """What ``dynamics`` steps on for one episode's frames: a state model, the states themselves."""
+        return obs
+
     def initial_state(self, obs: torch.Tensor, embeddings: torch.Tensor, *,
-                      generator: torch.Generator | None = None) -> RowState:
+                      generator: torch.Generator | None = None, images: Any = None) -> RowState:
         """Rows at rest at ``obs[B,O]`` (no previous actions), conditioned on ``embeddings[B,C]``, each with
-        a member drawn from ``generator``."""
+        a member drawn from ``generator`` (``images``: only a latent model looks at them)."""
         obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
         member = torch.randint(self.members, (len(obs),), generator=generator, device=self.device)
         return RowState(obs.clone(), self.condition(torch.as_tensor(embeddings, device=self.device)), member,
@@ -230,6 +247,8 @@ class WorldModel(Protocol):
     instructions: InstructionTable
     disagreement_bound: float  # calibrated on held-out real transitions (inf if not calibrated)
     device: torch.device
+    kind: str  # "ensemble" (state) | "latent" (cameras)
+    cameras: Any  # dreamgen.sim.camera.Cameras the model sees (None: a state model)
 
     def condition(self, cond: torch.Tensor) -> Any:
         """Precompute the per-episode conditioning of instruction embeddings ``[B,C]``."""
@@ -243,8 +262,9 @@ class WorldModel(Protocol):
         ...
 
     def initial_state(self, obs: torch.Tensor, embeddings: torch.Tensor, *,
-                      generator: torch.Generator | None = None) -> RowState:
-        """The rollout state of rows starting at ``obs[B,O]`` for instruction ``embeddings[B,C]``."""
+                      generator: torch.Generator | None = None, images: Any = None) -> RowState:
+        """The rollout state of rows starting at ``obs[B,O]`` (seen as ``images``, for a latent model) for
+        instruction ``embeddings[B,C]``."""
         ...
 
     def step(self, state: RowState, action: torch.Tensor, *, generator: torch.Generator | None = None,

@@ -5,7 +5,10 @@
 - open-loop error: from ``t0`` in a held-out episode, feed the recorded actions for ``H`` steps and
   measure the position error of each named part of the observation (the embodiment's ``parts`` that the
   model predicts, e.g. hand and object) in millimetres (observations in metres; median and p90), next to
-  the copy baseline (nothing moves).
+  the copy baseline (nothing moves);
+- a latent model (cameras): open loop from the real start frame, the PSNR of the decoded frame against the
+  real camera frame (copy baseline: the start frame) beside the part errors of the state it reads from
+  the latent (its state head, trained with the model: a probe of what the latent holds).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 import torch
 
 from dreamgen.types import Episode
-from dreamgen.world_model.base import ObsLayout, WorldModel, action_context, next_context
+from dreamgen.world_model.base import ObsLayout, WorldModel, action_context
 from dreamgen.world_model.fit import Transitions
 
 
@@ -44,20 +47,28 @@ def one_step_nmse(model: WorldModel, data: Transitions) -> dict[str, float]:
 
 
 def rollout_open_loop(model: WorldModel, obs0: np.ndarray, actions: np.ndarray, texts: Sequence[str],
-                      context0: np.ndarray | None = None) -> np.ndarray:
-    """Dreamed observations ``[N, H+1, O]`` from ``obs0[N,O]`` (and the previous actions ``context0``,
-    zeros = at rest) under recorded ``actions[N,H,A]`` (ensemble mean)."""
-    obs = torch.as_tensor(obs0, device=model.device)
-    cond = _cond(model, model.instructions.lookup(texts))
-    context = torch.zeros(len(obs0), model.context_dim, device=model.device) if context0 is None else \
-        torch.as_tensor(context0, device=model.device)
-    out = [obs]
+                      context0: np.ndarray | None = None, *, images0: np.ndarray | None = None,
+                      frames: list[np.ndarray] | None = None) -> np.ndarray:
+    """Dreamed observations ``[N, H+1, O]`` from ``obs0[N,O]`` (seen as ``images0``, for a latent model; and
+    the previous actions ``context0``, zeros = at rest) under recorded ``actions[N,H,A]`` (ensemble mean).
+    With ``frames``, a latent model's decoded images of the last step are appended to it."""
+    embeddings = torch.as_tensor(model.instructions.embeddings[model.instructions.lookup(texts)], device=model.device)
+    state = model.initial_state(torch.as_tensor(obs0, device=model.device), embeddings, images=images0)
+    if context0 is not None:
+        state.context = torch.as_tensor(context0, device=model.device)
+    out = [state.obs]
     for t in range(actions.shape[1]):
-        action = torch.as_tensor(actions[:, t], device=model.device)
-        obs = model.predict(obs, action, cond, propagation="mean", context=context).next_obs
-        context = next_context(context, action)
-        out.append(obs)
+        state, _ = model.step(state, torch.as_tensor(actions[:, t], device=model.device), propagation="mean")
+        out.append(state.obs)
+    if frames is not None:
+        frames.append(model.render(state))  # type: ignore[attr-defined]
     return torch.stack(out, 1).cpu().numpy()
+
+
+def psnr(dream: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Peak signal-to-noise ratio (dB) of each uint8 frame stack ``[N, ...]`` against the real one."""
+    mse = ((dream.astype(np.float64) - real.astype(np.float64)) ** 2).reshape(len(real), -1).mean(1)
+    return 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
 
 
 def _stats(err_mm: np.ndarray) -> dict[str, float]:
@@ -87,8 +98,15 @@ def open_loop_errors(model: WorldModel, episodes: Sequence[Episode], horizons: S
         history = model.context_dim // model.action_dim
         context0 = np.stack([action_context(e.action, history)[t0] for e, t0 in starts])
         real = np.stack([e.obs[t0 + horizon] for e, t0 in starts])
-        dream = rollout_open_loop(model, obs0, actions, [e.meta["instruction"] for e, _ in starts], context0)[:, -1]
+        images0 = np.stack([e.images[t0] for e, t0 in starts]) if model.cameras is not None else None  # type: ignore[index]
+        frames: list[np.ndarray] | None = [] if model.cameras is not None else None
+        dream = rollout_open_loop(model, obs0, actions, [e.meta["instruction"] for e, _ in starts], context0,
+                                  images0=images0, frames=frames)[:, -1]
         entry: dict[str, Any] = {"starts": len(starts)}
+        if frames:  # image error of the decoded frame against the real camera frame, and copying the start frame
+            real_images = np.stack([e.images[t0 + horizon] for e, t0 in starts])  # type: ignore[index]
+            entry["psnr_db"] = _stats(psnr(frames[0], real_images))
+            entry["psnr_copy_db"] = _stats(psnr(images0, real_images))  # type: ignore[arg-type]
         for name, part in predicted_parts(model.layout, parts).items():
             entry[f"{name}_mm"] = _stats(1000 * np.linalg.norm(dream[:, part] - real[:, part], axis=1))
             entry[f"{name}_copy_mm"] = _stats(1000 * np.linalg.norm(obs0[:, part] - real[:, part], axis=1))
@@ -103,7 +121,8 @@ def plot_episode(model: WorldModel, episode: Episode, path: str | Path, parts: M
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    dream = rollout_open_loop(model, episode.obs[:1], episode.action[None, :-1], [episode.meta["instruction"]])[0]
+    dream = rollout_open_loop(model, episode.obs[:1], episode.action[None, :-1], [episode.meta["instruction"]],
+                              images0=None if episode.images is None else episode.images[:1])[0]
     shown = predicted_parts(model.layout, parts)
     fig, axes = plt.subplots(max(len(shown), 1), 3, figsize=(12, 3 * max(len(shown), 1)), sharex=True, squeeze=False)
     for row, (name, part) in enumerate(shown.items()):
@@ -121,10 +140,27 @@ def plot_episode(model: WorldModel, episode: Episode, path: str | Path, parts: M
     plt.close(fig)
 
 
+def open_loop_strip(model: WorldModel, episode: Episode, path: str | Path, frames: int = 8) -> None:
+    """A latent model's decoded frames, open loop from the episode's first frame under its actions, above
+    the real camera frames (``dreamgen.strips``)."""
+    from dreamgen.strips import save_strip
+
+    assert episode.images is not None
+    steps = np.unique(np.linspace(0, len(episode) - 1, frames).round().astype(int))
+    decoded = []
+    for step in steps:
+        out: list[np.ndarray] = []
+        rollout_open_loop(model, episode.obs[:1], episode.action[None, :step], [episode.meta["instruction"]],
+                          images0=episode.images[:1], frames=out)
+        decoded.append(out[0][0])
+    save_strip(np.stack(decoded), episode.images[steps], path, frames=len(steps))
+
+
 def fidelity_report(model: WorldModel, held_out: Sequence[Episode], data: Transitions,
                     horizons: Sequence[int] = (10, 50, 100), *, parts: Mapping[str, slice]) -> dict[str, Any]:
-    """One-step nMSE and open-loop part errors; ``parts``: the embodiment's named observation slices."""
-    return {"episodes": len(held_out), "one_step": one_step_nmse(model, data),
+    """One-step nMSE (a state model; a latent model reports H = 1 open loop instead) and open-loop part
+    errors (a latent model: and PSNR); ``parts``: the embodiment's named observation slices."""
+    return {"episodes": len(held_out), "one_step": one_step_nmse(model, data) if model.cameras is None else None,
             "open_loop": open_loop_errors(model, held_out, horizons, parts)}
 
 
@@ -135,8 +171,11 @@ def part_names(entry: Mapping[str, Any]) -> list[str]:
 
 def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
     """``wm/*`` metric keys for MLflow from a fidelity report."""
-    out = {"wm/one_step_nmse": report["one_step"]["nmse"], "wm/one_step_copy_nmse": report["one_step"]["copy_nmse"]}
+    out = {"wm/one_step_nmse": report["one_step"]["nmse"], "wm/one_step_copy_nmse": report["one_step"]["copy_nmse"]} \
+        if report["one_step"] else {}
     for horizon, entry in report["open_loop"].items():
+        if "psnr_db" in entry:
+            out[f"wm/h{horizon}_psnr_db_median"] = entry["psnr_db"]["median"]
         for name in part_names(entry):
             out[f"wm/h{horizon}_{name}_mm_median"] = entry[f"{name}_mm"]["median"]
             out[f"wm/h{horizon}_{name}_mm_p90"] = entry[f"{name}_mm"]["p90"]
