@@ -42,6 +42,10 @@ def mpc_policy(cfg: DictConfig) -> Any:
     config = planner_config(cfg)
     model = load_world_model(m.world_model)
     embodiment(cfg).check_recorded(model.info.get("embodiment"), f"world model {m.world_model}")
+    if model.cameras is not None:
+        raise ConfigError(f"policy.family=mpc plans from the robot's state; {m.world_model} is a latent (camera) world "
+                          "model, which plans only inside its own dreams (generate.sampler.kind=planner); give a "
+                          "state world model (world_model.kind=state)")
     unseen = [task for task in cfg.tasks if task not in set(model.instructions.tasks)]
     if unseen:
         raise ConfigError(f"policy.family=mpc: the world model {m.world_model} was never trained on task "

@@ -64,9 +64,9 @@ def dream_config(cfg: DictConfig):
     return DreamConfig(**cfg.dream)
 
 
-def load_episodes(cfg: DictConfig, robot: Any):
+def load_episodes(cfg: DictConfig, robot: Any, images: bool = False):
     """The store and its real episodes (all kinds: expert demos and play both teach dynamics), checked to
-    be ``robot``'s."""
+    be ``robot``'s (``images``: with their camera frames, refusing a state store)."""
     from dreamgen.data.store import TrajectoryStore
     from dreamgen.errors import ConfigError
 
@@ -76,7 +76,11 @@ def load_episodes(cfg: DictConfig, robot: Any):
         raise ConfigError(f"world_model.store={cfg.world_model.store} holds {store.obs_dim}-dim observations and "
                           f"{store.action_dim}-dim actions; embodiment {robot.name} has {robot.obs_dim} and "
                           f"{robot.action_dim}")
-    episodes = [e for e in store.iter_episodes() if e.meta["source"] == "real"]
+    if images and store.cameras is None:
+        raise ConfigError(f"world_model.kind=latent needs camera images, and world_model.store={store.path} is a state "
+                          "store; collect one with camera.names set (e.g. camera.names=[corner3]) or use "
+                          "world_model.kind=state")
+    episodes = [e for e in store.iter_episodes(images=images) if e.meta["source"] == "real"]
     if len(episodes) < 3:
         raise ConfigError(f"world_model.store={cfg.world_model.store} holds {len(episodes)} real episodes; "
                           "a world model needs at least 3 (train, val and test split by episode)")
@@ -95,13 +99,7 @@ def run(cfg: DictConfig) -> dict:
 
     w, config, dream, robot = cfg.world_model, ensemble_config(cfg), dream_config(cfg), embodiment(cfg)
     latent = latent_config(cfg)
-    store, episodes = load_episodes(cfg, robot)
-    if latent is not None and store.cameras is None:
-        from dreamgen.errors import ConfigError
-
-        raise ConfigError(f"world_model.kind=latent needs camera images, and world_model.store={store.path} is a state "
-                          "store; collect one with camera.names set (e.g. camera.names=[corner3]) or use "
-                          "world_model.kind=state")
+    store, episodes = load_episodes(cfg, robot, images=latent is not None)
     texts = sorted({e.meta["instruction"] for e in episodes})
     task_of = {e.meta["instruction"]: e.meta["task"] for e in episodes}
     table = InstructionTable(texts, [task_of[t] for t in texts], default_encoder().encode(texts))

@@ -11,6 +11,7 @@ function of the seed and the observations.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 
 from dreamgen.plan.mppi import MPPIPlanner, shift
 from dreamgen.seeding import derive_seed
-from dreamgen.world_model.base import next_context
+from dreamgen.world_model.base import RowState, next_context
 
 
 class MPCPolicy:
@@ -27,6 +28,9 @@ class MPCPolicy:
     def __init__(self, model: Any, planner: MPPIPlanner, *, seed: int = 0, info: dict[str, Any] | None = None):
         self.model, self.planner, self.seed = model, planner, int(seed)
         self.info = dict(info or {})
+        # inside a dream of a latent model: the dream's own rollout state of rows (their latent); the
+        # observation alone cannot be encoded without the frames it was seen in
+        self.dream_state: Callable[[np.ndarray], RowState] | None = None
         self.reset(0)
 
     def reset(self, rows: int) -> None:
@@ -55,9 +59,12 @@ class MPCPolicy:
         generator = torch.Generator(device=dev)
         # the key is the first row's (episode, step): rows planned together share one draw of noise
         generator.manual_seed(derive_seed(self.seed, "mpc", int(idx[0]), int(self.steps[idx[0]])))
-        state = self.model.initial_state(torch.as_tensor(obs, dtype=torch.float32, device=dev),
-                                         torch.as_tensor(instruction_embedding, dtype=torch.float32, device=dev),
-                                         generator=generator)
+        if self.dream_state is not None:
+            state = self.dream_state(idx)
+        else:
+            state = self.model.initial_state(torch.as_tensor(obs, dtype=torch.float32, device=dev),
+                                             torch.as_tensor(instruction_embedding, dtype=torch.float32, device=dev),
+                                             generator=generator)
         t_idx = torch.as_tensor(idx, device=dev)
         state.context = self.context[t_idx].clone()
         plan = self.planner.plan(state, instruction_embedding, warm=self.warm[t_idx], warm_rows=self.has_warm[t_idx],

@@ -159,6 +159,11 @@ class PlannerSampler(_Noisy):
     def reset(self, rows: int) -> None:
         self.mpc.reset(rows)
 
+    def follow_dream(self, state_of: Any) -> None:
+        """Plan from the dream's own rollout state of the rows (``state_of(rows) -> RowState``): a latent
+        model's rows are their latent, which the observation alone does not give."""
+        self.mpc.dream_state = state_of
+
     def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False,
             rows: Any = None) -> np.ndarray:
         return self._plan(obs, instruction_embedding, rows, deterministic)

@@ -185,10 +185,22 @@ class TrajectoryStore:
         try:
             return np.asarray(self._group[name][selection])
         except Exception as exc:  # zarr raises ValueError (checksum), codec errors, ... for a damaged chunk
-            span = self._rows_to_episodes(name, lo, hi if hi is not None else self._committed()[
-                0 if name.startswith("meta/") else 1])
+            hi = hi if hi is not None else self._committed()[0 if name.startswith("meta/") else 1]
+            lo, hi = self._damaged_rows(name, lo, hi)
+            span = self._rows_to_episodes(name, lo, hi)
             raise StoreError(f"{self.path}: damaged store, {name} does not read back ({span}): "
                              f"{type(exc).__name__}: {str(exc).rstrip('.')}. Restore the store from a copy or re-create it") from exc
+
+    def _damaged_rows(self, name: str, lo: int, hi: int) -> tuple[int, int]:
+        """The rows of the first chunk in ``[lo, hi)`` of ``name`` that does not read back (else ``(lo, hi)``)."""
+        rows = self._group[name].chunks[0]
+        for start in range(lo - lo % rows, hi, rows):
+            first, last = max(start, lo), min(start + rows, hi)
+            try:
+                self._group[name][first:last]
+            except Exception:
+                return first, last
+        return lo, hi
 
     # ------------------------------------------------------------------ reading
     def _committed(self) -> tuple[int, int]:

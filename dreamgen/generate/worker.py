@@ -72,6 +72,9 @@ class ChunkRunner:
             batch = min(plan.envs, chunk.episodes - len(episodes))
             if env is None or env.num_envs != batch:
                 env = DreamVectorEnv(self.model, self.pool, request.instruction, batch, plan.dream)
+                follow = getattr(sampler, "follow_dream", None)  # planning samplers
+                if follow is not None and self.model.cameras is not None:
+                    follow(lambda rows, core=env.core: core.state.index(rows))
             meta = {"kind": plan.sampler.kind, "sampler": plan.sampler.name, "job_id": plan.job_id,
                     "chunk_id": chunk.index, "matched_instruction": request.matched,
                     "similarity": request.similarity, "novel": request.novel}

@@ -1,0 +1,174 @@
+"""Cameras end to end: the `pixel-smoke` preset's pipeline (image store → latent world model → pixel dreams →
+audit with strips → filter → image BC arms), the image store's integrity, and every bad camera input refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from dreamgen.data.store import TrajectoryStore
+from dreamgen.errors import StoreError
+from dreamgen.sim.camera import Cameras
+from dreamgen.sim.metaworld import METAWORLD
+from tests.conftest import dreamgen, in_process, make_episode
+
+
+@pytest.fixture(scope="module")
+def pixel_run(tmp_path_factory) -> dict:
+    """The whole pixel-smoke pipeline once (generation in this process: the Ray path is the state one's)."""
+    work = tmp_path_factory.mktemp("pixels")
+    run_dir = work / "run"
+    common = ["experiment=pixel-smoke", f"run_dir={run_dir}", f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
+              "progress=false"]
+    out = dreamgen("pipeline", *common, "generate.workers=0", cwd=work)
+    return {"work": work, "run_dir": run_dir, "common": common, "stderr": out.stderr}
+
+
+def test_real_frames_are_the_simulators_and_replay_exactly(pixel_run):
+    real = TrajectoryStore.open(pixel_run["run_dir"] / "real.zarr")
+    assert real.cameras == Cameras(("corner3",), 32, 32)
+    episode = real.episode(0)
+    assert episode.images.shape == (len(episode), 1, 32, 32, 3) and episode.images.dtype == np.uint8
+    assert np.abs(np.diff(episode.images.astype(int), axis=0)).sum() > 0  # the arm moves in the pictures
+    # the stored frames are the simulator's: replaying the actions from the seed renders them again, bit for bit
+    replay = METAWORLD.replay(episode.meta["task"], episode.meta["seed"], episode.action, cameras=real.cameras)
+    np.testing.assert_array_equal(replay["images"][:len(episode)], episode.images)
+
+
+def test_latent_model_dreams_in_pixels_from_real_start_frames(pixel_run):
+    from dreamgen.world_model.checkpoint import load_world_model
+
+    run_dir = pixel_run["run_dir"]
+    model = load_world_model(run_dir / "world_model")
+    assert model.kind == "latent" and model.cameras == Cameras(("corner3",), 32, 32)
+    spec = json.loads((run_dir / "world_model" / "world_model.json").read_text())
+    assert spec["kind"] == "latent" and spec["cameras"] == {"names": ["corner3"], "height": 32, "width": 32}
+    report = json.loads((run_dir / "world_model" / "report.json").read_text())
+    one = report["fidelity"]["open_loop"]["1"]
+    assert one["starts"] > 0 and np.isfinite(one["psnr_db"]["median"]) and np.isfinite(one["hand_mm"]["median"])
+    assert (run_dir / "world_model" / "open_loop_strip.png").is_file()
+
+    real, dreams = (TrajectoryStore.open(run_dir / name) for name in ("real.zarr", "dream.zarr"))
+    assert dreams.cameras == real.cameras and len(dreams) == 6
+    ids = list(real.meta(["episode_id"])["episode_id"])
+    for dream in dreams.iter_episodes():
+        assert dream.images.shape == (len(dream), 1, 32, 32, 3)
+        # frame 0 is the model's picture of the real start it names: encode the real frame, decode it
+        start = ids.index(dream.meta["start_ref"].split("@")[0])
+        first = real.episode(start)
+        emb = torch.as_tensor(model.instructions.embeddings[model.instructions.lookup([dream.meta["instruction"]])])
+        state = model.initial_state(first.obs[:1], emb, images=first.images[:1])
+        np.testing.assert_array_equal(model.render(state)[0], dream.images[0])
+        np.testing.assert_allclose(dream.obs[0], first.obs[0])
+    # the rollout contract holds for latent rows: tiling and indexing carry the latent, a step keeps shapes
+    tiled = state.tile(3)
+    nxt, pred = model.step(tiled, torch.zeros(3, model.action_dim), propagation="mean")
+    assert nxt.latent.shape == (3, state.latent.shape[1]) and nxt.obs.shape == (3, 39)
+    np.testing.assert_allclose(nxt.index([1]).latent.numpy(), nxt.latent[1:2].numpy())
+    assert torch.isfinite(pred.disagreement).all()
+
+
+def test_audit_strips_filter_and_image_arms(pixel_run):
+    run_dir = pixel_run["run_dir"]
+    strips = sorted((run_dir / "audit" / "strips").glob("strip_*.png"))
+    assert 1 <= len(strips) <= 2  # audit.plots = 2 per task, from the held-out fold
+    from PIL import Image
+
+    assert Image.open(strips[0]).size == (2 * 32 * 8, 2 * 32 * 2)  # 8 frames; the dream's row above the real one
+    dreams = TrajectoryStore.open(run_dir / "dream.zarr")
+    assert set(dreams.meta(["verdict"])["verdict"]) <= {"accept", "reject"} and dreams.info.get("filter")
+    arms = {p.parent.parent.name: json.loads(p.read_text())["kind"] for p in run_dir.glob("sweep/*/policy/policy.json")}
+    assert arms == {"cap0-seed0": "bc-image", "cap0.5-seed0": "bc-image", "control0.5-seed0": "bc-image"}
+    assert json.loads((run_dir / "policy" / "policy.json").read_text())["kind"] == "bc"  # the sampler: state BC
+
+
+def test_planner_dreams_in_a_latent_model(pixel_run, tmp_path):
+    """MPPI tiles latent rows into candidate futures: the planner sampler runs on the latent model."""
+    code, err = in_process("generate", [*pixel_run["common"], "generate.workers=0", "generate.sampler.kind=planner",
+                                        "generate.episodes=2", "planner.samples=8", "planner.prior_samples=2",
+                                        "planner.elites=4", "planner.iterations=1",
+                                        f"generate.store={tmp_path / 'planned.zarr'}"])
+    assert code == 0, err
+    planned = TrajectoryStore.open(tmp_path / "planned.zarr")
+    assert len(planned) == 2 and all(e.images.shape[0] == len(e) for e in planned.iter_episodes())
+
+
+def _image_store(path, cameras: Cameras, n: int = 2):
+    rng = np.random.default_rng(0)
+    store = TrajectoryStore.create(path, obs_dim=39, action_dim=4, cameras=cameras,
+                                   info={"embodiment": "metaworld"})
+    episodes = []
+    for i in range(n):
+        e = make_episode(rng, 5, i)
+        e.images = rng.integers(0, 255, (5, *cameras.shape), dtype=np.uint8)
+        e.meta.update(source="real", task="button-press-topdown-v3", kind="expert", seed=i)
+        episodes.append(e)
+    store.append(episodes)
+    return store, episodes
+
+
+def test_image_store_round_trip_and_refusals(tmp_path):
+    cams = Cameras(("corner3", "topview"), 16, 16)
+    store, episodes = _image_store(tmp_path / "img.zarr", cams, n=3)
+    back = list(TrajectoryStore.open(tmp_path / "img.zarr").iter_episodes(batch_frames=4))
+    for want, have in zip(episodes, back, strict=True):
+        np.testing.assert_array_equal(want.images, have.images)
+    assert list(store.iter_episodes(images=False))[0].images is None
+    np.testing.assert_array_equal(store.first_frames("images", np.array([2])), episodes[2].images[:1])
+    before = store.digest()
+    bad = make_episode(np.random.default_rng(1), 5, 9)
+    with pytest.raises(StoreError, match="images are none; this image store needs uint8"):
+        store.append([bad])
+    bad.images = np.zeros((5, 2, 16, 8, 3), np.uint8)
+    with pytest.raises(StoreError, match=r"cameras corner3\+topview at 16x16"):
+        store.append([bad])
+    assert store.digest() == before and len(store) == 3
+    state = TrajectoryStore.create(tmp_path / "state.zarr", obs_dim=39, action_dim=4)
+    with pytest.raises(StoreError, match="carries images, but this is a state store"):
+        state.append([episodes[0]])
+
+
+def test_corrupt_image_chunk_is_named(tmp_path):
+    _image_store(tmp_path / "img.zarr", Cameras(("corner3",), 16, 16))
+    chunk = tmp_path / "img.zarr" / "data" / "images" / "c" / "7" / "0" / "0" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    store = TrajectoryStore.open(tmp_path / "img.zarr")
+    with pytest.raises(StoreError, match=r"data/images does not read back \(episodes 1\.\.1\)"):
+        list(store.iter_episodes())
+    chunk.unlink()
+    with pytest.raises(StoreError, match="chunk data/images/c/7/0/0/0/0 is missing"):
+        TrajectoryStore.open(tmp_path / "img.zarr")
+
+
+def test_camera_mismatches_are_refused_and_write_nothing(pixel_run, tmp_path, capsys):
+    common = pixel_run["common"]
+    other, _ = _image_store(tmp_path / "other.zarr", Cameras(("corner3",), 16, 16))
+    state = TrajectoryStore.create(tmp_path / "state.zarr", obs_dim=39, action_dim=4, info={"embodiment": "metaworld"})
+    state.append([make_episode(np.random.default_rng(3), 5, 0)])
+    out = tmp_path / "dreams.zarr"
+    cases = [
+        (f"generate.start_store={other.path}", "sees cameras corner3 at 16x16, but world model"),
+        (f"generate.start_store={state.path}", "holds no camera images; world model"),
+    ]
+    for override, message in cases:
+        code, err = in_process("generate", [*common, override, f"generate.store={out}", "generate.workers=0"], capsys)
+        assert code == 2 and message in err and "Traceback" not in err, err
+        assert not out.exists()
+    run = tmp_path / "run"
+    code, err = in_process("train-world-model", ["experiment=pixel-smoke", f"run_dir={run}",
+                                                 f"world_model.store={state.path}"], capsys)
+    assert code == 2 and "world_model.kind=latent needs camera images" in err and not (run / "world_model").exists()
+    code, err = in_process("train-policy", ["experiment=pixel-smoke", f"run_dir={run}", "policy.family=bc-image",
+                                            f"policy.store={state.path}"], capsys)
+    assert code == 2 and "holds no camera images, and policy.family=bc-image" in err
+    for override, message in (("camera.names=[eye]", "'eye' is not a camera of embodiment metaworld"),
+                              ("camera.size=40", "camera.size=40; must be a multiple of 16")):
+        code, err = in_process("collect", ["experiment=pixel-smoke", f"run_dir={run}", override], capsys)
+        assert code == 2 and message in err and not (run / "real.zarr").exists(), err
+    shutil.rmtree(run, ignore_errors=True)
