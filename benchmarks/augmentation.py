@@ -4,7 +4,8 @@ Runs the main job (``dreamgen pipeline experiment=augment``) once per (sampler, 
 the oracle expert acting in the dream (labelled as the oracle it is), and the samplers a user really
 has: the BC policy + noise, MPC in the dream with BC as its prior (``planner``), recovery dreams,
 retargeted demo paths followed in the dream (``retarget``), PPO in the dream (``sb3``), and retargeting
-on the second real world (``fetch-retarget-5``) — then prints, per row and cap, real-simulator success
+on the second real world (``fetch-retarget-5``), and recovery dreams in pixels from a latent world model
+with image policies (``pixels-recovery-5``) — then prints, per row and cap, real-simulator success
 pooled over the tasks and training seeds, the gain over real-only, and the dreams' gain over the control
 arm (the same share of re-drawn real frames), with 95% intervals. A row whose run dir already holds a finished pipeline is
 only read (``--runs`` keeps them), so an interrupted benchmark resumes.
@@ -32,6 +33,7 @@ ROWS = {  # name: (sampler kind, expert demos per task, experiment preset)
     "retarget-5": ("retarget", 5, "augment"),
     "sb3-5": ("sb3", 5, "augment"),
     "fetch-retarget-5": ("retarget", 5, "fetch-augment"),  # the second real world (gymnasium-robotics Fetch)
+    "pixels-recovery-5": ("recovery", 5, "pixel-augment"),  # cameras: latent world model, image BC arms
 }
 
 

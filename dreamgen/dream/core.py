@@ -102,7 +102,7 @@ def demo_paths(store: Any) -> dict[str, list[np.ndarray]]:
     meta = store.meta(["source", "task", "kind", "success"])
     keep = (meta["source"] == "real") & is_demo(meta)
     paths: dict[str, list[np.ndarray]] = {}
-    for index, episode in enumerate(store.iter_episodes()):
+    for index, episode in enumerate(store.iter_episodes(images=False)):
         if keep[index]:
             paths.setdefault(str(meta["task"][index]), []).append(episode.obs)
     return paths
