@@ -30,7 +30,7 @@ def run(cfg: DictConfig) -> dict:
     spec = collect_spec(cfg)  # validates before anything starts
     robot = spec.embodiment
     tasks = robot.check_tasks(cfg.tasks)
-    imported, info = None, {"collected_by": "dreamgen collect", "seed": cfg.seed, "embodiment": robot.name}
+    imported, imported_cameras, info = None, None, {"collected_by": "dreamgen collect", "seed": cfg.seed, "embodiment": robot.name}
     if robot.spec() is not None:  # a robot described by its data: written down for every later verb
         info["embodiment_spec"] = robot.spec()
     if cfg.collect.import_root:
@@ -39,7 +39,7 @@ def run(cfg: DictConfig) -> dict:
 
         resolver = make_resolver(robot.tasks, min_similarity=cfg.language.min_similarity,
                                  ambiguity_margin=cfg.language.ambiguity_margin)
-        imported, info["success_labels"] = import_lerobot(cfg.collect.import_root, repo_id=cfg.collect.import_repo_id,
+        imported, info["success_labels"], imported_cameras = import_lerobot(cfg.collect.import_root, repo_id=cfg.collect.import_repo_id,
                                   obs_key=cfg.collect.import_obs_key, obs_dim=robot.obs_dim,
                                   action_dim=robot.action_dim, robot=robot.name, resolve_task=lambda t: resolver.resolve(t).task)
         if not imported:
@@ -60,7 +60,7 @@ def run(cfg: DictConfig) -> dict:
                 raise StoreError(f"{cfg.collect.import_root}: camera.names={list(spec.cameras.names)} renders the "
                                  "simulator; an imported dataset brings its own frames — leave camera.names empty")
             store = TrajectoryStore.create(partial, obs_dim=robot.obs_dim, action_dim=robot.action_dim, info=info,
-                                           cameras=spec.cameras)
+                                           cameras=spec.cameras if imported is None else imported_cameras)
             episodes = imported if imported is not None else collect_real(spec, cfg.seed)
             total = len(imported) if imported is not None else spec.n_episodes
             batch = []

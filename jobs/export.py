@@ -33,7 +33,7 @@ def run(cfg: DictConfig) -> dict:
         selected = (ep for i, ep in enumerate(store.iter_episodes()) if keep[i])
         count = export_lerobot(progress(selected, cfg, total=int(keep.sum()), desc="export", unit="ep"),
                                x.root, repo_id=x.repo_id, obs_dim=store.obs_dim, action_dim=store.action_dim,
-                               fps=robot.fps, robot_type=robot.robot_type)
+                               fps=robot.fps, robot_type=robot.robot_type, cameras=store.cameras)
         tracker.log_metrics({"export/episodes": count})
         log.info("exported %d episodes as LeRobotDataset %s at %s", count, x.repo_id, x.root)
         return {"root": str(x.root), "episodes": count}

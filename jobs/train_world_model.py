@@ -175,6 +175,10 @@ def format_report(report: dict) -> str:
             lines.append(f"  H={horizon:<4} " + "   ".join(
                 f"{name} {e[f'{name}_mm']['median']:.1f} / {e[f'{name}_mm']['p90']:.1f} "
                 f"({e[f'{name}_copy_mm']['median']:.1f})" for name in part_names(e)) + image + f"   ({e['starts']} starts)")
+            if e.get("object_still_starts") or e.get("object_moved_starts"):
+                lines.append(f"         object at rest drifts {e['object_still_drift']['median']:.1f} mm "
+                             f"({e['object_still_starts']} starts); moved objects followed "
+                             f"{e['object_moved_followed']:.2f} ({e['object_moved_starts']} starts)")
     if not report["expert_in_dream"]:
         return "\n".join(lines)
     lines.append("expert in the dream: task, dream success, replayed real success, agreement")

@@ -2,7 +2,9 @@
 
 Export features: ``observation.state`` [O], ``action`` [A], ``next.reward``, ``next.done`` (true
 termination only: Meta-World episodes end by truncation), ``next.success``; the episode's instruction is
-the LeRobot ``task``. Both directions are all-or-nothing:
+the LeRobot ``task``. An image store adds ``observation.images.<camera>`` per camera (LeRobot ``image``
+features, PNG in the parquet: lossless); an import reads those back (``image`` features only: a video
+feature would need a decoder). Both directions are all-or-nothing:
 an export is written to a sibling ``.partial`` folder and renamed into place; an import reads and checks
 every episode before returning any.
 """
@@ -25,8 +27,13 @@ log = logging.getLogger(__name__)
 FPS = 80  # the default control rate (Meta-World's: frame_skip 5 x 2.5 ms); an embodiment gives its own
 
 
-def _features(obs_dim: int, action_dim: int) -> dict:
-    return {
+IMAGES = "observation.images."
+
+
+def _features(obs_dim: int, action_dim: int, cameras: Any = None) -> dict:
+    images = {f"{IMAGES}{name}": {"dtype": "image", "shape": (cameras.height, cameras.width, 3),
+                                  "names": ["height", "width", "channels"]} for name in cameras.names} if cameras else {}
+    return {**images,
         "observation.state": {"dtype": "float32", "shape": (obs_dim,), "names": None},
         "action": {"dtype": "float32", "shape": (action_dim,), "names": None},
         "next.reward": {"dtype": "float32", "shape": (1,), "names": None},
@@ -36,8 +43,9 @@ def _features(obs_dim: int, action_dim: int) -> dict:
 
 
 def export_lerobot(episodes: Iterable[Episode], root: str | Path, *, repo_id: str, obs_dim: int,
-                   action_dim: int, fps: int = FPS, robot_type: str = "sawyer") -> int:
-    """Write ``episodes`` as a LeRobotDataset v3 at ``root`` (must not exist); return the count."""
+                   action_dim: int, fps: int = FPS, robot_type: str = "sawyer", cameras: Any = None) -> int:
+    """Write ``episodes`` as a LeRobotDataset v3 at ``root`` (must not exist); return the count. With
+    ``cameras`` (an image store's), every frame's images go in as ``observation.images.<camera>``."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     root = Path(root)
@@ -47,7 +55,7 @@ def export_lerobot(episodes: Iterable[Episode], root: str | Path, *, repo_id: st
     shutil.rmtree(partial, ignore_errors=True)
     count = 0
     try:
-        dataset = LeRobotDataset.create(repo_id, fps=fps, features=_features(obs_dim, action_dim),
+        dataset = LeRobotDataset.create(repo_id, fps=fps, features=_features(obs_dim, action_dim, cameras),
                                         root=partial, robot_type=robot_type, use_videos=False)
         for episode in episodes:
             instruction = str(episode.meta.get("instruction") or episode.meta.get("task") or "")
@@ -59,6 +67,8 @@ def export_lerobot(episodes: Iterable[Episode], root: str | Path, *, repo_id: st
                     "next.done": np.array([episode.done[t]]),
                     "next.success": np.array([episode.success[t]]),
                     "task": instruction,
+                    **({f"{IMAGES}{name}": episode.images[t, c] for c, name in enumerate(cameras.names)}  # type: ignore[index]
+                       if cameras else {}),
                 })
             dataset.save_episode()
             count += 1
@@ -109,10 +119,31 @@ def describe_lerobot(root: str | Path, *, repo_id: str, obs_key: str) -> dict[st
             "fps": int(dataset.meta.fps), "robot_type": str(dataset.meta.robot_type or "")}
 
 
+def image_cameras(features: dict[str, Any], root: Path) -> Any:
+    """The ``Cameras`` of a dataset's ``observation.images.*`` image features (None: it has none), or a
+    refusal for frames dreamgen cannot read (video features, cameras of different sizes)."""
+    from dreamgen.sim.camera import Cameras
+
+    keys = sorted(k for k in features if k.startswith(IMAGES))
+    if not keys:
+        return None
+    videos = [k for k in keys if features[k]["dtype"] != "image"]
+    if videos:
+        raise StoreError(f"{root}: {', '.join(videos)} are {features[videos[0]]['dtype']} features; dreamgen imports "
+                         "camera frames stored as LeRobot image features (use_videos=False)")
+    shapes = {tuple(features[k]["shape"]) for k in keys}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[2] != 3:
+        raise StoreError(f"{root}: camera features {keys} have shapes {sorted(shapes)}; dreamgen needs every camera "
+                         "as one [height, width, 3] size")
+    height, width, _ = next(iter(shapes))
+    return Cameras(tuple(k.removeprefix(IMAGES) for k in keys), int(height), int(width))
+
+
 def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int, action_dim: int, robot: str,
-                   resolve_task: Callable[[str], str]) -> tuple[list[Episode], str]:
+                   resolve_task: Callable[[str], str]) -> tuple[list[Episode], str, Any]:
     """Read every episode of a local LeRobotDataset; check all of them before returning any. Returns the
-    episodes and where their success labels came from (recorded in the store; the quality model says it).
+    episodes, where their success labels came from (recorded in the store; the quality model says it) and
+    the ``Cameras`` of its image features (None: state only; the episodes then carry no images).
 
     ``resolve_task(instruction) -> task`` maps each episode's LeRobot task text to a known task (it
     raises for text it cannot resolve). Rewards and done come from ``next.*`` when present; success from
@@ -132,6 +163,9 @@ def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int
     columns = {key: np.asarray(table[key]) for key in [obs_key, "action", "episode_index", "task_index",
                                                         *[k for k in ("next.reward", "next.done",
                                                                       "next.success") if k in features]]}
+    cameras = image_cameras(features, root)
+    frames = None if cameras is None else np.stack(
+        [np.stack([np.asarray(image, np.uint8) for image in table[f"{IMAGES}{name}"]]) for name in cameras.names], 1)
     task_text = {int(row.task_index): str(text) for text, row in dataset.meta.tasks.iterrows()}
     episodes = []
     for episode_index in np.unique(columns["episode_index"]):
@@ -157,6 +191,7 @@ def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int
                   "source": "real", "kind": "imported", "instruction": instruction,
                   "task": resolve_task(instruction), "sampler": f"lerobot:{repo_id}",
                   "start_ref": f"lerobot:{repo_id}#{int(episode_index)}"},
+            images=None if frames is None else frames[rows],
         ))
     if "next.success" in features:
         source = "next.success"
@@ -166,7 +201,7 @@ def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int
     else:
         source = "none: the dataset has no next.success or next.reward"
     log.info("read %d episodes (%d frames) from %s", len(episodes), len(columns["action"]), root)
-    return episodes, source
+    return episodes, source, cameras
 
 
 def reward_success(episodes: list[Episode]) -> None:

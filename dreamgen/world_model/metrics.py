@@ -8,7 +8,10 @@
   the copy baseline (nothing moves);
 - a latent model (cameras): open loop from the real start frame, the PSNR of the decoded frame against the
   real camera frame (copy baseline: the start frame) beside the part errors of the state it reads from
-  the latent (its state head, trained with the model: a probe of what the latent holds).
+  the latent (its state head, trained with the model: a probe of what the latent holds);
+- physics, for both kinds: object permanence (where the real object stayed put over the horizon, how far
+  the dream moved it) and contact (where the real object was pushed or carried, how often the dream moved
+  it at least half as far).
 """
 
 from __future__ import annotations
@@ -77,6 +80,21 @@ def _stats(err_mm: np.ndarray) -> dict[str, float]:
     return {"median": float(np.median(err_mm)), "p90": float(np.percentile(err_mm, 90))}
 
 
+def physics_checks(start: np.ndarray, dream: np.ndarray, real: np.ndarray, still_mm: float = 2.0,
+                   moved_mm: float = 20.0) -> dict[str, Any]:
+    """Object permanence and contact over one horizon, from the object's start, dreamed and real positions
+    ``[N, 3]``: where the real object stayed within ``still_mm`` (nothing touched it), how far the dream moved
+    it (``object_still_drift``, mm); where the real object moved more than ``moved_mm`` (something pushed or carried it),
+    the share of starts where the dream moved it at least half as far."""
+    real_move = 1000 * np.linalg.norm(real - start, axis=1)
+    dream_move = 1000 * np.linalg.norm(dream - start, axis=1)
+    still, moved = real_move < still_mm, real_move > moved_mm
+    return {"object_still_starts": int(still.sum()), "object_still_drift": _stats(dream_move[still]),
+            "object_moved_starts": int(moved.sum()),
+            "object_moved_followed": float(np.mean(dream_move[moved] >= 0.5 * real_move[moved])) if moved.any()
+            else float("nan")}
+
+
 def predicted_parts(layout: ObsLayout, parts: Mapping[str, slice]) -> dict[str, slice]:
     """The named parts (e.g. hand, object) that lie in the layout's predicted dims; the goal does not."""
     low, high = layout.dynamic
@@ -110,6 +128,8 @@ def open_loop_errors(model: WorldModel, episodes: Sequence[Episode], horizons: S
         for name, part in predicted_parts(model.layout, parts).items():
             entry[f"{name}_mm"] = _stats(1000 * np.linalg.norm(dream[:, part] - real[:, part], axis=1))
             entry[f"{name}_copy_mm"] = _stats(1000 * np.linalg.norm(obs0[:, part] - real[:, part], axis=1))
+        if "object" in predicted_parts(model.layout, parts):
+            entry.update(physics_checks(obs0[:, parts["object"]], dream[:, parts["object"]], real[:, parts["object"]]))
         report[str(horizon)] = entry
     return report
 
@@ -176,6 +196,10 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
     for horizon, entry in report["open_loop"].items():
         if "psnr_db" in entry:
             out[f"wm/h{horizon}_psnr_db_median"] = entry["psnr_db"]["median"]
+        if entry.get("object_still_starts"):
+            out[f"wm/h{horizon}_object_still_drift_mm_median"] = entry["object_still_drift"]["median"]
+        if entry.get("object_moved_starts"):
+            out[f"wm/h{horizon}_object_moved_followed"] = entry["object_moved_followed"]
         for name in part_names(entry):
             out[f"wm/h{horizon}_{name}_mm_median"] = entry[f"{name}_mm"]["median"]
             out[f"wm/h{horizon}_{name}_mm_p90"] = entry[f"{name}_mm"]["p90"]
