@@ -45,7 +45,7 @@ def plot_dreams(store, indices, path: Path, robot: Any) -> None:
     shown = predicted_parts(robot.layout, robot.parts)
     fig, axes = plt.subplots(len(indices), max(len(shown), 1), figsize=(11, 2.6 * len(indices)), squeeze=False)
     for row, index in enumerate(indices):
-        episode = store.episode(int(index))
+        episode = store.episode(int(index), images=False)
         real = replay_episode(episode, robot)
         for col, (name, part) in enumerate(shown.items()):
             ax = axes[row, col]
@@ -105,7 +105,7 @@ def run(cfg: DictConfig, *, report: bool = True) -> dict:
         labels = load_labels(labels_path)
         todo = [int(i) for i in picked if meta["episode_id"][i] not in labels]
         bar = progress(None, cfg, total=len(todo), desc="audit replay", unit="ep")
-        replayed = replay_dreams((store.episode(i) for i in todo), labels, robot, on_episode=lambda: bar.update(1))
+        replayed = replay_dreams((store.episode(i, images=False) for i in todo), labels, robot, on_episode=lambda: bar.update(1))
         bar.close()
         for eid, entry in labels.items():  # the fold follows the configured fraction
             entry["fold"] = fold_of(eid, a.test_fraction)

@@ -51,7 +51,7 @@ def judge(cfg: DictConfig, store, on_episode=None) -> dict:
     robot.check_recorded(model.info.get("embodiment"), f"filter.world_model={f.world_model}")
     robot.check_recorded(store.info.get("embodiment"), f"filter.store={f.store}")
     real = TrajectoryStore.open(f.real_store)
-    support = Support.from_episodes(list(real.iter_episodes()))
+    support = Support.from_episodes(list(real.iter_episodes(images=False)))
     dynamic = slice(*model.layout.dynamic)
     meta = store.meta(["instruction"])
     texts = sorted(set(meta["instruction"].tolist()))

@@ -42,11 +42,11 @@ def labelled_data(real_store, dream_store, labels: dict) -> dict:
             folds[fold][column].append(value)
 
     if real_store is not None:
-        for episode in real_store.iter_episodes():
+        for episode in real_store.iter_episodes(images=False):
             hit = bool(episode.success.any())
             add("fit", episode, hit, int(np.argmax(episode.success)) if hit else -1, "real")
     if dream_store is not None and labels:
-        for episode in dream_store.iter_episodes():
+        for episode in dream_store.iter_episodes(images=False):
             entry = labels.get(episode.meta["episode_id"])
             if entry is not None and entry["fold"] in folds:
                 add(entry["fold"], episode, bool(entry["real_success"]), -1, "dream")

@@ -19,7 +19,7 @@ from dreamgen.generate.plan import Request, make_plan, parse_entries, resolve_re
 from dreamgen.generate.service import committed_chunks, open_dream_store, run_plan
 from dreamgen.sim.metaworld import METAWORLD
 from policies.samplers import SamplerSpec, make_sampler
-from tests.conftest import REPO, dreamgen
+from tests.conftest import REPO, dreamgen, in_process
 
 ENDED = {"success", "done", "horizon", "halted", "non-finite"}
 
@@ -155,7 +155,7 @@ def test_generate_cli_writes_provenance_resolves_paraphrases_and_resumes_as_a_no
 
 
 @pytest.mark.integration
-def test_generate_refuses_unknown_instructions_listing_the_closest_and_writes_nothing(smoke_run, tmp_path):
+def test_generate_refuses_unknown_instructions_listing_the_closest_and_writes_nothing(smoke_run, tmp_path, capsys):
     store_path = tmp_path / "dream.zarr"
     out = dreamgen("generate", *smoke_run["common"], f"generate.store={store_path}",
                    "generate.instructions=[bake a cake]", cwd=smoke_run["work"], check=False)
@@ -169,9 +169,8 @@ def test_generate_refuses_unknown_instructions_listing_the_closest_and_writes_no
     for bad, message in ((["generate.sampler.kind=policy", f"generate.sampler.policy={tmp_path / 'nope'}"],
                           "not a policy checkpoint"), (["generate.workers=-1"], "generate.workers=-1"),
                          (["generate.sampler.kind=greedy"], "accepted: expert, policy, random, sb3")):
-        out = dreamgen("generate", *smoke_run["common"], f"generate.store={tmp_path / 'bad.zarr'}", *bad,
-                       cwd=smoke_run["work"], check=False)
-        assert out.returncode == 2 and message in out.stderr, out.stderr[-500:]
+        code, err = in_process("generate", [*smoke_run["common"], f"generate.store={tmp_path / 'bad.zarr'}", *bad], capsys)
+        assert code == 2 and message in err, err[-500:]
         assert not (tmp_path / "bad.zarr").exists()
 
 

@@ -178,7 +178,7 @@ def test_lerobot_round_trip_keeps_the_frames(pixel_run, tmp_path, capsys):
     """export writes every camera as a LeRobot image feature; importing that dataset gives an image store
     with the same frames, bit for bit (PNG is lossless)."""
     root = tmp_path / "lerobot"
-    code, err = in_process("export", [*pixel_run["common"], f"export.root={root}", "export.kinds=[expert]"], capsys)
+    code, err = in_process("export", [*pixel_run["common"], f"export.root={root}", "export.kinds=[play]"], capsys)
     assert code == 0, err
     info = json.loads((root / "meta" / "info.json").read_text())
     assert info["features"]["observation.images.corner3"]["dtype"] == "image"
@@ -190,9 +190,20 @@ def test_lerobot_round_trip_keeps_the_frames(pixel_run, tmp_path, capsys):
     original = TrajectoryStore.open(pixel_run["run_dir"] / "real.zarr")
     imported = TrajectoryStore.open(run / "real.zarr")
     assert imported.cameras == original.cameras
-    experts = [e for e in original.iter_episodes() if e.meta["kind"] == "expert"]
+    played = [e for e in original.iter_episodes() if e.meta["kind"] == "play"]
     back = list(imported.iter_episodes())
-    assert len(back) == len(experts)
-    for want, have in zip(experts, back, strict=True):
+    assert len(back) == len(played)
+    for want, have in zip(played, back, strict=True):
         np.testing.assert_array_equal(want.images, have.images)
         np.testing.assert_array_equal(want.obs, have.obs)
+
+
+def test_physics_checks_known_answer():
+    from dreamgen.world_model.metrics import physics_checks
+
+    start = np.zeros((4, 3))
+    real = np.array([[0, 0, 0.001], [0, 0, 0], [0.05, 0, 0], [0, 0.03, 0]])  # at rest, at rest, pushed, pushed
+    dream = np.array([[0.01, 0, 0], [0, 0, 0.004], [0.03, 0, 0], [0, 0, 0]])  # drifts 10 and 4 mm; follows 1 of 2
+    out = physics_checks(start, dream, real)
+    assert out["object_still_starts"] == 2 and out["object_still_drift"]["median"] == pytest.approx(7.0)
+    assert out["object_moved_starts"] == 2 and out["object_moved_followed"] == 0.5

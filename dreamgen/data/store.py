@@ -267,10 +267,10 @@ class TrajectoryStore:
             self._read(f"data/{key}", slice(0, self.n_frames), hi=self.n_frames)
             raise
 
-    def episode(self, index: int) -> Episode:
+    def episode(self, index: int, *, images: bool = True) -> Episode:
         if not 0 <= index < len(self):
             raise IndexError(f"{self.path}: episode {index} out of range [0, {len(self)})")
-        return next(self.iter_episodes(index, index + 1))
+        return next(self.iter_episodes(index, index + 1, images=images))
 
     def digest(self) -> str:
         """Content fingerprint of the committed episodes (ids, lengths, frame data), 16 hex chars.

@@ -1,8 +1,9 @@
 """A latent world model for cameras: encode the images, predict in latent space, decode.
 
 - ``ImageAutoencoder``: a convolutional encoder of every camera's frame (plus the robot's proprioception,
-  the embodiment's ``hand`` part) to a latent ``z[Z]``, a transposed-convolution decoder back to images,
-  and a state head that reads the dynamic state dims (hand, gripper, objects) from ``z``.
+  the embodiment's ``hand`` part) to learned features, which with the proprioception itself make the latent
+  ``z[Z + P]``; a transposed-convolution decoder back to images, and a state head that reads the dynamic
+  state dims (hand, gripper, objects) from ``z``.
 - The latent dynamics are the ensemble of ``dreamgen.world_model.ensemble`` (same code, same training,
   same disagreement, same halting bound) run on the latent observation ``[z_t, z_{t-1}, static dims]``
   (the goal is carried as the state model carries it), with its reward / success / done heads on the latent.
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 class LatentConfig:
     """The autoencoder's size and training (defaults live in ``configs/config.yaml``, ``world_model.latent``)."""
 
-    dim: int = 32  # latent size Z
+    dim: int = 32  # learned latent features Z (the proprioception P is appended: the latent is Z + P wide)
     channels: int = 16  # first conv layer's channels (doubled twice)
     epochs: int = 20  # autoencoder passes over the training frames
     batch_size: int = 64
@@ -72,12 +73,13 @@ class ImageAutoencoder(nn.Module):
 
         self.conv = nn.Sequential(*down(3 * views, c), *down(c, 2 * c), *down(2 * c, 4 * c), *down(4 * c, 4 * c),
                                   nn.Flatten())
+        self.size = config.dim + proprio_dim  # the latent: learned image features, then the proprioception itself
         self.to_latent = nn.Sequential(nn.Linear(feat + proprio_dim, 256), act(), nn.Linear(256, config.dim))
-        self.from_latent = nn.Sequential(nn.Linear(config.dim, 256), act(), nn.Linear(256, feat), act(),
+        self.from_latent = nn.Sequential(nn.Linear(self.size, 256), act(), nn.Linear(256, feat), act(),
                                          nn.Unflatten(1, (4 * c, h, w)))
         self.deconv = nn.Sequential(*up(4 * c, 4 * c), *up(4 * c, 2 * c), *up(2 * c, c),
                                     nn.ConvTranspose2d(c, 3 * views, 4, 2, 1))
-        self.state_head = nn.Sequential(nn.Linear(config.dim, 256), act(), nn.Linear(256, n_state))
+        self.state_head = nn.Sequential(nn.Linear(self.size, 256), act(), nn.Linear(256, n_state))
         self.views = views
 
     @staticmethod
@@ -93,7 +95,9 @@ class ImageAutoencoder(nn.Module):
         return x.reshape(b, self.views, 3, h, w).permute(0, 1, 3, 4, 2)
 
     def encode(self, pixels: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
-        return self.to_latent(torch.cat([self.conv(pixels), proprio], -1))
+        """``z = [features of the frames and proprioception, the (normalised) proprioception]``: what the robot
+        knows of itself passes into the latent exactly; the rest (objects) comes from the frames."""
+        return torch.cat([self.to_latent(torch.cat([self.conv(pixels), proprio], -1)), proprio], -1)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``z[B, Z]`` -> float pixels ``[B, 3C, H, W]`` (the scale of ``pixels``)."""
@@ -157,7 +161,7 @@ class LatentWorldModel:
         obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
         out = [self.autoencoder.encode(self.autoencoder.pixels(images[i:i + 512]), self._proprio(obs[i:i + 512]))
                for i in range(0, len(images), 512)]
-        return torch.cat(out) if out else torch.zeros(0, self.config.dim, device=self.device)
+        return torch.cat(out) if out else torch.zeros(0, self.autoencoder.size, device=self.device)
 
     def observe(self, obs: np.ndarray, images: np.ndarray | None) -> np.ndarray:
         """The latent observations ``[T, 2Z+S]`` of one episode's frames (what the dynamics step on)."""
@@ -197,7 +201,7 @@ class LatentWorldModel:
         assert state.latent is not None, "a latent model's rows carry their latent"
         inner, pred = self.dynamics.step(RowState(state.latent, state.cond, state.member, state.context), action,
                                          generator=generator, propagation=propagation)
-        delta = self.read_state(inner.obs[:, :self.config.dim]) - state.obs[:, slice(*self.layout.dynamic)]
+        delta = self.read_state(inner.obs[:, :self.autoencoder.size]) - state.obs[:, slice(*self.layout.dynamic)]
         obs = self.layout.compose(state.obs, delta)
         return RowState(obs, inner.cond, inner.member, inner.context, latent=inner.obs), pred._replace(next_obs=obs)
 
@@ -205,7 +209,7 @@ class LatentWorldModel:
     def render(self, state: RowState) -> np.ndarray:
         """The rows' decoded camera frames ``uint8 [B, C, H, W, 3]``."""
         assert state.latent is not None
-        z = state.latent[:, :self.config.dim]
+        z = state.latent[:, :self.autoencoder.size]
         out = [self.autoencoder.to_frames(self.autoencoder.decode(z[i:i + 512])) for i in range(0, len(z), 512)]
         return torch.cat(out).cpu().numpy() if out else np.zeros((0, *self.cameras.shape), np.uint8)
 
@@ -275,7 +279,7 @@ def fit_latent(train: Sequence[Episode], val: Sequence[Episode], table: Instruct
 
     state_norm = Normaliser.fit(np.concatenate([e.obs for e in train]))
     autoencoder = ImageAutoencoder(cameras, 0 if proprio is None else proprio[1] - proprio[0], layout.n_dynamic, config)
-    inner = latent_layout(layout, config.dim)
+    inner = latent_layout(layout, autoencoder.size)
     unit = Normaliser.fit(np.zeros((2, 1)))
     placeholder = EnsembleWorldModel(ensemble, inner, 1, table, unit, unit, unit)  # replaced after stage 2
     model = LatentWorldModel(autoencoder, placeholder, layout, cameras, config, proprio, state_norm, info)
