@@ -3,6 +3,7 @@ audit with strips → filter → image BC arms), the image store's integrity, an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 
@@ -14,18 +15,20 @@ from dreamgen.data.store import TrajectoryStore
 from dreamgen.errors import StoreError
 from dreamgen.sim.camera import Cameras
 from dreamgen.sim.metaworld import METAWORLD
-from tests.conftest import dreamgen, in_process, make_episode
+from tests.conftest import in_process, make_episode
 
 
 @pytest.fixture(scope="module")
 def pixel_run(tmp_path_factory) -> dict:
-    """The whole pixel-smoke pipeline once (generation in this process: the Ray path is the state one's)."""
+    """The whole pixel-smoke pipeline once, in this process (generation too: the Ray path is the state one's)."""
     work = tmp_path_factory.mktemp("pixels")
     run_dir = work / "run"
     common = ["experiment=pixel-smoke", f"run_dir={run_dir}", f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
               "progress=false"]
-    out = dreamgen("pipeline", *common, "generate.workers=0", cwd=work)
-    return {"work": work, "run_dir": run_dir, "common": common, "stderr": out.stderr}
+    with contextlib.chdir(work):  # the same entrypoint as the CLI, in this process
+        code, _ = in_process("pipeline", [*common, "generate.workers=0"])
+    assert code == 0, f"the pixel-smoke pipeline exited {code}"
+    return {"work": work, "run_dir": run_dir, "common": common}
 
 
 def test_real_frames_are_the_simulators_and_replay_exactly(pixel_run):

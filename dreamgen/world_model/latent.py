@@ -45,14 +45,16 @@ class LatentConfig:
     epochs: int = 20  # autoencoder passes over the training frames
     batch_size: int = 64
     lr: float = 1e-3
-    state_weight: float = 1.0  # weight of the state head's loss beside the image loss
+    image_weight: float = 100.0  # weight of the per-pixel image MSE (pixels in [-0.5, 0.5]: ~1e-3 once fitted)
+    state_weight: float = 1.0  # weight of the state head's loss (normalised dims: ~0.3 once fitted)
 
     def __post_init__(self) -> None:
         for name in ("dim", "channels", "epochs", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"world_model.latent.{name}={getattr(self, name)!r}; must be an integer >= 1")
-        if self.lr <= 0 or self.state_weight < 0:
-            raise ValueError(f"world_model.latent.lr={self.lr} must be > 0 and state_weight={self.state_weight} >= 0")
+        if self.lr <= 0 or self.state_weight < 0 or self.image_weight <= 0:
+            raise ValueError(f"world_model.latent.lr={self.lr} and image_weight={self.image_weight} must be > 0 and "
+                             f"state_weight={self.state_weight} >= 0")
 
 
 class ImageAutoencoder(nn.Module):
@@ -221,8 +223,10 @@ def _frames(episodes: Sequence[Episode]) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_autoencoder(model: LatentWorldModel, train: Sequence[Episode], val: Sequence[Episode], *, seed: int,
                     on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
-    """Train ``model.autoencoder`` on real frames: MSE of the decoded images + ``state_weight`` x MSE of the
-    normalised dynamic state; keep the best epoch on ``val``. Returns the best val losses."""
+    """Train ``model.autoencoder`` on real frames: ``image_weight`` x MSE of the decoded images +
+    ``state_weight`` x MSE of the normalised dynamic state; keep the best epoch on ``val``. Returns the best
+    val losses. (Unweighted, the state term is ~100x the image term and the decoder stays blurry: two
+    trainings that differed only in thread scheduling reached image MSE 0.0014 and 0.0066.)"""
     torch.manual_seed(seed)
     ae, config, dyn = model.autoencoder, model.config, slice(*model.layout.dynamic)
     generator = torch.Generator().manual_seed(seed)
@@ -247,7 +251,7 @@ def fit_autoencoder(model: LatentWorldModel, train: Sequence[Episode], val: Sequ
             index = order[start:start + config.batch_size]
             image_loss, state_loss = losses(images[index], obs[index])
             optimiser.zero_grad(set_to_none=True)
-            (image_loss + config.state_weight * state_loss).backward()
+            (config.image_weight * image_loss + config.state_weight * state_loss).backward()
             optimiser.step()
         ae.eval()
         with torch.no_grad():
@@ -255,7 +259,8 @@ def fit_autoencoder(model: LatentWorldModel, train: Sequence[Episode], val: Sequ
             weights = [min(256, len(val_images) - i) for i in range(0, len(val_images), 256)]
             image_val = float(sum(p[0] * w for p, w in zip(parts, weights, strict=True)) / sum(weights))
             state_val = float(sum(p[1] * w for p, w in zip(parts, weights, strict=True)) / sum(weights))
-        if image_val + config.state_weight * state_val < best["image"] + config.state_weight * best["state"]:
+        if config.image_weight * image_val + config.state_weight * state_val < \
+                config.image_weight * best["image"] + config.state_weight * best["state"]:
             best = {"image": image_val, "state": state_val}
             snapshot = {k: v.detach().clone() for k, v in ae.state_dict().items()}
         if on_epoch is not None:
