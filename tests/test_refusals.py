@@ -121,6 +121,7 @@ CASES = [
     ("train-policy", ["policy.family=mpc"], "policy.family=mpc"),
     ("filter", ["filter.target_precision=0"], "filter.target_precision=0"),
     ("sweep", ["sweep.caps=[0.5]"], "sweep.caps"),
+    ("sweep", ["sweep.family=cnn"], "sweep.family='cnn'; accepted: bc, bc-image"),
     ("pipeline", ["pipeline.rounds=0"], "pipeline.rounds=0"),
     ("pipeline", ["pipeline.rounds=2", "generate.sampler.kind=expert"], "pipeline.rounds=2 with generate.sampler.kind=expert"),
     ("pipeline", ["pipeline.rounds=2", "generate.sampler.kind=policy", "pipeline.round_cap=0"], "pipeline.round_cap=0"),
