@@ -135,10 +135,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="also measure the dream here (cuda when a GPU is lent)")
     parser.add_argument("--horizons", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--skip-fidelity", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true", help="(it needs the machine to itself)")
     args = parser.parse_args()
     out = args.out or args.run.parent / f"{args.run.name}-bench"
     lines = [] if args.skip_fidelity else ["fidelity", *fidelity(args.run, out, args.tracking, args.horizons), ""]
-    lines += ["throughput", *throughput(args.run, args.repeats, args.batches, args.steps, args.device)]
+    if not args.skip_throughput:
+        lines += ["throughput", *throughput(args.run, args.repeats, args.batches, args.steps, args.device)]
     print("\n".join(lines))
 
 
