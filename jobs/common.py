@@ -146,8 +146,12 @@ def canonical_run_dir(cfg: DictConfig) -> None:
         cfg.run_dir = str(Path(cfg.run_dir).expanduser().resolve())
 
 
+_SIGNALLED: list[int] = []  # termination signals received during the current verb
+
+
 def _terminate(signum: int, frame: Any) -> None:
     """SIGINT and SIGTERM: unwind like Ctrl-C (every ``finally`` and ``staged`` cleans up on the way out)."""
+    _SIGNALLED.append(signum)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -160,20 +164,24 @@ def entrypoint(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], None]
         import signal
 
         before = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGINT, signal.SIGTERM)}
+        _SIGNALLED.clear()
         try:
             check_settings(cfg)
             canonical_run_dir(cfg)
             run(cfg)
-        except DreamgenError as exc:
-            print(f"dreamgen: error: {exc}", file=sys.stderr)
-            sys.exit(2)
-        except OSError as exc:
-            if exc.errno not in USER_ERRNOS:
+        except BaseException as exc:
+            # An interrupt can surface as another error: landing inside a library call (a database write of
+            # MLflow's), the KeyboardInterrupt becomes that library's error on the way out. Any Exception
+            # raised after a termination signal is the interruption.
+            if not isinstance(exc, KeyboardInterrupt) and not (_SIGNALLED and isinstance(exc, Exception)):
+                if isinstance(exc, DreamgenError):
+                    print(f"dreamgen: error: {exc}", file=sys.stderr)
+                    sys.exit(2)
+                if isinstance(exc, OSError) and exc.errno in USER_ERRNOS:
+                    print(f"dreamgen: error: {exc.filename or cfg.run_dir}: {exc.strerror} (check its permissions "
+                          "and the free space, or give another run_dir)", file=sys.stderr)
+                    sys.exit(2)
                 raise
-            print(f"dreamgen: error: {exc.filename or cfg.run_dir}: {exc.strerror} (check its permissions and the "
-                  "free space, or give another run_dir)", file=sys.stderr)
-            sys.exit(2)
-        except KeyboardInterrupt:
             print(f"dreamgen: interrupted; committed work in {cfg.run_dir} is kept (partial output removed) — "
                   "rerun the same command to resume", file=sys.stderr)
             # Everything was unwound above (partial outputs removed, MLflow runs ended, Ray shut down); skip the

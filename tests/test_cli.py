@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -11,7 +15,7 @@ import pytest
 from dreamgen.data.store import TrajectoryStore
 from dreamgen.sim.metaworld import replay
 from dreamgen.tracking import list_runs
-from tests.conftest import dreamgen, in_process
+from tests.conftest import REPO, dreamgen, in_process
 
 pytestmark = pytest.mark.integration
 
@@ -223,3 +227,29 @@ def test_bad_lerobot_imports_are_refused(tmp_path, capsys):
     _refused(["collect", *base, f"run_dir={tmp_path / 'r5'}", f"collect.import_root={tmp_path / 'window'}"],
              capsys, expect="incomplete LeRobotDataset v3, missing meta/episodes/*/*.parquet")
     assert not any((tmp_path / r).exists() for r in ("r1", "r2", "r3", "r4", "r5"))
+
+
+def test_an_interrupt_that_surfaces_as_another_error_is_still_an_interruption(tmp_path):
+    """SIGINT landing inside a library call (say, an MLflow database write) comes out as that library's error;
+    the verb must still end as interrupted (exit 130, "rerun to resume"), not crash with exit 1."""
+    script = textwrap.dedent(f"""
+        import os, signal, time
+        from hydra import compose, initialize_config_dir
+        from jobs.common import entrypoint
+
+        def run(cfg):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+            except KeyboardInterrupt as exc:
+                raise RuntimeError("(sqlite3.OperationalError) cannot rollback") from exc
+
+        with initialize_config_dir(config_dir="{REPO / 'configs'}", version_base=None):
+            cfg = compose(config_name="config", overrides=["experiment=smoke", "run_dir={tmp_path / 'run'}"])
+        entrypoint(run)(cfg)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 130, out.stderr[-2000:]
+    assert "interrupted" in out.stderr and "rerun the same command to resume" in out.stderr
+    assert "Traceback" not in out.stderr
