@@ -162,17 +162,20 @@ def plot_episode(model: WorldModel, episode: Episode, path: str | Path, parts: M
 
 def open_loop_strip(model: WorldModel, episode: Episode, path: str | Path, frames: int = 8) -> None:
     """A latent model's decoded frames, open loop from the episode's first frame under its actions, above
-    the real camera frames (``dreamgen.strips``)."""
+    the real camera frames (``dreamgen.strips``): one rollout, decoded at the shown steps."""
     from dreamgen.strips import save_strip
 
     assert episode.images is not None
     steps = np.unique(np.linspace(0, len(episode) - 1, frames).round().astype(int))
+    embeddings = torch.as_tensor(model.instructions.embeddings[model.instructions.lookup([episode.meta["instruction"]])],
+                                 device=model.device)
+    state = model.initial_state(torch.as_tensor(episode.obs[:1], device=model.device), embeddings,
+                                images=episode.images[:1])
     decoded = []
-    for step in steps:
-        out: list[np.ndarray] = []
-        rollout_open_loop(model, episode.obs[:1], episode.action[None, :step], [episode.meta["instruction"]],
-                          images0=episode.images[:1], frames=out)
-        decoded.append(out[0][0])
+    for t in range(int(steps[-1]) + 1):
+        if t in steps:
+            decoded.append(model.render(state)[0])  # type: ignore[attr-defined]
+        state, _ = model.step(state, torch.as_tensor(episode.action[t:t + 1], device=model.device), propagation="mean")
     save_strip(np.stack(decoded), episode.images[steps], path, frames=len(steps))
 
 
