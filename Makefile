@@ -26,7 +26,7 @@ smoke: install  ## the same path, tiny
 	$(BIN)/dreamgen pipeline experiment=smoke run_dir=runs/smoke
 
 test: install  ## the default test run (unit + integration, no slow learning tests)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" --file-order=random $(PYTEST_ARGS)
 
 test-slow: install  ## long learning tests
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)

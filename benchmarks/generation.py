@@ -24,6 +24,7 @@ import numpy as np
 
 
 def build_plan(run_dir: Path, episodes: int, chunk: int, envs: int, sampler: str, horizon: int):
+    from dreamgen.data.store import TrajectoryStore
     from dreamgen.dream.core import DreamConfig
     from dreamgen.generate.plan import Request, make_plan
     from dreamgen.sim.metaworld import METAWORLD
@@ -39,7 +40,8 @@ def build_plan(run_dir: Path, episodes: int, chunk: int, envs: int, sampler: str
                 for i, n in zip(rows, counts, strict=True) if n > 0]
     return make_plan(requests=requests, embeddings=table.embeddings[[table.texts.index(r.instruction) for r in requests]],
                      world_model=str(run_dir / "world_model"), world_model_id=model.info["world_model_id"],
-                     start_store=str(run_dir / "real.zarr"), sampler=SamplerSpec(sampler),
+                     start_store=str(run_dir / "real.zarr"),
+                     start_store_digest=TrajectoryStore.open(run_dir / "real.zarr").digest(), sampler=SamplerSpec(sampler),
                      dream=DreamConfig(horizon=horizon), envs=envs, episodes_per_chunk=chunk, seed=0,
                      embodiment=METAWORLD), model
 

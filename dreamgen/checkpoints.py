@@ -83,6 +83,16 @@ def read_checkpoint(path: str | Path, spec_file: str, what: str, make: str, *,
     return spec, tensors
 
 
+def recorded_digest(path: str | Path, spec_file: str) -> str | None:
+    """The ``content_sha256`` a checkpoint directory records (its identity by content, wherever it lives), or
+    None when there is none to read. Cheap: the spec only, not checked here (loading checks it)."""
+    try:
+        spec = json.loads((Path(path) / spec_file).read_text())
+    except (OSError, ValueError):
+        return None
+    return spec.get(DIGEST_KEY) if isinstance(spec, dict) else None
+
+
 @contextmanager
 def loading(path: str | Path, what: str, make: str) -> Iterator[None]:
     """Turn a spec that lacks a field, or tensors that do not fit it, into one ``CheckpointError``."""

@@ -36,7 +36,23 @@ _POLARITY_WORDS = {
 }
 
 
-_NEGATIONS = {"not", "don't", "dont", "never", "no", "without", "avoid", "stop", "nothing", "neither", "nor"}
+_NEGATIONS = {"not", "don't", "dont", "never", "no", "without", "avoid", "stop", "nothing", "neither", "nor",
+              "refrain", "prevent", "forbid", "mustn't", "cannot"}
+# negations of more than one word: "keep the puck from moving", "keep away from the drawer"
+_NEGATED_PHRASES = re.compile(r"\b(?:keep|stay|hold)\b(?:\s+\S+){0,4}?\s+(?:from|away)\b")
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'", "`": "'"})
+# one instruction, two tasks in sequence: "open the drawer and then press the button"
+_SEQUENCE = re.compile(r"\s*,?\s*\b(?:and then|and afterwards|then|after that|afterwards|followed by)\b\s*,?\s*")
+# objects of manipulation that an instruction may name; one that none of the robot's tasks has (in any of their
+# instructions) is refused rather than resolved to the nearest task with the same verb ("open the fridge")
+_OBJECTS = {
+    "fridge", "refrigerator", "freezer", "oven", "microwave", "dishwasher", "toaster", "kettle", "stove", "sink",
+    "cabinet", "cupboard", "closet", "wardrobe", "shelf", "box", "bin", "basket", "crate", "jar", "lid", "bottle",
+    "cup", "mug", "glass", "bowl", "pan", "pot", "spoon", "fork", "knife", "book", "pen", "pencil", "phone",
+    "laptop", "keyboard", "mouse", "towel", "sponge", "cloth", "apple", "banana", "egg", "ball", "toy",
+    "lamp", "chair", "gate", "hatch", "curtain", "trunk", "lever", "knob", "valve", "peg", "nut", "bolt", "nail",
+    "socket", "wire", "rope", "cable",
+}
 _LEADING = {"please", "now", "then", "and", "just", "gently", "slowly", "carefully", "quickly", "first", "robot"}
 # an imperative starts with its verb; these never are one
 _NOT_VERBS = {"the", "a", "an", "this", "that", "these", "those", "my", "your", "its", "our", "their", "some",
@@ -68,11 +84,15 @@ def check_text(text: str) -> str:
     """The normalised instruction, or an ``InstructionError`` for a blank, negated or verbless one
     (verbless: no known action verb, in any form, and it starts with an article, pronoun or preposition or is
     one word — "the drawer", "drawer"; "the drawer should be closed" and "bake a cake" pass)."""
-    clean = " ".join(str(text).strip().lower().split())
+    clean = " ".join(str(text).strip().lower().translate(_APOSTROPHES).split())
     if not clean:
         raise InstructionError("instruction is empty; give a sentence such as 'open the drawer'")
     words = re.findall(r"[a-z']+", clean)
-    negation = next((w for w in words if w in _NEGATIONS or w.endswith("n't")), None)
+    if not words:
+        raise InstructionError(f"instruction {text!r} has no English word; dreamgen's instructions are English "
+                               "imperatives such as 'open the drawer'")
+    phrase = _NEGATED_PHRASES.search(clean)
+    negation = next((w for w in words if w in _NEGATIONS or w.endswith("n't")), phrase and phrase.group(0))
     if negation:
         raise InstructionError(f"instruction {text!r} is negated ({negation!r}); dreamgen dreams what an "
                                "instruction asks for — say what to do instead (for 'do not open the drawer': 'close the drawer')")
@@ -191,6 +211,8 @@ class InstructionResolver:
     def __init__(self, table: Mapping[str, Sequence[str]], polarity: Mapping[str, str],
                  encoder: InstructionEncoder, *, min_similarity: float, ambiguity_margin: float):
         self.known = [(task, text) for task, texts in table.items() for text in texts]
+        self.vocabulary = {form for _, text in self.known for word in re.findall(r"[a-z]+", text.lower())
+                           for form in _forms(word)}
         self.polarity = dict(polarity)
         self.encoder = encoder
         self.min_similarity = min_similarity
@@ -204,11 +226,17 @@ class InstructionResolver:
         task, known = self.known[best]
         return Resolution(task, known, float(sims[best]), known == text)
 
-    def resolve(self, text: str) -> Resolution:
+    def resolve(self, text: str, *, whole: bool = True) -> Resolution:
         clean = check_text(text)
         for task, known in self.known:
             if known == clean:
                 return Resolution(task, known, 1.0, True)
+        if whole:
+            self._refuse_two_tasks(text, clean)
+        strange = [w for w in re.findall(r"[a-z]+", clean) if _forms(w) & _OBJECTS and not _forms(w) & self.vocabulary]
+        if strange:
+            raise InstructionError(f"instruction {text!r} names {strange[0]!r}, which none of the robot's tasks "
+                                   f"has; closest known instructions: {self._listing(clean)}")
         sims = self._vectors @ self.encoder.encode([clean])[0]
         polarity = text_polarity(clean)
         best: dict[str, tuple[float, str]] = {}
@@ -236,6 +264,28 @@ class InstructionResolver:
             )
         log.debug("resolved %r -> %s via %r (%.3f)", text, task, known, sim)
         return Resolution(task, known, sim, False)
+
+    def _listing(self, clean: str) -> str:
+        sims = self._vectors @ self.encoder.encode([clean])[0]
+        closest = sorted(zip(sims, self.known, strict=True), key=lambda item: -item[0])[:3]
+        return "; ".join(f"{known!r} ({task}, {sim:.2f})" for sim, (task, known) in closest)
+
+    def _refuse_two_tasks(self, text: str, clean: str) -> None:
+        """"open the drawer and then press the button": each part resolves to its own task — refused, never
+        silently the first. Parts that resolve to one task (or that do not resolve alone) are one instruction."""
+        parts = [p for p in _SEQUENCE.split(clean) if p.strip()]
+        if len(parts) < 2:
+            return
+        found: dict[str, str] = {}
+        for part in parts:
+            try:
+                found.setdefault(self.resolve(part, whole=False).task, part)
+            except InstructionError:
+                continue
+        if len(found) > 1:
+            named = ", then ".join(f"{task} ({part!r})" for task, part in found.items())
+            raise InstructionError(f"instruction {text!r} asks for {len(found)} tasks in sequence: {named}; a dream "
+                                   "is one task — give each as its own entry of generate.instructions")
 
 
 def make_resolver(tasks: Mapping[str, Any], *, min_similarity: float, ambiguity_margin: float,

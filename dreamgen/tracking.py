@@ -90,20 +90,40 @@ def check_uri(uri: str, *, timeout_s: float = 5.0) -> None:
     elif parsed.scheme in ("http", "https"):
         if not parsed.hostname:
             raise ConfigError(f"tracking.uri={uri!r}: no host; {hint}")
+        request = urllib.request.Request(uri.rstrip("/") + "/health", headers=_auth_headers())
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+            with urllib.request.urlopen(request, timeout=timeout_s):
                 pass
         except urllib.error.HTTPError as exc:
-            if exc.code in (401, 403):  # a server behind authentication answers: reachable
-                return
+            if exc.code in (401, 403):  # not an answer from MLflow: it would refuse every logged metric the same way
+                given = "were refused" if _auth_headers() else "are not set"
+                raise ConfigError(f"tracking.uri={uri!r}: the server answered {exc.code} {exc.reason} on /health; "
+                                  f"its credentials (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, or "
+                                  f"MLFLOW_TRACKING_TOKEN) {given}; set them, or {hint}") from exc
             raise ConfigError(f"tracking.uri={uri!r}: the server answered {exc.code} {exc.reason} on /health; "
                               f"is it an MLflow server? {hint}") from exc
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ConfigError(f"tracking.uri={uri!r}: nothing answers there within {timeout_s:g} s ({reason}); "
                               f"start the server (e.g. `mlflow server --host 127.0.0.1 --port 5000`) or {hint}") from exc
-    elif parsed.scheme not in ("file", "") or not uri:
+    elif parsed.scheme == "" and uri:
+        db = f"sqlite:///{uri}" if uri.endswith((".db", ".sqlite")) else f"file://{Path(uri).expanduser().absolute()}"
+        raise ConfigError(f"tracking.uri={uri!r} is a bare path, which MLflow cannot open as a database; give "
+                          f"{db} or {hint}")
+    elif parsed.scheme != "file":
         raise ConfigError(f"tracking.uri={uri!r}: scheme {parsed.scheme!r} is not supported; {hint}")
+
+
+def _auth_headers() -> dict[str, str]:
+    """The credentials MLflow's client would send (basic auth or a bearer token), as request headers."""
+    import base64
+
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return {"Authorization": f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"}
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    return {}
 
 
 @contextmanager

@@ -83,7 +83,7 @@ def dream_strips(store, meta, indices, out: Path, robot: Any, per_task: int) -> 
 def run(cfg: DictConfig, *, report: bool = True) -> dict:
     from dreamgen.data.store import TrajectoryStore
     from dreamgen.errors import ConfigError
-    from dreamgen.quality.audit import fold_of, load_labels, replay_dreams, sample_for_audit
+    from dreamgen.quality.audit import assign_folds, load_labels, replay_dreams, sample_for_audit
     from dreamgen.rundir import write_json
 
     a = cfg.audit
@@ -107,8 +107,7 @@ def run(cfg: DictConfig, *, report: bool = True) -> dict:
         bar = progress(None, cfg, total=len(todo), desc="audit replay", unit="ep")
         replayed = replay_dreams((store.episode(i, images=False) for i in todo), labels, robot, on_episode=lambda: bar.update(1))
         bar.close()
-        for eid, entry in labels.items():  # the fold follows the configured fraction
-            entry["fold"] = fold_of(eid, a.test_fraction)
+        assign_folds(labels, a.test_fraction)  # the folds follow the configured fraction
         write_json(labels_path, labels)
         log.info("audit: replayed %d dreams (%d labelled in all) in the real simulator", replayed, len(labels))
         result: dict = {"store": str(a.store), "store_digest": store.digest(), "replayed": replayed,

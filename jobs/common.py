@@ -81,6 +81,26 @@ def data_robot(cfg: DictConfig) -> Any:
                      static_dims=r.static_dims, parts=plain(r.parts))
 
 
+def check_policy(cfg: DictConfig, path: Any, what: str, kinds: tuple[str, ...] = ()) -> None:
+    """Refuse, before it is loaded, a policy checkpoint trained for another embodiment (recorded, or seen from
+    the observation size it acts on) or, with ``kinds``, of another kind."""
+    from dreamgen.errors import ConfigError
+    from policies import policy_facts
+
+    facts = policy_facts(path)
+    if facts is None:
+        return  # unreadable: loading it names the problem
+    robot = embodiment(cfg)
+    if facts["embodiment"]:
+        robot.check_recorded(facts["embodiment"], f"{what}={path}")
+    dim, want = facts["obs_dim"], robot.layout.obs_dim
+    if dim and (dim != want if facts["exact_obs"] else dim > want):
+        raise ConfigError(f"{what}={path} acts on {dim}-dim observations; embodiment {robot.name}'s are {want} "
+                          f"({robot.layout.name}); give a policy trained for {robot.name}")
+    if kinds and facts["kind"] not in kinds:
+        raise ConfigError(f"{what}={path} is a {facts['kind']!r} policy; this needs kind {' or '.join(kinds)}")
+
+
 def plain(node: Any) -> Any:
     """A resolved DictConfig/ListConfig node as plain Python containers."""
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
@@ -130,12 +150,30 @@ def check_settings(cfg: DictConfig) -> None:
     assert isinstance(values, dict)
     check_types(values)
     check_resolver_settings(cfg.language.min_similarity, cfg.language.ambiguity_margin)
+    check_robot_section(cfg, values)
+
+
+def check_robot_section(cfg: DictConfig, values: dict[str, Any]) -> None:
+    """``robot.*`` describes a robot known only from its data (``embodiment=data``); given with another
+    embodiment it would be ignored without a word, so it is refused."""
+    from dreamgen.errors import ConfigError
+    from dreamgen.settings import DEFAULTS
+
+    if cfg.embodiment == "data" or "robot" not in values:
+        return
+    default = OmegaConf.to_container(OmegaConf.load(DEFAULTS).robot, resolve=False)
+    assert isinstance(default, dict)
+    changed = [k for k, v in values["robot"].items() if default.get(k) != v]
+    if changed:
+        raise ConfigError(f"robot.{changed[0]}={values['robot'][changed[0]]!r} describes a robot known from its data "
+                          f"(embodiment=data); embodiment={cfg.embodiment} has its own layout and tasks, so drop "
+                          "robot.* or set embodiment=data")
 
 
 def canonical_run_dir(cfg: DictConfig) -> None:
     """One run, whatever path names it: ``run_dir`` becomes its absolute, symlink-free path, so every path
-    derived from it (stores, checkpoints — and the generation job ids and sweep arms that record them) is
-    the same whether the run dir was given relative, absolute or through a symlink, here or via ``submit``."""
+    derived from it (stores, checkpoints, sweep arms) is the same whether the run dir was given relative,
+    absolute or through a symlink, here or via ``submit``. (No id depends on a path: ids come from content.)"""
     from omegaconf import open_dict
 
     from dreamgen.errors import ConfigError

@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from jobs.common import embodiment, hydra_main, log, progress, run_verb
+from jobs.common import check_policy, embodiment, hydra_main, log, progress, run_verb
 
 
 def check_config(cfg: DictConfig) -> list[str]:
@@ -56,6 +56,7 @@ def mpc_policy(cfg: DictConfig) -> Any:
         if not m.prior:
             raise ConfigError(f"planner.prior_samples={config.prior_samples} needs policy.mpc.prior (a policy "
                               "checkpoint), or set planner.prior_samples=0")
+        check_policy(cfg, m.prior, "policy.mpc.prior")
         prior = load_policy(m.prior)
     policy = make_mpc(model, config, prior, seed=int(cfg.seed))
     policy.info.update(family="mpc", world_model=str(m.world_model), world_model_id=model.info["world_model_id"],
@@ -67,7 +68,10 @@ def load_evaluated(cfg: DictConfig) -> Any:
     """The policy ``evaluate`` runs: the checkpoint at ``evaluate.policy``, or the MPC planner (family=mpc)."""
     from policies import load_policy
 
-    return mpc_policy(cfg) if cfg.policy.family == "mpc" else load_policy(cfg.evaluate.policy)
+    if cfg.policy.family == "mpc":
+        return mpc_policy(cfg)
+    check_policy(cfg, cfg.evaluate.policy, "evaluate.policy")
+    return load_policy(cfg.evaluate.policy)
 
 
 def evaluate_policy(cfg: DictConfig, policy: Any, on_task: Callable[[Any], None] | None = None) -> dict:

@@ -35,6 +35,28 @@ def filter_config(cfg: DictConfig):
                         disagreement_mean=f.disagreement_mean)
 
 
+def check_auto_threshold(cfg: DictConfig, requests) -> None:
+    """Before anything runs (the pipeline): ``filter.quality_threshold=auto`` learns its threshold on the fit
+    fold and is judged on the test fold, so every task's audit needs two dreams at least (one per fold)."""
+    import collections
+
+    from dreamgen.errors import ConfigError
+
+    if cfg.filter.quality_threshold != "auto":
+        return
+    dreams = collections.Counter()
+    for r in requests:
+        if not r.novel:  # a novel instruction has no task to replay it in: never audited
+            dreams[r.task] += r.count
+    for task, count in sorted(dreams.items()):
+        audited = min(count, int(cfg.audit.per_task))
+        if audited < 2:
+            raise ConfigError(f"filter.quality_threshold=auto needs at least 2 audited dreams per task (one to fit "
+                              f"the threshold on, one held out); {task} gets {audited} (audit.per_task="
+                              f"{cfg.audit.per_task}, {count} dream{'' if count == 1 else 's'} of it); raise audit.per_task and "
+                              "generate.episodes to 2 or more, or give filter.quality_threshold=<probability>")
+
+
 def judge(cfg: DictConfig, store, on_episode=None) -> dict:
     """Score every dream of ``store``: physical reason, disagreement (max, mean), quality probability."""
     from dreamgen.data.store import TrajectoryStore
@@ -103,6 +125,7 @@ def choose_threshold(judged: dict) -> dict:
 def run(cfg: DictConfig) -> dict:
     import dataclasses
 
+    from dreamgen.checkpoints import recorded_digest
     from dreamgen.data.store import TrajectoryStore
     from dreamgen.quality.filter import PASSED, REASONS, verdicts
 
@@ -122,7 +145,8 @@ def run(cfg: DictConfig) -> dict:
         store.update_meta("verdict", np.where(accepted, "accept", "reject"))
         counts = collections.Counter(reason.tolist())
         record = {"thresholds": {**dataclasses.asdict(judged["config"]), "quality_threshold": chosen["threshold"]},
-                  "choice": chosen, "quality_model": str(cfg.filter.quality), "world_model_id": judged["world_model_id"],
+                  "choice": chosen, "quality_model": str(cfg.filter.quality),
+                  "quality_model_digest": recorded_digest(cfg.filter.quality, "quality.json"), "world_model_id": judged["world_model_id"],
                   "store_digest": digest, "accepted": int(accepted.sum()), "episodes": len(store),
                   "reasons": dict(counts), "verdict_digest": store.meta_digest(VERDICT_FIELDS)}
         store.set_info("filter", record)  # the commit: verdicts not matching this record are never trained on

@@ -8,10 +8,11 @@ atomically. Rerunning the same command resumes: committed chunks are skipped.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
-from jobs.common import embodiment, hydra_main, log, plain, progress, run_verb
+from jobs.common import check_policy, embodiment, hydra_main, log, plain, progress, run_verb
 
 
 def sb3_path(cfg: DictConfig) -> str:
@@ -22,9 +23,26 @@ def sb3_path(cfg: DictConfig) -> str:
     g = cfg.generate
     if g.sampler.sb3.checkpoint:
         return str(g.sampler.sb3.checkpoint)
-    key = json.dumps([str(g.world_model), plain(g.instructions), g.sampler.sb3.steps, g.sampler.sb3.envs,
+    from dreamgen.checkpoints import recorded_digest
+
+    # keyed by the world model's content (its directory only before it exists: a pipeline's up-front check)
+    model = recorded_digest(g.world_model, "world_model.json") or str(g.world_model)
+    key = json.dumps([model, plain(g.instructions), g.sampler.sb3.steps, g.sampler.sb3.envs,
                       cfg.seed, plain(cfg.dream), list(cfg.tasks)], sort_keys=True)
     return f"{cfg.run_dir}/sb3_dream/ppo-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def checkpoint_id(cfg: DictConfig, checkpoint: str) -> str:
+    """The sampler's checkpoint by content: its recorded digest; PPO trained in the dream by this job (not there
+    yet when the job is planned) by the name its settings give it. "" without a checkpoint."""
+    from dreamgen.checkpoints import recorded_digest
+
+    if not checkpoint:
+        return ""
+    if cfg.generate.sampler.kind == "sb3" and not cfg.generate.sampler.sb3.checkpoint:
+        return Path(checkpoint).name
+    digest = recorded_digest(checkpoint, "policy.json")
+    return f"sha256:{digest}" if digest else f"missing:{Path(checkpoint).name}"
 
 
 def planner_config(cfg: DictConfig):
@@ -57,8 +75,9 @@ def sampler_spec(cfg: DictConfig):
     if not (isinstance(steps, list) and len(steps) == 2 and all(isinstance(x, int) for x in steps)):
         raise ConfigError(f"generate.sampler.recovery.steps={steps!r}; give [lo, hi], two integers with 0 <= lo <= hi")
     prior = s.policy if s.kind == "recovery" or (planner is not None and planner.prior_samples) else ""
-    checkpoint = {"policy": lambda: s.policy, "sb3": lambda: sb3_path(cfg)}.get(s.kind, lambda: prior)()
-    return SamplerSpec(kind=s.kind, noise=s.noise, checkpoint=str(checkpoint or ""), planner=planner,
+    checkpoint = str({"policy": lambda: s.policy, "sb3": lambda: sb3_path(cfg)}.get(s.kind, lambda: prior)() or "")
+    return SamplerSpec(kind=s.kind, noise=s.noise, checkpoint=checkpoint, checkpoint_id=checkpoint_id(cfg, checkpoint),
+                       planner=planner,
                        recovery_steps=tuple(steps), recovery_noise=float(s.recovery.noise),
                        recovery_track=float(s.recovery.track), retarget_track=float(s.retarget.track))
 
@@ -116,8 +135,10 @@ def check_instructions(cfg: DictConfig, tasks: tuple[str, ...]):
     return resolve_requests(entries, resolver, tasks, allow_novel=g.allow_novel)
 
 
-def build_plan(cfg: DictConfig, store_root: str | None = None):
-    """Resolve instructions, load the world model's id and tasks, and plan the chunks."""
+def build_plan(cfg: DictConfig) -> tuple[Any, Any, Any]:
+    """Resolve instructions, load the world model's id and tasks, open the start store (its content digest
+    is part of the job id) and plan the chunks: ``(plan, world model, start store)``."""
+    from dreamgen.data.store import TrajectoryStore
     from dreamgen.generate.plan import make_plan, require_known
     from dreamgen.language import default_encoder
     from dreamgen.world_model.checkpoint import load_world_model
@@ -129,12 +150,13 @@ def build_plan(cfg: DictConfig, store_root: str | None = None):
     model = load_world_model(g.world_model)
     robot.check_recorded(model.info.get("embodiment"), f"world model {g.world_model}")
     require_known(requests, model.instructions.tasks)
+    start = TrajectoryStore.open(g.start_store)  # fail now if the start states are missing
     embeddings = default_encoder().encode([r.instruction for r in requests])
     plan = make_plan(requests=requests, embeddings=embeddings, world_model=str(g.world_model),
                      world_model_id=model.info["world_model_id"], start_store=str(g.start_store),
-                     sampler=sampler_spec(cfg), dream=dream_config(cfg), envs=g.envs_per_worker,
+                     start_store_digest=start.digest(), sampler=sampler_spec(cfg), dream=dream_config(cfg), envs=g.envs_per_worker,
                      episodes_per_chunk=g.episodes_per_chunk, seed=cfg.seed, embodiment=robot)
-    return plan, model
+    return plan, model, start
 
 
 def check_inputs(cfg: DictConfig) -> None:
@@ -154,6 +176,8 @@ def check_inputs(cfg: DictConfig) -> None:
     if given and given[1] and '"bc-image"' in (Path(str(given[1])) / "policy.json").read_text():
         raise ConfigError(f"{given[0]}={given[1]} is an image policy (policy.family=bc-image); samplers act on the "
                           "dream's state: give a state policy (policy.family=bc)")
+    if given and given[1]:  # trained for this robot; a PPO checkpoint where one is asked for (its dreams say sb3)
+        check_policy(cfg, given[1], given[0], kinds=("sb3",) if s.kind == "sb3" else ())
 
 
 def run(cfg: DictConfig) -> dict:
@@ -165,8 +189,7 @@ def run(cfg: DictConfig) -> dict:
     g = cfg.generate
     check_run_dir(cfg.run_dir, identity(cfg))  # before loading anything
     check_inputs(cfg)
-    plan, model = build_plan(cfg)
-    real = TrajectoryStore.open(g.start_store)  # fail now if the start states are missing
+    plan, model, real = build_plan(cfg)
     if model.cameras is not None:  # a latent model starts from the start store's camera frames
         model.cameras.check_same(real.cameras, f"generate.start_store={g.start_store}", f"world model {g.world_model}")
     if model.cameras is not None and plan.sampler.kind == "sb3":

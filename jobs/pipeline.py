@@ -224,9 +224,10 @@ def run(cfg: DictConfig) -> dict:
     train_world_model.ensemble_config(cfg)
     train_world_model.dream_config(cfg)
     generate.check_config(cfg)
-    generate.check_instructions(cfg, tuple(cfg.tasks))
+    requests = generate.check_instructions(cfg, tuple(cfg.tasks))
     train_quality.quality_config(cfg)
     filter_verb.filter_config(cfg)
+    filter_verb.check_auto_threshold(cfg, requests)
     sweep.check_config(cfg)
     check_rounds(cfg)
     with run_verb(cfg, "pipeline") as (run_dir, tracker):

@@ -35,6 +35,12 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"sweep.caps={list(s.caps)} must include 0: the real-only arm every cap is compared with")
     if len(set(caps)) != len(caps):
         raise ConfigError(f"sweep.caps={list(s.caps)} repeats a cap")
+    names: dict[str, float] = {}
+    for cap in caps:  # an arm is named by its cap (cap0.5-seed0): two caps with one name would be one arm
+        if f"{cap:g}" in names:
+            raise ConfigError(f"sweep.caps: {names[f'{cap:g}']!r} and {cap!r} name the same arm (cap{cap:g}); give "
+                              "caps that differ within 6 significant digits")
+        names[f"{cap:g}"] = cap
     seeds = list(s.seeds)
     if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(x, int) for x in seeds):
         raise ConfigError(f"sweep.seeds={seeds}; give distinct integer training seeds, e.g. [0, 1, 2]")
@@ -177,8 +183,16 @@ def run(cfg: DictConfig) -> dict:
     from dreamgen.sweep import analyse, format_sweep
 
     check_config(cfg)
-    selection = current_selection(cfg)
     configs = arm_configs(cfg)
+    mixed = any(c["policy"]["dream_store"] for c in configs)
+    selection = current_selection(cfg) if mixed else None  # a real-only sweep (caps [0]) needs no dreams
+    if mixed and selection is not None and not selection["episodes"]:
+        from dreamgen.errors import ConfigError
+
+        raise ConfigError(f"sweep.dream_store={cfg.sweep.dream_store}: the filter accepted no dream (verdicts "
+                          f"{list(cfg.policy.dream_verdicts)}), so there is nothing to mix; loosen the filter "
+                          "(`dreamgen filter`, e.g. filter.quality_threshold) or sweep only real data "
+                          "(sweep.caps=[0] sweep.control=false)")
     with run_verb(cfg, "sweep") as (run_dir, tracker):
         results: dict[str, dict[str, Any]] = {}
         todo = []

@@ -98,10 +98,10 @@ def dream_selection(store: Any, verdicts: list[str]) -> tuple[np.ndarray, dict[s
     meta = store.meta(["verdict", "sampler", "episode_id"])
     keep = np.isin(meta["verdict"], verdicts)
     ids = hashlib.sha256("\n".join(sorted(meta["episode_id"][keep].tolist())).encode()).hexdigest()[:16]
-    return keep, {"store": str(store.path), "store_digest": digest, "verdicts": list(verdicts),
+    return keep, {"store_digest": digest, "verdicts": list(verdicts),
                   "episodes": int(keep.sum()), "episode_ids_digest": ids, "frames": 0,
                   "samplers": dict(collections.Counter(meta["sampler"][keep].tolist())),
-                  "filter": {k: record[k] for k in ("thresholds", "quality_model", "world_model_id", "accepted",
+                  "filter": {k: record.get(k) for k in ("thresholds", "quality_model_digest", "world_model_id", "accepted",
                                                     "episodes")}}
 
 
@@ -190,7 +190,7 @@ def train(cfg: DictConfig, on_epoch: Callable[[int, float], None] | None = None,
         dream = (dream_frames[0], dream_frames[1], encoder.encode(dream_frames[2]), *dream_frames[3:])
     if p.control:  # the capped share of every batch is filled with real frames drawn again (EVALUATION.md §2)
         dream = (obs, action, encoder.encode(texts), *real[3:])
-    info = {"store": str(store.path), "store_digest": store.digest(), "episodes": n_episodes,
+    info = {"embodiment": embodiment(cfg).name, "store_digest": store.digest(), "episodes": n_episodes,
             "frames": len(obs), "train_kinds": list(p.train_kinds), "seed": seed, "dream_selection": selection}
     if p.family == "bc":
         policy = fit_bc(obs, action, encoder.encode(texts), config, seed=seed, info=info, on_epoch=on_epoch,

@@ -86,8 +86,7 @@ def run(cfg: DictConfig) -> dict:
             bar.update(1)
             tracker.log_metrics({"quality/train_loss": loss}, step=epoch)
 
-        info = {"real_store": str(real.path), "real_digest": real.digest(), "seed": cfg.seed, "real_labels": source,
-                "dream_store": str(dream.path) if dream is not None else None,
+        info = {"real_digest": real.digest(), "seed": cfg.seed, "real_labels": source,
                 "dream_digest": dream.digest() if dream is not None else None}
         model = fit_quality(data, config, seed=cfg.seed, info=info, on_epoch=on_epoch)
         bar.close()

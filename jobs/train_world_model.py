@@ -116,7 +116,7 @@ def run(cfg: DictConfig) -> dict:
             bar.set_postfix({k.removeprefix("wm/"): f"{v:.4f}" for k, v in metrics.items() if "val" in k})
             tracker.log_metrics(metrics, step=epoch)
 
-        info = {"embodiment": robot.name, "store": str(store.path), "store_digest": store.digest(), "seed": cfg.seed,
+        info = {"embodiment": robot.name, "store_digest": store.digest(), "seed": cfg.seed,
                 "episodes": {name: [e.meta["episode_id"] for e in part]
                              for name, part in (("train", train), ("val", val), ("test", test))}}
         if latent is None:

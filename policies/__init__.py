@@ -38,4 +38,23 @@ def load_policy(path: str | Path) -> Policy:
     raise CheckpointError(f"{config_file}: unknown policy kind {kind!r}; known: bc, bc-image, sb3")
 
 
-__all__ = ["Policy", "load_policy"]
+def policy_facts(path: str | Path) -> dict | None:
+    """What a checkpoint says of itself without loading it: ``kind``, the ``embodiment`` it was trained for
+    (None when written before policies recorded it) and the observation size it acts on; None when its spec
+    cannot be read (``load_policy`` then says why)."""
+    try:
+        spec = json.loads((Path(path) / "policy.json").read_text())
+        info = spec.get("info") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    if "obs_dim" in spec:
+        obs = int(spec["obs_dim"])
+    elif "obs_dims" in spec:  # an image policy reads these state dims: the state is at least this long
+        obs = max(spec["obs_dims"], default=-1) + 1
+    else:
+        obs = len(spec.get("obs_mean", []))
+    return {"kind": spec.get("kind"), "embodiment": info.get("embodiment"), "obs_dim": obs,
+            "exact_obs": "obs_dims" not in spec}
+
+
+__all__ = ["Policy", "load_policy", "policy_facts"]

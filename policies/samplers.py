@@ -49,6 +49,9 @@ class SamplerSpec:
     kind: str = "expert"
     noise: float = 0.1  # std of Gaussian action noise (not used by ``random``)
     checkpoint: str = ""
+    # the checkpoint by content, never by where it lives (its recorded content digest; for PPO trained in the
+    # dream, the name derived from its settings): what the generation job's id hashes instead of the path
+    checkpoint_id: str = ""
     planner: PlannerConfig | None = None  # planner and recovery
     recovery_steps: tuple[int, int] = (5, 20)  # recovery: prefix length drawn uniformly from [lo, hi]
     recovery_noise: float = 0.5  # recovery: std of the noise on the policy during the prefix

@@ -81,7 +81,8 @@ def _ppo(model: Any, pool: Any, instructions: Sequence[str], *, steps: int, envs
 
 def _wrap(ppo: Any, model: Any, info: dict[str, Any]) -> SB3DreamPolicy:
     ppo.policy.set_training_mode(False)
-    info = {**info, "world_model_id": getattr(model, "info", {}).get("world_model_id", "")}
+    info = {**info, "world_model_id": getattr(model, "info", {}).get("world_model_id", ""),
+            "embodiment": getattr(model, "info", {}).get("embodiment")}
     return SB3DreamPolicy(ppo.policy, model.layout.obs_dim, model.cond_dim, model.action_dim, info)
 
 

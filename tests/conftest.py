@@ -19,6 +19,34 @@ os.environ.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_addoption(parser: Any) -> None:
+    parser.addoption("--file-order", default=None, metavar="SEED",
+                     help="run the test files in an order shuffled by SEED ('random': a new seed, printed); the "
+                          "tests inside a file keep their order. `make test` passes random.")
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """``--file-order``: a test that passes only after another file ran is a defect; this finds it, and the
+    printed seed repeats the order."""
+    import random
+
+    seed = config.getoption("file_order")
+    if not seed:
+        return
+    if seed == "random":
+        seed = str(random.SystemRandom().randrange(1_000_000))
+    files: dict[str, list[Any]] = {}
+    for item in items:
+        files.setdefault(str(item.path), []).append(item)
+    order = sorted(files)
+    random.Random(int(seed)).shuffle(order)
+    items[:] = [item for name in order for item in files[name]]
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"test files in shuffled order (repeat with --file-order={seed}): "
+                            + " ".join(Path(name).stem.removeprefix("test_") for name in order))
+
+
 def make_episode(rng: np.random.Generator, length: int, index: int, obs_dim: int = 39) -> Episode:
     return Episode(
         obs=rng.normal(size=(length, obs_dim)).astype(np.float32),

@@ -25,10 +25,10 @@ ENDED = {"success", "done", "horizon", "halted", "non-finite"}
 
 
 def plan_for(requests, *, seed=0, sampler=None, chunk=2, envs=2, world_model="wm", wm_id="wm-x",
-             start_store="real.zarr"):
+             start_store="real.zarr", start_digest="digest-x"):
     return make_plan(requests=requests, embeddings=np.zeros((len(requests), 384), np.float32),
                      world_model=world_model, world_model_id=wm_id, start_store=start_store,
-                     sampler=sampler or SamplerSpec(),
+                     start_store_digest=start_digest, sampler=sampler or SamplerSpec(),
                      dream=DreamConfig(horizon=20), envs=envs, episodes_per_chunk=chunk, seed=seed,
                      embodiment=METAWORLD)
 
@@ -49,6 +49,15 @@ def test_plan_splits_requests_into_seeded_chunks_and_a_stable_job_id():
                plan_for(REQUESTS, chunk=3), plan_for(REQUESTS, wm_id="wm-y"), plan_for(REQUESTS[:1])]
     assert len({p.job_id for p in changed} | {plan.job_id}) == 6
     assert plan_for(REQUESTS, seed=1).chunks[0].seed != plan.chunks[0].seed
+    # identity from content, never from where it lives: other paths, the same id; other content, another
+    policy = SamplerSpec("policy", checkpoint="/a/run/policy", checkpoint_id="sha256:abc")
+    moved = [plan_for(REQUESTS, world_model="/elsewhere/wm", start_store="/elsewhere/real.zarr"),
+             plan_for(REQUESTS, sampler=policy).job_id == plan_for(
+                 REQUESTS, sampler=dataclasses.replace(policy, checkpoint="/b/policy")).job_id]
+    assert moved[0].job_id == plan.job_id and moved[1]
+    assert plan_for(REQUESTS, start_digest="digest-y").job_id != plan.job_id
+    assert plan_for(REQUESTS, sampler=policy).job_id != plan_for(
+        REQUESTS, sampler=dataclasses.replace(policy, checkpoint_id="sha256:abd")).job_id
 
 
 def test_instruction_entries_are_checked():
@@ -110,6 +119,7 @@ def smoke_plan(smoke_run, **kw):
     requests = [Request(text, 6, task, text, 1.0, False) for text, task in zip(table.texts, table.tasks, strict=True)]
     plan = make_plan(requests=requests, embeddings=table.embeddings, world_model=str(run_dir / "world_model"),
                      world_model_id=model.info["world_model_id"], start_store=str(run_dir / "real.zarr"),
+                     start_store_digest=TrajectoryStore.open(run_dir / "real.zarr").digest(),
                      sampler=SamplerSpec("expert", noise=0.2), dream=DreamConfig(horizon=40), envs=2,
                      episodes_per_chunk=2, seed=kw.get("seed", 3), embodiment=METAWORLD)
     return plan, model
@@ -172,6 +182,14 @@ def test_generate_refuses_unknown_instructions_listing_the_closest_and_writes_no
         code, err = in_process("generate", [*smoke_run["common"], f"generate.store={tmp_path / 'bad.zarr'}", *bad], capsys)
         assert code == 2 and message in err, err[-500:]
         assert not (tmp_path / "bad.zarr").exists()
+    # one writer per store: while another process writes it, a second job is refused, naming the writer
+    from dreamgen.data.store import writer_lock
+
+    with writer_lock(tmp_path / "busy.zarr"):
+        code, err = in_process("generate", [*smoke_run["common"], f"generate.store={tmp_path / 'busy.zarr'}",
+                                            "generate.workers=0", "generate.sampler.kind=random"], capsys)
+    assert code == 2 and f"is being written by another dreamgen process (pid {os.getpid()})" in err, err[-500:]
+    assert not (tmp_path / "busy.zarr").exists()
 
 
 @pytest.mark.integration

@@ -81,3 +81,33 @@ def test_polarity_and_embedding_cache():
     assert abs(float((a[0] * a[0]).sum()) - 1) < 1e-4
     # opposites are close in embedding space — the reason for the polarity guard
     assert float(a[0] @ a[1]) > 0.6
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("打开抽屉", "has no English word"),
+    ("🚪🔓", "has no English word"),
+    ("don\u2019t open the drawer", "is negated"),  # a typographic apostrophe
+    ("refrain from opening the drawer", "is negated"),
+    ("keep the puck from moving", "is negated"),
+    ("stay away from the drawer", "is negated"),
+    ("open the drawer and then press the button", "asks for 2 tasks in sequence: drawer-open-v3"),
+    ("close the window, then turn the faucet on", "asks for 2 tasks in sequence: window-close-v3"),
+    ("open the fridge", "names 'fridge', which none of the robot's tasks has"),
+    ("push the cups to the goal", "names 'cups'"),
+])
+def test_census_instructions_are_refused_by_name(resolver, text, says):
+    """What a census of odd instructions found silently resolved (or crashed): each is one sentence."""
+    with pytest.raises(InstructionError, match=re_escape(says)):
+        resolver.resolve(text)
+
+
+def test_a_sequence_within_one_task_and_known_objects_still_resolve(resolver):
+    assert resolver.resolve("grab the handle and then open the door").task == "door-open-v3"
+    assert resolver.resolve("press the button from the top, then press it again").task == "button-press-topdown-v3"
+    assert resolver.resolve("slide the plate into the net").task == "plate-slide-v3"
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)

@@ -65,7 +65,10 @@ def test_latent_model_dreams_in_pixels_from_real_start_frames(pixel_run):
         first = real.episode(start)
         emb = torch.as_tensor(model.instructions.embeddings[model.instructions.lookup([dream.meta["instruction"]])])
         state = model.initial_state(first.obs[:1], emb, images=first.images[:1])
-        np.testing.assert_array_equal(model.render(state)[0], dream.images[0])
+        # the same decode at another batch size (1 row here, 3 in generation): float sums in another order may
+        # round a pixel to the next uint8 value, never further — and almost every pixel is identical
+        mine, dreamt = model.render(state)[0].astype(int), dream.images[0].astype(int)
+        assert np.abs(mine - dreamt).max() <= 1 and (mine != dreamt).mean() < 0.01
         np.testing.assert_allclose(dream.obs[0], first.obs[0])
     # the rollout contract holds for latent rows: tiling and indexing carry the latent, a step keeps shapes
     tiled = state.tile(3)

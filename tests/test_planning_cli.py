@@ -29,7 +29,7 @@ def test_planner_recovery_and_retarget_dreams_start_at_real_seeds_and_name_their
         store = TrajectoryStore.open(store_path)
         meta = store.meta()
         assert len(store) == 4 and (meta["kind"] == kind).all()
-        assert all(s.startswith(f"{kind}(") and "prior=policy:" in s and "lambda=1" in s for s in meta["sampler"])
+        assert all(s.startswith(f"{kind}(") and "prior=policy:" in s and "penalty=1" in s for s in meta["sampler"])
         for index, episode in enumerate(store.iter_episodes()):
             start = meta["start_ref"][index].split("@")[0]
             np.testing.assert_array_equal(episode.obs[0], first[start])  # a real start, replayable by its seed

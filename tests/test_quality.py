@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dreamgen.data.store import TrajectoryStore
-from dreamgen.quality.audit import fold_of, rates
+from dreamgen.quality.audit import assign_folds, rates
 from dreamgen.quality.filter import PASSED, FilterConfig, Support, physical_reason, pick_threshold, verdicts
 from dreamgen.quality.model import QualityConfig, QualityData, QualityModel, auc, calibration, fit_quality
 from dreamgen.types import Episode
@@ -99,8 +99,26 @@ def test_auc_calibration_rates_and_folds():
     r = rates(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool))
     assert r["precision"]["value"] == 0.5 and r["recall"]["value"] == 0.5 and r["acceptance"]["value"] == 0.5
     assert r["precision"]["ci95"][0] < 0.5 < r["precision"]["ci95"][1]
-    folds = [fold_of(f"gen-x-{i}") for i in range(1000)]
-    assert fold_of("gen-x-3") == folds[3] and 400 < folds.count("test") < 600
+
+
+@pytest.mark.parametrize("n_per_task", [2, 3, 5, 8, 101])
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9])
+def test_audit_folds_hold_every_task_and_depend_on_the_ids_alone(n_per_task, fraction):
+    """Per task, both folds are non-empty from two audited dreams on, the test share is round(n x fraction)
+    (clamped to [1, n - 1]), and the split is the same for the same ids in any insertion order."""
+    tasks = ["reach-v3", "push-v3", "pick-place-v3"]
+    labels = {f"gen-{t}-{i:05d}": {"task": t, "real_success": i % 2 == 0} for t in tasks for i in range(n_per_task)}
+    assign_folds(labels, fraction)
+    for t in tasks:
+        folds = [v["fold"] for k, v in labels.items() if v["task"] == t]
+        want = min(max(int(np.floor(n_per_task * fraction + 0.5)), 1), n_per_task - 1)
+        assert folds.count("test") == want and folds.count("fit") == n_per_task - want
+    shuffled = dict(reversed(list((k, {"task": v["task"]}) for k, v in labels.items())))
+    assign_folds(shuffled, fraction)
+    assert {k: v["fold"] for k, v in shuffled.items()} == {k: v["fold"] for k, v in labels.items()}
+    single = {"gen-a": {"task": "reach-v3"}}
+    assign_folds(single, 0.5)
+    assert single["gen-a"]["fold"] == "fit"  # one audited dream: nothing to hold out, it can still teach
 
 
 def test_quality_model_learns_real_outcome_and_round_trips(tmp_path):

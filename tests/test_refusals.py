@@ -80,6 +80,12 @@ def damaged(smoke_run, tmp_path_factory) -> dict[str, Path]:
     model.info["embodiment"] = "fetch"
     save_world_model(model, root / "other_wm")
     out["other_world_model"] = root / "other_wm"
+    from policies import load_policy
+
+    policy = load_policy(run_dir / "policy")  # a policy trained for another robot, correctly saved
+    policy.info["embodiment"] = "fetch"
+    policy.save(root / "other_policy")
+    out["other_policy"] = root / "other_policy"
     (root / "labels.json").write_text("{not json")
     out["corrupt_labels"] = root / "labels.json"
     (root / "a_file").write_text("not a directory")
@@ -123,6 +129,8 @@ CASES = [
     ("sweep", ["sweep.caps=[0.5]"], "sweep.caps"),
     ("sweep", ["sweep.family=cnn"], "sweep.family='cnn'; accepted: bc, bc-image"),
     ("pipeline", ["pipeline.rounds=0"], "pipeline.rounds=0"),
+    ("pipeline", ["audit.per_task=1"], "filter.quality_threshold=auto needs at least 2 audited dreams per task"),
+    ("pipeline", ["generate.episodes=1", "generate.episodes_per_chunk=1"], "button-press-topdown-v3 gets 1 (audit.per_task=8, 1 dream of it)"),
     ("pipeline", ["pipeline.rounds=2", "generate.sampler.kind=expert"], "pipeline.rounds=2 with generate.sampler.kind=expert"),
     ("pipeline", ["pipeline.rounds=2", "generate.sampler.kind=policy", "pipeline.round_cap=0"], "pipeline.round_cap=0"),
     ("collect", ["tasks=[drawer-opn-v3]"], "unknown task 'drawer-opn-v3'"),
@@ -131,6 +139,16 @@ CASES = [
     ("collect", ["tasks=[FetchReach-v4]"], "unknown task 'FetchReach-v4' for embodiment metaworld"),
     ("train-world-model", ["world_model.store={other_store}"], "was made for embodiment fetch, not metaworld"),
     ("generate", ["generate.world_model={other_world_model}"], "was made for embodiment fetch, not metaworld"),
+    ("evaluate", ["evaluate.policy={other_policy}"], "was made for embodiment fetch, not metaworld"),
+    ("generate", ["generate.sampler.kind=policy", "generate.sampler.policy={other_policy}"],
+     "was made for embodiment fetch, not metaworld"),
+    ("generate", ["generate.sampler.kind=sb3", "generate.sampler.sb3.checkpoint={smoke}/policy"],
+     "is a 'bc' policy; this needs kind sb3"),
+    ("collect", ["tracking.uri=mlflow.db"], "tracking.uri='mlflow.db' is a bare path"),
+    ("generate", ['generate.instructions=["打开抽屉"]'], "has no English word"),
+    ("generate", ["generate.instructions=[open the drawer and then press the button from the top]"],
+     "asks for 2 tasks in sequence"),
+    ("generate", ["generate.instructions=[open the fridge]"], "names 'fridge'"),
     # language: resolver settings, negated, blank, verbless and unknown instructions (also with allow_novel)
     ("generate", ["language.min_similarity=2"], "language.min_similarity=2"),
     ("generate", ["language.ambiguity_margin=-0.1"], "language.ambiguity_margin=-0.1"),
@@ -189,8 +207,15 @@ def test_the_cli_refuses_a_few_typed_mistakes_the_same_way(tmp_path):
     base = ["experiment=smoke", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "progress=false",
             f"run_dir={tmp_path / 'run'}"]
     for overrides, expect in ((["collect.n_expert=2.5"], "collect.n_expert=2.5: must be an integer"),
-                              ([f"tracking.uri=http://127.0.0.1:{_free_port()}"], "nothing answers there")):
-        result = dreamgen("collect", *base, *overrides, cwd=tmp_path, check=False, timeout=120)
+                              ([f"tracking.uri=http://127.0.0.1:{_free_port()}"], "nothing answers there"),
+                              # Hydra-level mistakes: one sentence with the close matches, not Hydra's page
+                              (["collect.n_expertt=3"], "collect.n_expertt is not a setting; did you mean collect.n_expert"),
+                              (["experiment=smok"], "experiment=smok is not a preset; did you mean smoke"),
+                              (["planner.lambda=3"], "did you mean planner.penalty"),
+                              (["generate.instructions=[打开抽屉]"], "cannot read the override 'generate.instructions=[打开抽屉]'")):
+        given = {o.split("=")[0] for o in overrides}
+        result = dreamgen("collect", *[b for b in base if b.split("=")[0] not in given], *overrides, cwd=tmp_path,
+                          check=False, timeout=120)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and expect in lines[0], result.stderr
         assert "Traceback" not in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -105,6 +106,29 @@ def test_open_refuses_foreign_wrong_version_and_corrupt(tmp_path):
         TrajectoryStore.open(tmp_path / "bad.zarr")
     with pytest.raises(StoreError, match="already exists"):
         TrajectoryStore.create(tmp_path / "old.zarr", obs_dim=39, action_dim=4)
+    for key, junk, says in (("obs_dim", "lots", "attribute obs_dim='lots' is not an integer >= 1"),
+                            ("obs_dim", 7, "zarr.json says obs_dim=7 but data/obs holds rows of shape (39,)"),
+                            ("n_frames", -2, "attribute n_frames=-2 is not an integer >= 0"),
+                            ("cameras", {"names": ["corner"]}, "attribute cameras=")):
+        TrajectoryStore.create(tmp_path / f"junk-{key}-{junk}.zarr", obs_dim=39, action_dim=4)
+        header = tmp_path / f"junk-{key}-{junk}.zarr" / "zarr.json"
+        meta = json.loads(header.read_text())
+        meta["attributes"][key] = junk
+        header.write_text(json.dumps(meta))
+        with pytest.raises(StoreError, match=re.escape(says)):
+            TrajectoryStore.open(header.parent)
+
+
+def test_a_lerobot_dataset_of_one_frame_episodes_is_refused_at_import(tmp_path):
+    """One frame is no transition: refused by name when read, before anything is imported."""
+    from dreamgen.data.lerobot_io import export_lerobot, import_lerobot
+
+    rng = np.random.default_rng(0)
+    episodes = [make_episode(rng, 4, 0), make_episode(rng, 1, 1)]
+    export_lerobot(episodes, tmp_path / "ds", repo_id="me/one-frame", obs_dim=39, action_dim=4)
+    with pytest.raises(StoreError, match="episode 1 has 1 frame; every episode needs at least 2"):
+        import_lerobot(tmp_path / "ds", repo_id="me/one-frame", obs_key="observation.state", obs_dim=39,
+                       action_dim=4, robot="metaworld", resolve_task=lambda text: "drawer-open-v3")
 
 
 def _damage(path, how):

@@ -192,6 +192,10 @@ def test_pipeline_main_job_end_to_end(pipeline_run):
     assert "3 arms (3 already finished)" in again.stdout + again.stderr
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
+    # a selection that holds no dream: nothing to mix, said before any arm trains
+    nothing = dreamgen("sweep", *common, "policy.dream_verdicts=[unsure]", cwd=work, check=False)
+    assert nothing.returncode == 2 and "the filter accepted no dream" in nothing.stderr, nothing.stderr[-2000:]
+
     # an arm trained under other settings is never passed off as this one
     other = dreamgen("sweep", *common, "policy.epochs=3", cwd=work, check=False)
     assert other.returncode == 2 and "holds a different run" in other.stderr and "policy.epochs" in other.stderr
@@ -201,8 +205,9 @@ def test_pipeline_killed_in_three_stages_resumes_to_the_same_report(pipeline_run
     """SIGKILL in train-world-model, SIGINT in generate, SIGKILL in the sweep: each rerun of the same command
     keeps the finished stages and resumes; the end is the uninterrupted run's report. The kill is sent once
     the stage before has been recorded, so it lands anywhere from that stage's start to its end — every
-    landing point must give the same result. The interrupted run uses the uninterrupted one's path (moved
-    aside first): ids record the paths they were made from."""
+    landing point must give the same result. The interrupted run lives in another directory (another
+    working directory, run_dir and MLflow database): ids, the audit split, verdicts and arm results come from
+    content and settings, never from where the run lives."""
     import os
     import signal
     import subprocess
@@ -211,11 +216,14 @@ def test_pipeline_killed_in_three_stages_resumes_to_the_same_report(pipeline_run
 
     from tests.conftest import REPO
 
-    tmp_path, run_dir = pipeline_run["work"], pipeline_run["run_dir"]
-    reference = json.loads((run_dir / "report.json").read_text())
-    run_dir.rename(tmp_path / "uninterrupted")
+    reference_dir = pipeline_run["run_dir"]
+    reference = json.loads((reference_dir / "report.json").read_text())
+    tmp_path = pipeline_run["work"] / "another-place" / "deeper"
+    tmp_path.mkdir(parents=True)
+    run_dir = tmp_path / "run"
     ledger = run_dir / "pipeline" / "stages.json"
-    common = [*pipeline_run["common"], *LOOSE, "sweep.workers=2"]
+    common = [*[c for c in pipeline_run["common"] if not c.startswith(("run_dir=", "tracking.uri="))],
+              f"run_dir={run_dir}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", *LOOSE, "sweep.workers=2"]
 
     def interrupt(after: str, sig: int) -> subprocess.CompletedProcess:
         proc = subprocess.Popen([sys.executable, "-m", "dreamgen.cli", "pipeline", *common], cwd=tmp_path,
@@ -245,6 +253,12 @@ def test_pipeline_killed_in_three_stages_resumes_to_the_same_report(pipeline_run
 
     resumed = json.loads((run_dir / "report.json").read_text())
     assert outcome(resumed) == outcome(reference)
+    labels = [json.loads((d / "audit" / "labels.json").read_text()) for d in (reference_dir, run_dir)]
+    assert {k: v["fold"] for k, v in labels[0].items()} == {k: v["fold"] for k, v in labels[1].items()}
+    assert {v["fold"] for v in labels[0].values()} == {"fit", "test"}
+    columns = ["episode_id", "verdict", "reason"]
+    assert all(np.array_equal(a, b) for a, b in zip(*(TrajectoryStore.open(d / "dream.zarr").meta(columns).values()
+                                                      for d in (reference_dir, run_dir)), strict=True))
 
     # the same run asked for with other settings is refused, naming them, and nothing is touched
     before = ledger.read_text()
@@ -287,12 +301,26 @@ def test_mix_and_sweep_refuse_bad_input(smoke_run, tmp_path, capsys):
         (["train-policy", f"policy.dream_store={run_dir / 'real.zarr'}", "policy.max_dream_fraction=0.5"],
          "no filter verdicts"),
         (["sweep", "sweep.caps=[0.25,0.5]"], "must include 0"),
+        (["sweep", "sweep.caps=[0,0.5,0.5000001]"], "0.5 and 0.5000001 name the same arm (cap0.5)"),
         (["sweep", "sweep.seeds=[]"], "sweep.seeds"),
         (["sweep", f"sweep.dream_store={run_dir / 'real.zarr'}"], "no filter verdicts"),
     ):
         code, err = in_process(args[0], [*base, f"run_dir={fresh}", *args[1:]], capsys)
         assert code == 2 and match in err, (args, err[-2000:])
         assert not fresh.exists()  # refused before anything was written
+
+
+def test_a_real_only_sweep_needs_no_dream_store(smoke_run, tmp_path, capsys):
+    """sweep.caps=[0] without control arms: the real-only baseline alone, with no dream store anywhere."""
+    run_dir = smoke_run["run_dir"]
+    code, err = in_process("sweep", ["experiment=smoke", f"tracking.uri={smoke_run['uri']}", "progress=false",
+                                     f"run_dir={tmp_path / 'run'}", f"policy.store={run_dir / 'real.zarr'}",
+                                     "sweep.caps=[0]", "sweep.control=false", "evaluate.n_episodes=1",
+                                     f"sweep.dream_store={tmp_path / 'no-dreams.zarr'}"], capsys)
+    assert code == 0, err[-2000:]
+    report = json.loads((tmp_path / "run" / "sweep" / "sweep.json").read_text())
+    assert report["caps"] == [0.0] and report["dream_selection"] is None
+    assert report["per_cap"]["0"]["episodes"] == 2  # 1 episode x 2 tasks
 
 
 def test_second_policy_family_sb3_clones_the_mix_then_finetunes_in_the_dream(smoke_run, tmp_path):

@@ -171,6 +171,10 @@ def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int
     for episode_index in np.unique(columns["episode_index"]):
         rows = np.flatnonzero(columns["episode_index"] == episode_index)
         n = len(rows)
+        if n < 2:
+            raise StoreError(f"{root}: episode {int(episode_index)} has {n} frame; every episode needs at least 2 "
+                             "(a world model learns from transitions, a policy from what follows a frame); drop it "
+                             "from the dataset, nothing was imported")
 
         def column(key: str, default: np.ndarray, rows=rows) -> np.ndarray:
             return columns[key][rows].reshape(len(rows)) if key in columns else default

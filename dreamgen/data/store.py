@@ -24,11 +24,13 @@ at any point leaves the store exactly as it was; the next append truncates the u
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,6 +55,35 @@ def _codecs() -> list[Any]:
     from zarr.codecs import Crc32cCodec, ZstdCodec
 
     return [ZstdCodec(level=0), Crc32cCodec()]
+
+
+@contextmanager
+def writer_lock(path: str | Path) -> Iterator[None]:
+    """Hold the one-writer lock of the store at ``path`` (``.<name>.lock`` beside it, an OS file lock that
+    dies with its process), or refuse at once, naming the process that holds it: two writers appending to
+    one store would interleave their commits."""
+    import fcntl
+
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot take its writer lock {lock} ({exc.strerror})") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise StoreError(f"{path} is being written by another dreamgen process (pid {holder}); wait for it to "
+                             "finish (the same command then resumes from what it committed), or give another "
+                             "store") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _writing() -> Any:
@@ -140,6 +171,16 @@ class TrajectoryStore:
             raise StoreError(f"{path}: schema_version {attrs.get('schema_version')!r} is not supported "
                              f"(this dreamgen reads schema_version {SCHEMA_VERSION}); re-create it with "
                              "`dreamgen collect` (or `generate`) in a new run_dir")
+        for key, low in (("obs_dim", 1), ("action_dim", 1), ("n_episodes", 0), ("n_frames", 0)):
+            value = attrs.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise StoreError(f"{path}/zarr.json: attribute {key}={value!r} is not an integer >= {low}; the "
+                                 "store's header is damaged: restore it from a copy or re-create the store")
+        try:
+            Cameras.from_json(attrs.get("cameras"))  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"{path}/zarr.json: attribute cameras={attrs.get('cameras')!r} is not a camera "
+                             "description ({names, height, width}); restore the store from a copy") from exc
         store = cls(path, group)
         store._check_layout()
         return store
@@ -151,6 +192,10 @@ class TrajectoryStore:
             arrays.update({f"meta/{k}": self._group[f"meta/{k}"] for k in [*EPISODE_META, "episode_ends"]})
         except KeyError as exc:
             raise StoreError(f"{self.path}: damaged store, array {exc} is missing") from exc
+        for key, dim in (("obs", self.obs_dim), ("action", self.action_dim)):
+            if arrays[f"data/{key}"].shape[1:] != (dim,):
+                raise StoreError(f"{self.path}: damaged store, zarr.json says {key}_dim={dim} but data/{key} holds "
+                                 f"rows of shape {arrays[f'data/{key}'].shape[1:]}; restore it from a copy")
         for name, array in arrays.items():
             need = n_frames if name.startswith("data/") else n_episodes
             if array.shape[0] < need:
@@ -339,8 +384,15 @@ class TrajectoryStore:
         if not episodes:
             return 0
         self.validate(episodes)
-        with _writing():
-            return self._append(episodes)
+        try:
+            with _writing():
+                return self._append(episodes)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+                raise
+            raise StoreError(f"{self.path}: {exc.strerror} while appending {len(episodes)} episodes; the store keeps "
+                             f"its {len(self)} committed episodes (nothing of this append counts). Free space under "
+                             f"{self.path.parent} (or give another store) and rerun to resume") from exc
 
     def _append(self, episodes: list[Episode]) -> int:
         n_episodes, n_frames = self._committed()

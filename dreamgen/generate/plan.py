@@ -6,6 +6,10 @@ splits every request into chunks of ``episodes_per_chunk``; chunk ``i`` has seed
 ``derive_seed(job seed, "generate", i)`` and its episodes are ``<job_id>-<i>-<j>``. Nothing in a
 chunk's content depends on how many workers run it or in which order — that is what makes resume
 and retry exactly-once.
+
+The job id hashes what the dreams are made of — the world model's id, the start store's content digest,
+the sampler with its checkpoint's content id, the requests, settings and seed — and never a path, so the
+same command gives the same ids (and so the same audit split) in any directory.
 """
 
 from __future__ import annotations
@@ -127,16 +131,25 @@ def require_known(requests: Sequence[Request], model_tasks: Sequence[str]) -> No
                                    f"which the world model was not trained on; its tasks: {sorted(set(model_tasks))}")
 
 
+def job_id_of(*, world_model_id: str, start_store_digest: str, requests: Sequence[Request], sampler: SamplerSpec,
+              dream: DreamConfig, envs: int, episodes_per_chunk: int, seed: int) -> str:
+    """``gen-<12 hex>``: a hash of the job's content and settings (no path: see the module docstring)."""
+    where = {"checkpoint"}  # the sampler's checkpoint directory: where, not what (``checkpoint_id`` is what)
+    identity = {"world_model_id": world_model_id, "requests": [dataclasses.asdict(r) for r in requests],
+                "sampler": {k: v for k, v in dataclasses.asdict(sampler).items() if k not in where},
+                "dream": dataclasses.asdict(dream), "envs": envs, "episodes_per_chunk": episodes_per_chunk,
+                "seed": seed, "start_store_digest": start_store_digest}
+    return "gen-" + hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def make_plan(*, requests: Sequence[Request], embeddings: np.ndarray, world_model: str, world_model_id: str,
-              start_store: str, sampler: SamplerSpec, dream: DreamConfig, envs: int, episodes_per_chunk: int,
-              seed: int, embodiment: Any) -> GenerationPlan:
+              start_store: str, start_store_digest: str, sampler: SamplerSpec, dream: DreamConfig, envs: int,
+              episodes_per_chunk: int, seed: int, embodiment: Any) -> GenerationPlan:
     if envs < 1 or episodes_per_chunk < 1:
         raise ConfigError(f"generate.envs_per_worker={envs} and generate.episodes_per_chunk="
                           f"{episodes_per_chunk}; both must be >= 1")
-    identity = {"world_model_id": world_model_id, "requests": [dataclasses.asdict(r) for r in requests],
-                "sampler": dataclasses.asdict(sampler), "dream": dataclasses.asdict(dream), "envs": envs,
-                "episodes_per_chunk": episodes_per_chunk, "seed": seed, "start_store": start_store}
-    job_id = "gen-" + hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    job_id = job_id_of(world_model_id=world_model_id, start_store_digest=start_store_digest, requests=requests,
+                       sampler=sampler, dream=dream, envs=envs, episodes_per_chunk=episodes_per_chunk, seed=seed)
     chunks: list[Chunk] = []
     for r, request in enumerate(requests):
         for first in range(0, request.count, episodes_per_chunk):

@@ -48,7 +48,8 @@ def open_dream_store(path: str | Path, plan: GenerationPlan, *, obs_dim: int, ac
     store = TrajectoryStore.open(path, mode="r+")
     if store.info.get("job_id") != plan.job_id:
         raise StoreError(f"{path} holds dreams of job {store.info.get('job_id')!r}, not {plan.job_id!r} (the "
-                         "spec, world model or seed differ); use a new generate.store or the same spec to resume")
+                         "spec, world model, start store or seed differ, or a dreamgen before 2026-12-04 named the job by paths); "
+                         "use a new generate.store, or the same spec to resume")
     return store, False
 
 
@@ -75,8 +76,20 @@ def run_plan(plan: GenerationPlan, store_path: str | Path, *, workers: int, obs_
     ``workers=0`` runs in this process; otherwise ``workers`` Ray actors (``address``: a Ray cluster,
     default ``RAY_ADDRESS`` or a local one). ``threads`` is 1 by default everywhere, so a chunk's floats
     do not depend on where it ran (in-process and Ray stores are byte-identical). ``on_start(pool)``
-    sees the actor pool (tests kill actors).
+    sees the actor pool (tests kill actors). One writer per store: a second job on the same store is refused
+    while this one runs (``writer_lock``).
     """
+    from dreamgen.data.store import writer_lock
+
+    with writer_lock(store_path):
+        return _run_plan(plan, store_path, workers=workers, obs_dim=obs_dim, action_dim=action_dim, cameras=cameras,
+                         address=address, max_retries=max_retries, threads=threads, on_chunk=on_chunk,
+                         on_start=on_start)
+
+
+def _run_plan(plan: GenerationPlan, store_path: str | Path, *, workers: int, obs_dim: int, action_dim: int,
+              cameras: Any, address: str | None, max_retries: int, threads: int | None, on_chunk: OnChunk | None,
+              on_start: Callable[[Any], None] | None) -> dict[str, Any]:
     store, created = open_dream_store(store_path, plan, obs_dim=obs_dim, action_dim=action_dim, cameras=cameras)
     done = committed_chunks(store, plan)
     todo = [c for c in plan.chunks if c.index not in done]

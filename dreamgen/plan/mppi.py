@@ -90,7 +90,7 @@ class PlannerConfig:
         one = ",members=one" if self.members == "one" else ""
         return (f"h={self.horizon},n={self.samples},prior={self.prior_samples},it={self.iterations},"
                 f"elites={self.elites},T={self.temperature:g},w_rew={self.reward_weight:g},"
-                f"w_succ={self.success_weight:g},lambda={self.penalty:g}{track}{one}")
+                f"w_succ={self.success_weight:g},penalty={self.penalty:g}{track}{one}")
 
 
 class Plan(NamedTuple):

@@ -3,9 +3,10 @@
 A dream that started at a real episode's first frame (known layout seed) is replayed open-loop in the
 real simulator with the dream's own actions; its real outcome is whether ``info["success"]`` is reached
 within the dream's length. Labels are kept per ``episode_id`` in ``labels.json`` so a rerun replays only
-dreams it has not seen. Audited dreams are split by a hash of their id into a ``fit`` fold (the
-quality model and the target-precision threshold may learn from it) and a ``test`` fold (the only one
-the audit reports precision on).
+dreams it has not seen. Audited dreams are split into a ``fit`` fold (the quality model and the
+target-precision threshold may learn from it) and a ``test`` fold (the only one the audit reports
+precision on), per task by the rank of a hash of their id (``assign_folds``): both folds hold dreams of
+every task with at least two audited dreams, whatever the ids, and the split depends on the ids alone.
 """
 
 from __future__ import annotations
@@ -26,10 +27,23 @@ from dreamgen.types import Episode
 FOLDS = ("fit", "test")
 
 
-def fold_of(episode_id: str, test_fraction: float = 0.5) -> str:
-    """``fit`` or ``test``, fixed by the id alone (so every verb agrees without sharing state)."""
-    h = int(hashlib.sha256(episode_id.encode()).hexdigest()[:8], 16) / 2**32
-    return "test" if h < test_fraction else "fit"
+def _rank_key(episode_id: str) -> tuple[str, str]:
+    return hashlib.sha256(episode_id.encode()).hexdigest(), episode_id
+
+
+def assign_folds(labels: Mapping[str, dict[str, Any]], test_fraction: float = 0.5) -> None:
+    """Set every label's ``fold`` in place. Per task, the audited dreams ranked by a hash of their id: the
+    first ``round(n * test_fraction)`` are ``test`` — at least one and at most ``n - 1``, so neither fold of
+    a task with two or more is ever empty by chance — the rest ``fit`` (a task's only audited dream: ``fit``). Recorded in ``labels.json``, which
+    every later verb reads, so they all agree."""
+    by_task: dict[str, list[str]] = {}
+    for eid, entry in labels.items():
+        by_task.setdefault(str(entry.get("task", "")), []).append(eid)
+    for ids in by_task.values():
+        n = len(ids)
+        k = min(max(int(np.floor(n * test_fraction + 0.5)), 1), n - 1)  # n = 1: fit (it can still teach)
+        for rank, eid in enumerate(sorted(ids, key=_rank_key)):
+            labels[eid]["fold"] = "test" if rank < k else "fit"
 
 
 def auditable(meta: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -75,7 +89,7 @@ def load_labels(path: Path) -> dict[str, dict[str, Any]]:
 def replay_dreams(episodes: Iterable[Episode], labels: dict[str, dict[str, Any]], robot: Embodiment,
                   on_episode: Callable[[], None] | None = None) -> int:
     """Add a label for every episode not in ``labels`` (keyed by episode_id); return how many were replayed.
-    The caller assigns folds (``fold_of``), so a changed test fraction re-folds old labels too."""
+    The caller assigns folds (``assign_folds``), so a changed test fraction re-folds old labels too."""
     done, envs = 0, {}
     for episode in episodes:
         eid = str(episode.meta["episode_id"])
