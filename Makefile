@@ -32,8 +32,8 @@ test-slow: install  ## long learning tests
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check dreamgen policies jobs tests benchmarks
-	$(BIN)/mypy dreamgen policies
+	$(BIN)/ruff check dreamgen policies generation jobs tests benchmarks
+	$(BIN)/mypy dreamgen policies generation
 
 clean-venvs:  ## remove every venv but the current one
 	find $(VENV_ROOT) -mindepth 1 -maxdepth 1 -type d ! -path '$(VENV)' -exec rm -rf {} +

@@ -26,9 +26,9 @@ import numpy as np
 def build_plan(run_dir: Path, episodes: int, chunk: int, envs: int, sampler: str, horizon: int):
     from dreamgen.data.store import TrajectoryStore
     from dreamgen.dream.core import DreamConfig
-    from dreamgen.generate.plan import Request, make_plan
     from dreamgen.sim.metaworld import METAWORLD
     from dreamgen.world_model.checkpoint import load_world_model
+    from generation.plan import Request, make_plan
     from policies.samplers import SamplerSpec
 
     model = load_world_model(run_dir / "world_model")
@@ -59,8 +59,8 @@ def main() -> None:
 
     import torch
 
-    from dreamgen.generate.service import run_plan
-    from dreamgen.generate.worker import ChunkRunner
+    from generation.service import run_plan
+    from generation.worker import ChunkRunner
 
     plan, model = build_plan(args.run_dir, args.episodes, args.chunk, args.envs, args.sampler, args.horizon)
     dims = {"obs_dim": model.layout.obs_dim, "action_dim": model.action_dim}

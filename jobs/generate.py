@@ -124,8 +124,8 @@ def check_config(cfg: DictConfig) -> None:
 
 def check_instructions(cfg: DictConfig, tasks: tuple[str, ...]):
     """``generate.instructions`` resolved to requests over ``tasks`` (the world model's), or a refusal."""
-    from dreamgen.generate.plan import parse_entries, resolve_requests
     from dreamgen.language import make_resolver
+    from generation.plan import parse_entries, resolve_requests
 
     g, robot = cfg.generate, embodiment(cfg)
     texts = plain(g.instructions) or [robot.tasks[task].instructions[0] for task in robot.check_tasks(cfg.tasks)]
@@ -139,9 +139,9 @@ def build_plan(cfg: DictConfig) -> tuple[Any, Any, Any]:
     """Resolve instructions, load the world model's id and tasks, open the start store (its content digest
     is part of the job id) and plan the chunks: ``(plan, world model, start store)``."""
     from dreamgen.data.store import TrajectoryStore
-    from dreamgen.generate.plan import make_plan, require_known
     from dreamgen.language import default_encoder
     from dreamgen.world_model.checkpoint import load_world_model
+    from generation.plan import make_plan, require_known
     from jobs.train_world_model import dream_config
 
     g, robot = cfg.generate, embodiment(cfg)
@@ -182,8 +182,8 @@ def check_inputs(cfg: DictConfig) -> None:
 
 def run(cfg: DictConfig) -> dict:
     from dreamgen.data.store import TrajectoryStore
-    from dreamgen.generate.service import run_plan
     from dreamgen.rundir import check_run_dir
+    from generation.service import run_plan
     from jobs.common import identity
 
     g = cfg.generate

@@ -85,6 +85,9 @@ def summary_text(cfg: DictConfig, report: dict[str, Any]) -> str:
                 f"dreams at cap {cfg.pipeline.round_cap:g}")
             lines.append(f"round {r} ({head}):")
         lines += [("  " if rounds > 1 else "") + line for line in round_text(cfg, report, suffix)]
+    if swept.get("nothing_to_mix"):
+        lines += ["", "the filter accepted no dream: nothing to mix, so only the real-only arms ran (loosen filter.*, "
+                  "e.g. filter.quality_threshold=<probability>, in a new run_dir to measure dreams)"]
     lines += ["", f"real-simulator success per cap{f' (round {rounds} dreams)' if rounds > 1 else ''} "
               f"({swept['episodes_per_task']} episodes per task per arm, seeds {swept['seeds']}, pooled; "
               "Wilson / Newcombe 95% CI):", format_sweep(swept)]
@@ -166,8 +169,18 @@ def stages(cfg: DictConfig) -> list[tuple[str, Callable[[DictConfig], Any]]]:
     rounds = int(cfg.pipeline.rounds)
     for r in range(2, rounds + 1):
         out += [(f"{name}@{r}", lambda c, verb=verbs[name], r=r: verb(round_config(c, r))) for name in ROUND_STAGES]
-    out.append(("sweep" if rounds == 1 else f"sweep@{rounds}", lambda c: sweep.run(sweep_config(c))))
+    out.append(("sweep" if rounds == 1 else f"sweep@{rounds}", lambda c: sweep_stage(sweep_config(c))))
     return out
+
+
+def sweep_stage(cfg: DictConfig) -> dict[str, Any]:
+    """The sweep; when the filter accepted no dream there is nothing to mix: the real-only arms run alone and
+    the report says so (the finished stages stay, and a rerun with a looser filter is a new run_dir)."""
+    if not sweep.nothing_to_mix(cfg):
+        return sweep.run(cfg)
+    log.warning("pipeline: the filter accepted no dream of %s, so there is nothing to mix; only the real-only "
+                "arms run", cfg.sweep.dream_store)
+    return {**sweep.run(sweep.real_only(cfg)), "nothing_to_mix": True}
 
 
 class StageLedger:

@@ -98,6 +98,23 @@ def run_arm(config: dict[str, Any], threads: int | None = None) -> dict[str, Any
         return result
 
 
+def mixes(cfg: DictConfig) -> bool:
+    """Whether any arm mixes dreams in (a cap above 0 whose arm is not a control)."""
+    return any(float(c) > 0 for c in cfg.sweep.caps)
+
+
+def nothing_to_mix(cfg: DictConfig) -> bool:
+    """The sweep would mix dreams, but the filter accepted none of them."""
+    return mixes(cfg) and not current_selection(cfg)["episodes"]
+
+
+def real_only(cfg: DictConfig) -> DictConfig:
+    """The same sweep with its real-only arms alone (cap 0, no control)."""
+    out = cfg.copy()
+    out.sweep.caps, out.sweep.control = [0.0], False
+    return out
+
+
 def current_selection(cfg: DictConfig) -> dict[str, Any]:
     """The dreams the arms would consume now (store digest, filter thresholds, selected episode ids)."""
     from dreamgen.data.store import TrajectoryStore
@@ -134,7 +151,7 @@ def run_arms(cfg: DictConfig, todo: list[dict[str, Any]], on_result: Any) -> Non
         for config in todo:
             on_result(run_arm(config))
         return
-    from dreamgen.generate.service import run_tasks
+    from generation.service import run_tasks
     from jobs.sweep import run_arm as arm  # by reference: Ray workers import it, even when this file is __main__
 
     run_tasks(arm, todo, workers=cfg.sweep.workers, address=cfg.sweep.address, on_result=on_result)
@@ -184,9 +201,8 @@ def run(cfg: DictConfig) -> dict:
 
     check_config(cfg)
     configs = arm_configs(cfg)
-    mixed = any(c["policy"]["dream_store"] for c in configs)
-    selection = current_selection(cfg) if mixed else None  # a real-only sweep (caps [0]) needs no dreams
-    if mixed and selection is not None and not selection["episodes"]:
+    selection = current_selection(cfg) if mixes(cfg) else None  # a real-only sweep (caps [0]) needs no dreams
+    if selection is not None and not selection["episodes"]:
         from dreamgen.errors import ConfigError
 
         raise ConfigError(f"sweep.dream_store={cfg.sweep.dream_store}: the filter accepted no dream (verdicts "

@@ -236,7 +236,7 @@ class ImageBCPolicy:
     @classmethod
     def load(cls, path: str | Path) -> ImageBCPolicy:
         from dreamgen.checkpoints import loading, read_checkpoint
-        from dreamgen.sim.camera import Cameras
+        from dreamgen.spaces import Cameras
 
         spec, tensors = read_checkpoint(path, "policy.json", "policy", MAKE)
         with loading(path, "policy", MAKE):

@@ -77,7 +77,7 @@ def in_process(verb: str, overrides: list[str], capsys: Any = None) -> tuple[int
 
     from hydra import compose, initialize_config_dir
 
-    from dreamgen.cli import module_of
+    from dreamgen.verbs import module_of
     from jobs.common import entrypoint
 
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):

@@ -93,7 +93,7 @@ def test_submit_refuses_bad_overrides_and_unknown_jobs_before_touching_the_clust
 DRIVER = """
 import sys
 sys.path.insert(0, {repo!r})
-from dreamgen.generate.service import connect_ray
+from generation.service import connect_ray
 connect_ray(None)
 print("ready", flush=True)
 import time

@@ -15,9 +15,9 @@ import pytest
 from dreamgen.data.store import TrajectoryStore
 from dreamgen.dream.core import DreamConfig
 from dreamgen.errors import ConfigError, InstructionError, StoreError
-from dreamgen.generate.plan import Request, make_plan, parse_entries, resolve_requests
-from dreamgen.generate.service import committed_chunks, open_dream_store, run_plan
 from dreamgen.sim.metaworld import METAWORLD
+from generation.plan import Request, make_plan, parse_entries, resolve_requests
+from generation.service import committed_chunks, open_dream_store, run_plan
 from policies.samplers import SamplerSpec, make_sampler
 from tests.conftest import REPO, dreamgen, in_process
 
@@ -267,7 +267,7 @@ def test_a_policy_trained_in_the_dream_round_trips_through_its_checkpoint(tmp_pa
 
 @pytest.mark.integration
 def test_a_worker_that_cannot_load_fails_the_job_cleanly_and_leaves_no_store(smoke_run, tmp_path):
-    from dreamgen.generate.service import GenerationError
+    from generation.service import GenerationError
 
     plan, model = smoke_plan(smoke_run)
     plan = dataclasses.replace(plan, start_store=str(tmp_path / "missing.zarr"))

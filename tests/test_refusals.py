@@ -145,6 +145,7 @@ CASES = [
     ("generate", ["generate.sampler.kind=sb3", "generate.sampler.sb3.checkpoint={smoke}/policy"],
      "is a 'bc' policy; this needs kind sb3"),
     ("collect", ["tracking.uri=mlflow.db"], "tracking.uri='mlflow.db' is a bare path"),
+    ("collect", ["embodiment=fetch", "robot.name=arm7"], "robot.name='arm7' describes a robot known from its data"),
     ("generate", ['generate.instructions=["打开抽屉"]'], "has no English word"),
     ("generate", ["generate.instructions=[open the drawer and then press the button from the top]"],
      "asks for 2 tasks in sequence"),
@@ -220,6 +221,37 @@ def test_the_cli_refuses_a_few_typed_mistakes_the_same_way(tmp_path):
         assert result.returncode == 2 and len(lines) == 1 and expect in lines[0], result.stderr
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_tracking_server_that_refuses_us_is_not_counted_as_reachable(monkeypatch):
+    """An HTTP 401 on /health is not MLflow answering: refused, naming the credentials it needs."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from dreamgen.errors import ConfigError
+    from dreamgen.tracking import check_uri
+
+    class Deny(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(401)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Deny)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(ConfigError, match="answered 401 Unauthorized on /health; its credentials .* are not set"):
+            check_uri(uri)
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "wrong")
+        with pytest.raises(ConfigError, match="were refused"):
+            check_uri(uri)
+    finally:
+        server.shutdown()
 
 
 def test_conventions_users_rely_on_tracking_uri_from_the_environment_and_offline_hub_clients(monkeypatch):

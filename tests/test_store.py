@@ -119,6 +119,25 @@ def test_open_refuses_foreign_wrong_version_and_corrupt(tmp_path):
             TrajectoryStore.open(header.parent)
 
 
+def test_a_full_disk_names_the_store_and_keeps_its_committed_episodes(tmp_path, monkeypatch):
+    import errno
+
+    store = TrajectoryStore.create(tmp_path / "s.zarr", obs_dim=39, action_dim=4)
+    rng = np.random.default_rng(0)
+    store.append([make_episode(rng, 5, 0)])
+    before = store.digest()
+
+    def full(self, episodes):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(TrajectoryStore, "_append", full)
+    with pytest.raises(StoreError, match=re.escape(f"{store.path}: No space left on device while appending 1 "
+                                                   "episodes; the store keeps its 1 committed episodes")):
+        store.append([make_episode(rng, 5, 1)])
+    monkeypatch.undo()
+    assert len(TrajectoryStore.open(store.path)) == 1 and TrajectoryStore.open(store.path).digest() == before
+
+
 def test_a_lerobot_dataset_of_one_frame_episodes_is_refused_at_import(tmp_path):
     """One frame is no transition: refused by name when read, before anything is imported."""
     from dreamgen.data.lerobot_io import export_lerobot, import_lerobot

@@ -348,3 +348,23 @@ def test_second_policy_family_sb3_clones_the_mix_then_finetunes_in_the_dream(smo
     obs = dream.episode(0).obs[:5]
     action = policy.act(obs, np.zeros((5, policy.cond_dim), np.float32))
     assert action.shape == (5, 4) and np.all(np.abs(action) <= 1)
+
+
+def test_a_pipeline_whose_filter_accepted_nothing_sweeps_real_only_and_says_so(monkeypatch):
+    """The last stage of a long pipeline does not die on an empty filter: the real-only arms run alone and the
+    summary says there was nothing to mix (the `sweep` verb itself refuses: see the main-job test)."""
+    from hydra import compose, initialize_config_dir
+
+    from jobs import pipeline, sweep
+    from tests.conftest import REPO
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+        cfg = compose(config_name="config", overrides=["experiment=smoke"])
+    seen: list[tuple[list[float], bool]] = []
+    monkeypatch.setattr(sweep, "nothing_to_mix", lambda c: True)
+    monkeypatch.setattr(sweep, "run", lambda c: seen.append((list(c.sweep.caps), bool(c.sweep.control))) or {"caps": [0.0]})
+    report = pipeline.sweep_stage(cfg)
+    assert seen == [([0.0], False)] and report["nothing_to_mix"] is True
+    assert list(cfg.sweep.caps) == [0.0, 0.5]  # the run's own config is untouched
+    monkeypatch.setattr(sweep, "nothing_to_mix", lambda c: False)
+    assert "nothing_to_mix" not in pipeline.sweep_stage(cfg) and seen[-1] == ([0.0, 0.5], True)

@@ -22,7 +22,7 @@ from dreamgen.world_model.metrics import fidelity_report
 LAYOUT = ObsLayout("toy", 5, dynamic=(0, 2), history=(2, 4), static=(4, 5))
 TABLE = InstructionTable(["left", "right"], ["t-left", "t-right"], np.eye(2, 8, dtype=np.float32))
 CONFIG = EnsembleConfig(members=3, elites=2, hidden=64, layers=2, lr=3e-3, batch_size=128, max_epochs=40,
-                        patience=40)
+                        patience=40, action_history=0)
 
 
 def _episodes(n, rng, length=30):

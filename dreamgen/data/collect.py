@@ -19,7 +19,7 @@ import numpy as np
 from dreamgen.errors import ConfigError
 from dreamgen.seeding import derive_seed, make_rng
 from dreamgen.sim.base import Embodiment, Expert
-from dreamgen.sim.camera import Cameras
+from dreamgen.spaces import Cameras
 from dreamgen.types import Episode
 
 

@@ -122,7 +122,7 @@ def describe_lerobot(root: str | Path, *, repo_id: str, obs_key: str) -> dict[st
 def image_cameras(features: dict[str, Any], root: Path) -> Any:
     """The ``Cameras`` of a dataset's ``observation.images.*`` image features (None: it has none), or a
     refusal for frames dreamgen cannot read (video features, cameras of different sizes)."""
-    from dreamgen.sim.camera import Cameras
+    from dreamgen.spaces import Cameras
 
     keys = sorted(k for k in features if k.startswith(IMAGES))
     if not keys:

@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from dreamgen.errors import StoreError
-from dreamgen.sim.camera import Cameras
+from dreamgen.spaces import Cameras
 from dreamgen.types import EPISODE_META, FRAME_KEYS, SCHEMA_VERSION, Episode
 
 log = logging.getLogger(__name__)

@@ -31,8 +31,8 @@ import numpy as np
 
 from dreamgen.errors import ConfigError
 from dreamgen.sim import LEGACY
-from dreamgen.sim.camera import Cameras, cameras_from_config
-from dreamgen.world_model.base import ObsLayout
+from dreamgen.sim.camera import cameras_from_config
+from dreamgen.spaces import Cameras, ObsLayout
 
 Expert = Callable[[np.ndarray], np.ndarray]  # obs[O] -> action[A] in [-1, 1]
 

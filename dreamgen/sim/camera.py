@@ -1,7 +1,7 @@
 """Cameras: what a pixel store and a pixel world model see, and how the real simulator renders it.
 
-``Cameras(names, height, width)`` is recorded in every image store and pixel checkpoint; a store and a
-checkpoint that disagree are refused by name (``check_same``). ``MujocoCameras(env, cameras)`` renders a
+``Cameras(names, height, width)`` (``dreamgen.spaces``) is recorded in every image store and pixel
+checkpoint; a store and a checkpoint that disagree are refused by name (``check_same``). ``MujocoCameras(env, cameras)`` renders a
 MuJoCo env's named cameras offscreen into ``uint8 [C, H, W, 3]``: EGL with Mesa's software rasteriser on
 a CPU machine (``MUJOCO_GL=egl EGL_PLATFORM=surfaceless``, set in ``dreamgen.sim`` before MuJoCo loads),
 with shadows and reflections off (5x faster on the software rasteriser; they carry no state).
@@ -9,49 +9,15 @@ with shadows and reflections off (5x faster on the software rasteriser; they car
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from dreamgen.errors import ConfigError
+from dreamgen.spaces import Cameras
 
 SIZE_STEP = 16  # the latent model's encoder halves the image four times
-
-
-@dataclasses.dataclass(frozen=True)
-class Cameras:
-    """Named cameras rendered at ``height`` x ``width``; frames are ``uint8 [C, H, W, 3]``."""
-
-    names: tuple[str, ...]
-    height: int
-    width: int
-
-    @property
-    def shape(self) -> tuple[int, int, int, int]:
-        return (len(self.names), self.height, self.width, 3)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"names": list(self.names), "height": self.height, "width": self.width}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any] | None) -> Cameras | None:
-        if not data:
-            return None
-        return cls(tuple(str(n) for n in data["names"]), int(data["height"]), int(data["width"]))
-
-    def describe(self) -> str:
-        return f"{'+'.join(self.names)} at {self.height}x{self.width}"
-
-    def check_same(self, other: Cameras | None, what: str, against: str) -> None:
-        """Refuse ``what`` (seeing ``other``) where ``against`` (seeing ``self``) is needed."""
-        if other is None:
-            raise ConfigError(f"{what} holds no camera images; {against} sees cameras {self.describe()} — "
-                              "collect with camera.names set (an image store), or use a state world model")
-        if other != self:
-            raise ConfigError(f"{what} sees cameras {other.describe()}, but {against} sees {self.describe()}; "
-                              "use the same camera.names and camera.size for both")
 
 
 def cameras_from_config(names: Sequence[str] | None, size: int, available: Sequence[str],

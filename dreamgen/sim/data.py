@@ -22,7 +22,7 @@ from typing import Any
 
 from dreamgen.errors import ConfigError
 from dreamgen.sim.base import Embodiment, TaskSpec
-from dreamgen.world_model.base import ObsLayout
+from dreamgen.spaces import ObsLayout
 
 
 class DataRobot(Embodiment):

@@ -26,7 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from dreamgen.sim.base import Embodiment, Expert, TaskSpec
-from dreamgen.world_model.base import ObsLayout
+from dreamgen.spaces import ObsLayout
 
 OBS_DIM = 22
 ACTION_DIM = 4

@@ -15,8 +15,8 @@ import gymnasium as gym
 import numpy as np
 
 from dreamgen.sim.base import Embodiment, Expert, TaskSpec
-from dreamgen.sim.camera import Cameras, MujocoCameras
-from dreamgen.world_model.base import ObsLayout
+from dreamgen.sim.camera import MujocoCameras
+from dreamgen.spaces import Cameras, ObsLayout
 
 OBS_DIM = 39
 ACTION_DIM = 4

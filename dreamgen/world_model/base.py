@@ -1,4 +1,5 @@
-"""The WorldModel contract, the observation layout it predicts in, and its instruction table.
+"""The WorldModel contract and its instruction table (the observation layout it predicts in:
+``dreamgen.spaces.ObsLayout``, which the robot and the store share).
 
 The model owns its rollout state: ``initial_state(obs[B,O], embeddings[B,C], *, generator) -> RowState``
 and ``step(state, action[B,A], *, generator, propagation) -> (RowState, Prediction)``. A ``RowState``
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from dreamgen.errors import InstructionError
+from dreamgen.spaces import ObsLayout
 
 PROPAGATIONS = ("random", "fixed", "mean")  # member per sample | member per episode | ensemble mean
 # Planning only: each row is computed by its own member (``members[B]``) alone, at 1/K of the ensemble's
@@ -37,59 +39,6 @@ class Prediction(NamedTuple):
     success_prob: torch.Tensor
     done_prob: torch.Tensor
     disagreement: torch.Tensor
-
-
-@dataclasses.dataclass(frozen=True)
-class ObsLayout:
-    """Which observation dims the model predicts and which follow from structure.
-
-    ``dynamic`` dims are predicted as Δ from the current value; ``history`` dims (if any) receive the
-    previous step's ``dynamic`` values (Meta-World stacks the last frame); ``static`` dims (the goal)
-    are carried over unchanged. Every dim is in exactly one group.
-    """
-
-    name: str
-    obs_dim: int
-    dynamic: tuple[int, int]
-    history: tuple[int, int] | None = None
-    static: tuple[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        dims = sorted(d for group in (self.dynamic, self.history, self.static) if group for d in range(*group))
-        if dims != list(range(self.obs_dim)):
-            raise ValueError(f"ObsLayout {self.name}: groups must tile 0..{self.obs_dim - 1} exactly")
-        if self.history and self.history[1] - self.history[0] != self.dynamic[1] - self.dynamic[0]:
-            raise ValueError(f"ObsLayout {self.name}: history must be as wide as dynamic")
-
-    @property
-    def n_dynamic(self) -> int:
-        return self.dynamic[1] - self.dynamic[0]
-
-    def velocity(self, obs: Any) -> Any:
-        """Last step's change of the dynamic dims ``[..., D]`` (empty without history dims); numpy or torch."""
-        if not self.history:
-            return obs[..., :0]
-        return obs[..., slice(*self.dynamic)] - obs[..., slice(*self.history)]
-
-    def compose(self, obs: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        """The full next observation ``[B,O]`` from the current one and the predicted change ``[B,D]`` of
-        the dynamic dims."""
-        nxt = obs.clone()
-        if self.history:
-            nxt[:, slice(*self.history)] = obs[:, slice(*self.dynamic)]
-        nxt[:, slice(*self.dynamic)] += delta
-        return nxt
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ObsLayout:
-        def pair(value: Any) -> tuple[int, int] | None:
-            return None if value is None else (int(value[0]), int(value[1]))
-
-        return cls(str(data["name"]), int(data["obs_dim"]), pair(data["dynamic"]),  # type: ignore[arg-type]
-                   pair(data.get("history")), pair(data.get("static")))
 
 
 def next_context(context: Any, action: Any) -> Any:

@@ -20,7 +20,7 @@ import torch
 
 from dreamgen.checkpoints import content_digest, loading, read_checkpoint, write_checkpoint
 from dreamgen.errors import CheckpointError
-from dreamgen.sim.camera import Cameras
+from dreamgen.spaces import Cameras
 from dreamgen.world_model.base import InstructionTable, ObsLayout
 from dreamgen.world_model.ensemble import EnsembleConfig, EnsembleWorldModel, Normaliser
 from dreamgen.world_model.latent import ImageAutoencoder, LatentConfig, LatentWorldModel

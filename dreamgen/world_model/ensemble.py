@@ -45,9 +45,9 @@ class EnsembleConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     batch_size: int = 256  # transitions per member per gradient step
-    max_epochs: int = 200
+    max_epochs: int = 80
     patience: int = 15  # epochs without a member improving by > 1% before stopping
-    action_history: int = 0  # previous actions fed as input (the hand chases a hidden, action-integrated target)
+    action_history: int = 4  # previous actions fed as input (the hand chases a hidden, action-integrated target)
 
     def __post_init__(self) -> None:
         if self.action_history < 0:

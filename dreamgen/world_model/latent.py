@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dreamgen.sim.camera import Cameras
+from dreamgen.spaces import Cameras
 from dreamgen.types import Episode
 from dreamgen.world_model.base import InstructionTable, ObsLayout, Prediction, RowState
 from dreamgen.world_model.ensemble import EnsembleConfig, EnsembleWorldModel, Normaliser
@@ -42,7 +42,7 @@ class LatentConfig:
 
     dim: int = 32  # learned latent features Z (the proprioception P is appended: the latent is Z + P wide)
     channels: int = 16  # first conv layer's channels (doubled twice)
-    epochs: int = 20  # autoencoder passes over the training frames
+    epochs: int = 40  # autoencoder passes over the training frames
     batch_size: int = 64
     lr: float = 1e-3
     image_weight: float = 100.0  # weight of the per-pixel image MSE (pixels in [-0.5, 0.5]: ~1e-3 once fitted)

@@ -14,8 +14,8 @@ import numpy as np
 from dreamgen.dream.core import StartPool, demo_paths
 from dreamgen.dream.rollout import rollout_dreams
 from dreamgen.dream.vector import DreamVectorEnv
-from dreamgen.generate.plan import Chunk, GenerationPlan
 from dreamgen.types import Episode
+from generation.plan import Chunk, GenerationPlan
 from policies.samplers import FOLLOWING, DemoPaths, load_sampler_policy, make_sampler
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from dreamgen.errors import DreamgenError, StoreError
-from dreamgen.generate.plan import Chunk, GenerationPlan
-from dreamgen.generate.worker import ChunkRunner, chunk_stats
 from dreamgen.types import Episode
+from generation.plan import Chunk, GenerationPlan
+from generation.worker import ChunkRunner, chunk_stats
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def connect_ray(address: str | None) -> bool:
 
     The address is ``address``, else ``RAY_ADDRESS`` (set inside a Ray Job), else a fresh local cluster:
     never silently join whatever cluster ``ray start`` left on this machine. A local cluster is watched by
-    ``dreamgen.generate.reaper``: no Ray process outlives this one, however it ends.
+    ``generation.reaper``: no Ray process outlives this one, however it ends.
     """
     import ray
 
@@ -156,7 +156,7 @@ def connect_ray(address: str | None) -> bool:
         if handler is not None:
             signal.signal(sig, handler)
     if target == "local":  # a cluster of our own: it must not outlive us, even if we are SIGKILLed
-        from dreamgen.generate.reaper import watch
+        from generation.reaper import watch
 
         watch(os.getpid())
     return True

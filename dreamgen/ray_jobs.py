@@ -69,8 +69,8 @@ def absolute_overrides(verb: str, overrides: list[str]) -> list[str]:
 
 def submit(verb: str, overrides: list[str], *, address: str, wait: bool, poll_s: float = 2.0) -> tuple[str, str]:
     """Submit ``verb`` as a Ray Job; with ``wait``, stream its logs until it ends. Returns (id, status)."""
-    from dreamgen.cli import CLUSTER_VERBS, VERBS, module_of
     from dreamgen.errors import ConfigError
+    from dreamgen.verbs import CLUSTER_VERBS, VERBS, module_of
 
     if verb not in VERBS or verb in CLUSTER_VERBS:
         raise ConfigError(f"dreamgen submit: unknown verb {verb!r}; accepted: "

@@ -6,7 +6,7 @@ starts this module as a small detached process that remembers every descendant o
 twice a second) and, once ``pid`` is gone, kills those still alive (the same process: pid and start
 time). After a clean ``ray.shutdown()`` there is nothing left for it to kill.
 
-    python -m dreamgen.generate.reaper <driver pid>
+    python -m generation.reaper <driver pid>
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ POLL_S = 0.5
 
 def watch(pid: int) -> subprocess.Popen:
     """Start the reaper for ``pid`` in its own session (a Ctrl-C to the terminal leaves it to do its job)."""
-    return subprocess.Popen([sys.executable, "-m", "dreamgen.generate.reaper", str(pid)],
+    return subprocess.Popen([sys.executable, "-m", "generation.reaper", str(pid)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, close_fds=True)
 

@@ -1,0 +1,121 @@
+"""The import graph, read from the source: layers import only what lies below them, and nothing imports in
+a circle. A new arrow that runs back up fails here, naming the module and the import."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.conftest import REPO
+
+PACKAGES = ("dreamgen", "policies", "generation", "jobs")
+# each top-level package imports only those before it (and itself)
+LAYERS = {name: PACKAGES[:i + 1] for i, name in enumerate(PACKAGES)}
+# inside dreamgen: the shared vocabulary sits below the robot, the store and the model, and these never
+# import one another for it (the store may run the robot to collect, never the other way round)
+FORBIDDEN = {
+    "dreamgen.spaces": ("dreamgen.sim", "dreamgen.data", "dreamgen.world_model"),
+    "dreamgen.sim": ("dreamgen.world_model", "dreamgen.data", "dreamgen.dream", "dreamgen.quality"),
+    "dreamgen.world_model": ("dreamgen.sim", "dreamgen.data", "dreamgen.dream", "dreamgen.quality"),
+    "dreamgen.cli": (),
+    "dreamgen.ray_jobs": ("dreamgen.cli",),
+}
+
+
+def module_graph() -> dict[str, set[str]]:
+    """``module -> modules it imports`` (at any depth: lazy imports count), over the project's packages."""
+    modules = {}
+    for package in PACKAGES:
+        for file in (REPO / package).rglob("*.py"):
+            modules[".".join(file.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")] = file
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, file in modules.items():
+        for node in ast.walk(ast.parse(Path(file).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            graph[name] |= {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    graph = module_graph()
+    assert len(graph) > 50 and any(graph.values())  # the graph was read, not empty
+    upward = [(a, b) for a, targets in graph.items() for b in targets
+              if b.split(".")[0] not in LAYERS[a.split(".")[0]]]
+    assert not upward, f"imports that run back up a layer: {upward}"
+    crossing = [(a, b) for a, targets in graph.items() for b in targets for prefix, banned in FORBIDDEN.items()
+                if (a == prefix or a.startswith(prefix + ".")) and any(b == x or b.startswith(x + ".") for x in banned)]
+    assert not crossing, f"imports across the vocabulary line: {crossing}"
+
+
+def test_no_module_imports_in_a_circle():
+    graph = module_graph()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    assert not cycles, f"modules that import each other in a circle: {cycles}"
+
+
+def test_the_codes_defaults_are_the_configs():
+    """One source for every default: a settings dataclass built with no arguments is configs/config.yaml's
+    section (what a benchmark or a library user gets is what the CLI gets)."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from dreamgen.dream.core import DreamConfig
+    from dreamgen.plan.mppi import PlannerConfig
+    from dreamgen.quality.filter import FilterConfig
+    from dreamgen.quality.model import QualityConfig
+    from dreamgen.world_model.ensemble import EnsembleConfig
+    from dreamgen.world_model.latent import LatentConfig
+
+    config = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "config.yaml"), resolve=False)
+    # settings that no config key holds: the samplers set them (their own track weights), or "auto" maps to None
+    code_only = {("PlannerConfig", "reward_weight"), ("PlannerConfig", "track_weight"),
+                 ("FilterConfig", "quality_threshold")}
+    checked, drift = 0, []
+    for cls, section in ((EnsembleConfig, "world_model"), (LatentConfig, "world_model.latent"),
+                         (PlannerConfig, "planner"), (QualityConfig, "quality"), (FilterConfig, "filter"),
+                         (DreamConfig, "dream")):
+        node = config
+        for key in section.split("."):
+            node = node[key]
+        for field in dataclasses.fields(cls):
+            if field.default is dataclasses.MISSING or (cls.__name__, field.name) in code_only:
+                continue
+            checked += 1
+            default = list(field.default) if isinstance(field.default, tuple) else field.default
+            if field.name not in node or node[field.name] != default:
+                drift.append(f"{cls.__name__}.{field.name}={default!r}, {section}.{field.name}="
+                             f"{node.get(field.name, '<missing>')!r}")
+    assert checked > 30 and not drift, drift
+    assert FilterConfig().quality_threshold is None and config["filter"]["quality_threshold"] == "auto"
