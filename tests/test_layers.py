@@ -119,3 +119,15 @@ def test_the_codes_defaults_are_the_configs():
                              f"{node.get(field.name, '<missing>')!r}")
     assert checked > 30 and not drift, drift
     assert FilterConfig().quality_threshold is None and config["filter"]["quality_threshold"] == "auto"
+
+
+def test_every_package_is_installed_and_shipped_in_the_image():
+    """A new top-level package is listed in pyproject's package find and copied into the cluster image."""
+    import tomllib
+
+    include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    listed = {pattern.rstrip("*") for pattern in include}
+    dockerfile = (REPO / "k8s" / "Dockerfile").read_text()
+    assert listed == set(PACKAGES)
+    assert all(f"COPY {name} {name}" in dockerfile for name in PACKAGES), dockerfile
+    assert all((REPO / name / "__init__.py").is_file() for name in PACKAGES)
