@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 EXCLUDES = [".git", "runs", "mlruns", "mlflow.db", "*.zarr", "*.egg-info", ".venv", "__pycache__",
             ".pytest_cache", ".mypy_cache", ".ruff_cache"]

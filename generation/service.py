@@ -49,7 +49,8 @@ def open_dream_store(path: str | Path, plan: GenerationPlan, *, obs_dim: int, ac
     if store.info.get("job_id") != plan.job_id:
         raise StoreError(f"{path} holds dreams of job {store.info.get('job_id')!r}, not {plan.job_id!r} (the "
                          "spec, world model, start store or seed differ, or a dreamgen before 2026-12-04 named the job by paths); "
-                         "use a new generate.store, or the same spec to resume")
+                         "generate into a new generate.store (a pipeline: a new run_dir), or give the same spec to "
+                         "resume")
     return store, False
 
 
