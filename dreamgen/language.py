@@ -221,7 +221,7 @@ class InstructionResolver:
 
     def nearest(self, text: str) -> Resolution:
         """The known instruction closest to ``text``, with no refusal (provenance of novel texts)."""
-        sims = self._vectors @ self.encoder.encode([" ".join(text.strip().lower().split())])[0]
+        sims = self._similarities(" ".join(text.strip().lower().split()))
         best = int(np.argmax(sims))
         task, known = self.known[best]
         return Resolution(task, known, float(sims[best]), known == text)
@@ -236,8 +236,8 @@ class InstructionResolver:
         strange = [w for w in re.findall(r"[a-z]+", clean) if _forms(w) & _OBJECTS and not _forms(w) & self.vocabulary]
         if strange:
             raise InstructionError(f"instruction {text!r} names {strange[0]!r}, which none of the robot's tasks "
-                                   f"has; closest known instructions: {self._listing(clean)}")
-        sims = self._vectors @ self.encoder.encode([clean])[0]
+                                   f"has; closest known instructions: {self._listing(self._similarities(clean))}")
+        sims = self._similarities(clean)
         polarity = text_polarity(clean)
         best: dict[str, tuple[float, str]] = {}
         for (task, known), sim in zip(self.known, sims, strict=True):
@@ -247,13 +247,11 @@ class InstructionResolver:
             if task not in best or sim > best[task][0]:
                 best[task] = (float(sim), known)
         ranked = sorted(best.items(), key=lambda item: -item[1][0])
-        closest = sorted(zip(sims, self.known, strict=True), key=lambda item: -item[0])[:3]
-        listing = "; ".join(f"{known!r} ({task}, {sim:.2f})" for sim, (task, known) in closest)
         if not ranked or ranked[0][1][0] < self.min_similarity:
             top = ranked[0][1][0] if ranked else float("nan")
             raise InstructionError(
                 f"instruction {text!r} matches no known task (best similarity {top:.2f} < "
-                f"{self.min_similarity:.2f}); closest known instructions: {listing}"
+                f"{self.min_similarity:.2f}); closest known instructions: {self._listing(sims)}"
             )
         (task, (sim, known)) = ranked[0]
         if len(ranked) > 1 and sim - ranked[1][1][0] < self.ambiguity_margin:
@@ -265,8 +263,12 @@ class InstructionResolver:
         log.debug("resolved %r -> %s via %r (%.3f)", text, task, known, sim)
         return Resolution(task, known, sim, False)
 
-    def _listing(self, clean: str) -> str:
-        sims = self._vectors @ self.encoder.encode([clean])[0]
+    def _similarities(self, clean: str) -> np.ndarray:
+        """Cosine similarity of ``clean`` to every known instruction."""
+        return self._vectors @ self.encoder.encode([clean])[0]
+
+    def _listing(self, sims: np.ndarray) -> str:
+        """The three known instructions closest by ``sims``, for a refusal."""
         closest = sorted(zip(sims, self.known, strict=True), key=lambda item: -item[0])[:3]
         return "; ".join(f"{known!r} ({task}, {sim:.2f})" for sim, (task, known) in closest)
 

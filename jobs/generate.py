@@ -162,6 +162,7 @@ def build_plan(cfg: DictConfig) -> tuple[Any, Any, Any]:
 def check_inputs(cfg: DictConfig) -> None:
     """What must exist when generation starts (not when a pipeline starts: earlier stages write it)."""
     from dreamgen.errors import ConfigError
+    from policies import policy_facts
     from policies.samplers import PLANNING
 
     s = cfg.generate.sampler
@@ -173,10 +174,11 @@ def check_inputs(cfg: DictConfig) -> None:
     if given and given[1] and not (Path(str(given[1])) / "policy.json").is_file():
         raise ConfigError(f"{given[0]}={given[1]}: not a policy checkpoint (no policy.json); train one "
                           "(`dreamgen train-policy`, or leave sb3.checkpoint null to train PPO in the dream)")
-    if given and given[1] and '"bc-image"' in (Path(str(given[1])) / "policy.json").read_text():
-        raise ConfigError(f"{given[0]}={given[1]} is an image policy (policy.family=bc-image); samplers act on the "
-                          "dream's state: give a state policy (policy.family=bc)")
-    if given and given[1]:  # trained for this robot; a PPO checkpoint where one is asked for (its dreams say sb3)
+    if given and given[1]:
+        if (policy_facts(given[1]) or {}).get("kind") == "bc-image":
+            raise ConfigError(f"{given[0]}={given[1]} is an image policy (policy.family=bc-image); samplers act on "
+                              "the dream's state: give a state policy (policy.family=bc)")
+        # trained for this robot; a PPO checkpoint where one is asked for (its dreams say sb3)
         check_policy(cfg, given[1], given[0], kinds=("sb3",) if s.kind == "sb3" else ())
 
 
