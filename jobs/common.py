@@ -193,6 +193,18 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def stop_if_signalled() -> None:
+    """Raise the interruption here if a termination signal came and its ``KeyboardInterrupt`` was swallowed.
+
+    Python runs a signal handler between any two bytecodes — also inside a finalizer (``__del__``, a
+    weakref callback) or a library's broad ``except``, where the exception is printed as "ignored" or
+    dropped and the verb would run on to exit 0. Called where committed work ends (after each pipeline
+    stage, generation chunk and sweep arm, and when the verb returns), so a signal is never lost.
+    """
+    if _SIGNALLED:
+        raise KeyboardInterrupt(f"signal {_SIGNALLED[0]}")
+
+
 def entrypoint(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], None]:
     """Wrap a verb: a ``DreamgenError`` (or a user's file-system mistake) becomes one line on stderr and exit
     code 2; SIGINT and SIGTERM unwind like Ctrl-C, so every stage removes its partial output."""
@@ -202,11 +214,14 @@ def entrypoint(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], None]
         import signal
 
         before = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGINT, signal.SIGTERM)}
+        unraisable = sys.unraisablehook
+        sys.unraisablehook = functools.partial(_quiet_interrupts, unraisable)
         _SIGNALLED.clear()
         try:
             check_settings(cfg)
             canonical_run_dir(cfg)
             run(cfg)
+            stop_if_signalled()
         except BaseException as exc:
             # An interrupt can surface as another error: landing inside a library call (a database write of
             # MLflow's), the KeyboardInterrupt becomes that library's error on the way out. Any Exception
@@ -228,10 +243,17 @@ def entrypoint(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], None]
             sys.stderr.flush()
             os._exit(130)
         finally:
+            sys.unraisablehook = unraisable
             for sig, handler in before.items():
                 signal.signal(sig, handler)
 
     return main
+
+
+def _quiet_interrupts(hook: Callable[[Any], Any], unraisable: Any) -> None:
+    """Our own interrupt, swallowed by a finalizer, is no error to print (``stop_if_signalled`` acts on it)."""
+    if not (_SIGNALLED and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+        hook(unraisable)
 
 
 def hydra_main(run: Callable[[DictConfig], Any]) -> Callable[[], None]:

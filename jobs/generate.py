@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from jobs.common import check_policy, embodiment, hydra_main, log, plain, progress, run_verb
+from jobs.common import check_policy, embodiment, hydra_main, log, plain, progress, run_verb, stop_if_signalled
 
 
 def sb3_path(cfg: DictConfig) -> str:
@@ -210,6 +210,7 @@ def run(cfg: DictConfig) -> dict:
 
         def on_chunk(chunk, stats) -> None:
             bar.update(stats["episodes"])
+            stop_if_signalled()  # the chunk is committed
 
         totals = run_plan(plan, g.store, workers=g.workers, obs_dim=model.layout.obs_dim,
                           action_dim=model.action_dim, cameras=model.cameras, address=g.address, max_retries=g.max_retries,

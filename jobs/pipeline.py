@@ -40,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from jobs import audit, collect, generate, sweep, train_policy, train_quality, train_world_model
 from jobs import filter as filter_verb
-from jobs.common import embodiment, hydra_main, log, run_verb
+from jobs.common import embodiment, hydra_main, log, run_verb, stop_if_signalled
 
 
 def _precision(audited: dict[str, Any]) -> str:
@@ -220,6 +220,7 @@ class StageLedger:
         report = stage()
         self.record["done"][name] = {"report": report, "seconds": time.monotonic() - started}
         write_json(self.path, self.record)
+        stop_if_signalled()
         return report
 
     def seconds(self, names: list[str]) -> float:

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from jobs.common import hydra_main, identity, log, plain, progress, run_verb
+from jobs.common import hydra_main, identity, log, plain, progress, run_verb, stop_if_signalled
 
 ARM_FILE = "arm.json"
 
@@ -225,6 +225,7 @@ def run(cfg: DictConfig) -> dict:
             results[result["run_dir"]] = result
             bar.update(1)
             bar.set_postfix(cap=result["cap"], seed=result["seed"], success=f"{result['overall']['success_rate']:.2f}")
+            stop_if_signalled()  # the arm is committed
 
         run_arms(cfg, todo, on_result)
         bar.close()

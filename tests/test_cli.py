@@ -248,8 +248,47 @@ def test_an_interrupt_that_surfaces_as_another_error_is_still_an_interruption(tm
             cfg = compose(config_name="config", overrides=["experiment=smoke", "run_dir={tmp_path / 'run'}"])
         entrypoint(run)(cfg)
     """)
+    _assert_interrupted(script)
+
+
+def _assert_interrupted(script: str) -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 130, out.stderr[-2000:]
     assert "interrupted" in out.stderr and "rerun the same command to resume" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_an_interrupt_swallowed_by_a_finalizer_still_stops_the_pipeline(tmp_path):
+    """A signal handler runs between any two bytecodes, also inside a finalizer, where Python prints the
+    KeyboardInterrupt as "ignored" and carries on: the stage runs to its end. The pipeline must stop at the
+    next stage boundary (exit 130) with that stage recorded, not run on to exit 0 (a CI run did)."""
+    script = textwrap.dedent(f"""
+        import os, signal, time
+        from pathlib import Path
+        from hydra import compose, initialize_config_dir
+        from jobs.common import entrypoint
+        from jobs.pipeline import StageLedger
+
+        class Closing:
+            def __del__(self):  # the signal lands here, as it can in a library's finalizer
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.5)
+
+        def stage():
+            Closing()  # collected at once: its finalizer swallows the interrupt
+            return {{"ok": True}}
+
+        def run(cfg):
+            ledger = StageLedger(Path(cfg.run_dir), {{}})
+            ledger.run("first", stage)
+            Path(cfg.run_dir, "second-ran").write_text("")  # must not happen
+            ledger.run("second", stage)
+
+        with initialize_config_dir(config_dir="{REPO / 'configs'}", version_base=None):
+            cfg = compose(config_name="config", overrides=["experiment=smoke", "run_dir={tmp_path / 'run'}"])
+        entrypoint(run)(cfg)
+    """)
+    _assert_interrupted(script)
+    assert list(json.loads((tmp_path / "run" / "pipeline" / "stages.json").read_text())["done"]) == ["first"]
+    assert not (tmp_path / "run" / "second-ran").exists()
