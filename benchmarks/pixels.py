@@ -4,7 +4,7 @@ simulator's render + step (docs/benchmarks.md).
 Reads a finished pixel run (``benchmarks/augmentation.py --rows pixels-recovery-5`` writes one): its latent
 world model and image store. Then
 
-1. **fidelity**: trains a state world model (``world_model.kind=state``, the run's other settings) on the same
+1. **fidelity**: trains a state world model (``world_model.kind=ensemble``, the run's other settings) on the same
    image store — the split is seeded, so both are measured on the same held-out episodes (checked) — and
    prints, per horizon, the latent model's PSNR of its decoded frame and the hand / object error of the state
    its state head reads from the latent, next to the state model's hand / object error;
@@ -35,7 +35,7 @@ def fidelity(run: Path, out: Path, tracking: str, horizons: list[int]) -> list[s
     state_dir = out / "state-model"
     if not (state_dir / "world_model" / "report.json").is_file():
         subprocess.run([sys.executable, "-m", "jobs.train_world_model", "experiment=pixel-augment",
-                        "world_model.kind=state", f"world_model.store={run / 'real.zarr'}", f"run_dir={state_dir}",
+                        "world_model.kind=ensemble", f"world_model.store={run / 'real.zarr'}", f"run_dir={state_dir}",
                         f"tracking.uri={tracking}", "progress=false"], check=True)
     models = {name: load_world_model(d / "world_model") for name, d in (("latent", run), ("state", state_dir))}
     split = [m.info["episodes"]["test"] for m in models.values()]

@@ -85,6 +85,10 @@ def unknown_key(key: str, configs: Any) -> str:
     section = key.rsplit(".", 1)[0] if "." in key else ""
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
     leaf = key.rsplit(".", 1)[-1]
+    from dreamgen.rundir import RENAMED
+
+    if key in RENAMED:
+        return f"{key} is now {RENAMED[key][0]} (give {RENAMED[key][0]}=...)"
     if f"{section}.{SYNONYMS.get(leaf)}".lstrip(".") in known:  # the word the papers use for a setting
         close = [f"{section}.{SYNONYMS[leaf]}".lstrip("."), *[c for c in close if not c.endswith(SYNONYMS[leaf])]][:3]
     siblings = sorted(k.rsplit(".", 1)[-1] for k in known if k.startswith(section + ".") and k.count(".") == key.count("."))

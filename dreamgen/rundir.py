@@ -32,12 +32,28 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 # Settings added after runs were recorded, with the value every older run had: an older run dir (or
 # pipeline ledger) without the key is the same run as a new one with that value.
-ADDED_LATER: dict[str, Any] = {"embodiment": LEGACY, "camera": {"names": [], "size": 64}}
+ADDED_LATER: dict[str, Any] = flatten({"embodiment": LEGACY, "camera": {"names": [], "size": 64},
+                                       "dream": {"success_head": "success", "done_head": "done"}})
+# Settings renamed since: old name -> (new name, the keys the new spelling adds, with the old behaviour)
+RENAMED: dict[str, tuple[str, dict[str, Any]]] = {
+    "planner.success_weight": ("planner.objective.success", {"planner.objective.reward": 1.0}),
+}
+# Values respelled since: (setting, old value) -> today's value
+RESPELLED: dict[tuple[str, Any], Any] = {("world_model.kind", "state"): "ensemble"}
 
 
 def as_recorded_now(old: Mapping[str, Any]) -> dict[str, Any]:
-    """A recorded identity or settings dict with ``ADDED_LATER`` keys filled in where it lacks them."""
-    return {**ADDED_LATER, **old}
+    """A recorded identity or settings dict (nested or flat), flattened, in today's spelling: renamed keys
+    under their new names, ``ADDED_LATER`` keys filled in where it lacks them."""
+    out = flatten(old)
+    for before, (after, added) in RENAMED.items():
+        if before in out:
+            out[after] = out.pop(before)
+            out.update({k: v for k, v in added.items() if k not in out})
+    for (key, before), after in RESPELLED.items():
+        if out.get(key) == before:
+            out[key] = after
+    return {**ADDED_LATER, **out}
 
 
 def check_run_dir(path: str | Path, identity: Mapping[str, Any]) -> bool:

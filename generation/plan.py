@@ -136,8 +136,9 @@ def job_id_of(*, world_model_id: str, start_store_digest: str, requests: Sequenc
     """``gen-<12 hex>``: a hash of the job's content and settings (no path: see the module docstring)."""
     where = {"checkpoint"}  # the sampler's checkpoint directory: where, not what (``checkpoint_id`` is what)
     identity = {"world_model_id": world_model_id, "requests": [dataclasses.asdict(r) for r in requests],
-                "sampler": {k: v for k, v in dataclasses.asdict(sampler).items() if k not in where},
-                "dream": dataclasses.asdict(dream), "envs": envs, "episodes_per_chunk": episodes_per_chunk,
+                "sampler": {k: v for k, v in dataclasses.asdict(sampler).items() if k not in where}
+                | ({"planner": sampler.planner.identity()} if sampler.planner is not None else {}),
+                "dream": dream.identity(), "envs": envs, "episodes_per_chunk": episodes_per_chunk,
                 "seed": seed, "start_store_digest": start_store_digest}
     return "gen-" + hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 

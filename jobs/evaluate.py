@@ -45,7 +45,7 @@ def mpc_policy(cfg: DictConfig) -> Any:
     if model.cameras is not None:
         raise ConfigError(f"policy.family=mpc plans from the robot's state; {m.world_model} is a latent (camera) world "
                           "model, which plans only inside its own dreams (generate.sampler.kind=planner); give a "
-                          "state world model (world_model.kind=state)")
+                          "state world model (world_model.kind=ensemble)")
     unseen = [task for task in cfg.tasks if task not in set(model.instructions.tasks)]
     if unseen:
         raise ConfigError(f"policy.family=mpc: the world model {m.world_model} was never trained on task "

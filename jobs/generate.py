@@ -53,6 +53,11 @@ def planner_config(cfg: DictConfig):
     values = plain(cfg.planner)
     ints = ("horizon", "samples", "prior_samples", "iterations", "elites")
     for name, value in values.items():
+        if name == "objective":  # head -> weight, checked by PlannerConfig
+            if isinstance(value, dict):
+                values[name] = {str(k): float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                                for k, v in value.items()}
+            continue
         wanted = int if name in ints else str if name in ("propagation", "members") else float
         if wanted is float and isinstance(value, int) and not isinstance(value, bool):
             value = values[name] = float(value)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from jobs.common import embodiment, hydra_main, log, progress, run_verb
+from jobs.common import embodiment, hydra_main, log, plain, progress, run_verb
 
 
 def ensemble_config(cfg: DictConfig):
@@ -41,21 +41,13 @@ def ensemble_config(cfg: DictConfig):
                           action_history=w.action_history)
 
 
-def latent_config(cfg: DictConfig):
-    """``world_model.kind`` checked; for ``latent``, the ``world_model.latent`` section as a ``LatentConfig``."""
-    from dreamgen.errors import ConfigError
-    from dreamgen.world_model.latent import LatentConfig
+def model_kind(cfg: DictConfig):
+    """``world_model.kind`` looked up in the registry of kinds, its own settings checked."""
+    from dreamgen.world_model import kinds
 
-    kind = cfg.world_model.get("kind", "state")
-    if kind not in ("state", "latent"):
-        raise ConfigError(f"world_model.kind={kind!r}; accepted: state (the observation vector) | latent (cameras: "
-                          "encode, predict in latent space, decode)")
-    if kind == "state":
-        return None
-    try:
-        return LatentConfig(**cfg.world_model.latent)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"world_model.latent: {exc}") from None
+    kind = kinds.get(str(cfg.world_model.kind))
+    kind.check(plain(cfg.world_model))
+    return kind
 
 
 def dream_config(cfg: DictConfig):
@@ -77,9 +69,9 @@ def load_episodes(cfg: DictConfig, robot: Any, images: bool = False):
                           f"{store.action_dim}-dim actions; embodiment {robot.name} has {robot.obs_dim} and "
                           f"{robot.action_dim}")
     if images and store.cameras is None:
-        raise ConfigError(f"world_model.kind=latent needs camera images, and world_model.store={store.path} is a state "
-                          "store; collect one with camera.names set (e.g. camera.names=[corner3]) or use "
-                          "world_model.kind=state")
+        raise ConfigError(f"world_model.kind={cfg.world_model.kind} needs camera images, and world_model.store="
+                          f"{store.path} is a state store; collect one with camera.names set (e.g. "
+                          "camera.names=[corner3]) or use world_model.kind=ensemble")
     episodes = [e for e in store.iter_episodes(images=images) if e.meta["source"] == "real"]
     if len(episodes) < 3:
         raise ConfigError(f"world_model.store={cfg.world_model.store} holds {len(episodes)} real episodes; "
@@ -94,12 +86,13 @@ def run(cfg: DictConfig) -> dict:
     from dreamgen.seeding import derive_seed, make_rng
     from dreamgen.world_model.base import InstructionTable
     from dreamgen.world_model.checkpoint import save_world_model
-    from dreamgen.world_model.fit import fit_ensemble, split_episodes, transitions
+    from dreamgen.world_model.fit import split_episodes, transitions
+    from dreamgen.world_model.kinds import FitRequest
     from dreamgen.world_model.metrics import fidelity_report, flat_metrics, open_loop_strip, plot_episode
 
     w, config, dream, robot = cfg.world_model, ensemble_config(cfg), dream_config(cfg), embodiment(cfg)
-    latent = latent_config(cfg)
-    store, episodes = load_episodes(cfg, robot, images=latent is not None)
+    kind = model_kind(cfg)
+    store, episodes = load_episodes(cfg, robot, images=kind.images)
     texts = sorted({e.meta["instruction"] for e in episodes})
     task_of = {e.meta["instruction"]: e.meta["task"] for e in episodes}
     table = InstructionTable(texts, [task_of[t] for t in texts], default_encoder().encode(texts))
@@ -109,7 +102,7 @@ def run(cfg: DictConfig) -> dict:
     data = {name: transitions(part, robot.layout, table, config.action_history) for name, part in
             (("train", train), ("val", val), ("test", test))}
     with run_verb(cfg, "train-world-model", inputs={"real": store}) as (run_dir, tracker):
-        bar = progress(range(config.max_epochs), cfg, desc="train-world-model", unit="epoch")
+        bar = progress(range(kind.epochs(plain(w))), cfg, desc="train-world-model", unit="epoch")
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             bar.update(1)
@@ -119,17 +112,8 @@ def run(cfg: DictConfig) -> dict:
         info = {"embodiment": robot.name, "store_digest": store.digest(), "seed": cfg.seed,
                 "episodes": {name: [e.meta["episode_id"] for e in part]
                              for name, part in (("train", train), ("val", val), ("test", test))}}
-        if latent is None:
-            model = fit_ensemble(data["train"], data["val"], table, robot.layout, config, seed=cfg.seed,
-                                 halt_quantile=w.halt_quantile, info=info, on_epoch=on_epoch)
-        else:
-            from dreamgen.world_model.latent import fit_latent
-
-            bar.total = latent.epochs + config.max_epochs
-            hand = robot.parts.get("hand")
-            model = fit_latent(train, val, table, robot.layout, store.cameras, latent, config,
-                               proprio=None if hand is None else (hand.start, hand.stop), seed=cfg.seed,
-                               halt_quantile=w.halt_quantile, info=info, on_epoch=on_epoch)
+        model = kind.fit(FitRequest(train, val, table, robot.layout, robot.parts, store.cameras, plain(w), config,
+                                    cfg.seed, w.halt_quantile, info, on_epoch))
         bar.close()
         with staged(run_dir / "world_model") as partial:
             world_model_id = save_world_model(model, partial)
@@ -139,7 +123,7 @@ def run(cfg: DictConfig) -> dict:
                       "fidelity": fidelity_report(model, test, data["test"], tuple(w.fidelity_horizons),
                                                   parts=robot.parts)}
             plot_episode(model, max(test, key=len), partial / "fidelity.png", robot.parts)
-            if latent is not None:  # the decoded frames of an open-loop dream above the real camera frames
+            if model.cameras is not None:  # the decoded frames of an open-loop dream above the real camera frames
                 open_loop_strip(model, max(test, key=len), partial / "open_loop_strip.png")
             seeds = [derive_seed(cfg.seed, "world-model-check", i) for i in range(w.check_episodes)]
             report["expert_in_dream"] = check_expert_in_dream(model, sorted(set(table.tasks)), seeds, dream, robot) \
@@ -148,7 +132,7 @@ def run(cfg: DictConfig) -> dict:
         metrics = flat_metrics(report["fidelity"])
         checks = report["expert_in_dream"].values()
         metrics.update({"wm/epochs": report["epochs"], "wm/disagreement_bound": model.disagreement_bound})
-        if latent is not None:
+        if model.cameras is not None:
             tracker.log_artifact(run_dir / "world_model" / "open_loop_strip.png")
         if checks:
             metrics.update({"wm/expert_dream_success": float(np.mean([c["dream_success"] for c in checks])),

@@ -37,8 +37,8 @@ class LineModel(StepsRows):
         nxt = obs + action
         broken = cond[0, :, 2] > 0.5
         nxt = torch.where(broken[:, None] & (obs[:, :1] != 7.0), torch.full_like(nxt, float("nan")), nxt)
-        return Prediction(nxt, -nxt.abs().sum(1), (nxt.abs().amax(1) < 0.05).float(),
-                          torch.zeros(len(obs)), nxt.abs().amax(1))
+        return Prediction(nxt, {"reward": -nxt.abs().sum(1), "success": (nxt.abs().amax(1) < 0.05).float(),
+                                "done": torch.zeros(len(obs))}, nxt.abs().amax(1))
 
 
 POOL = StartPool(

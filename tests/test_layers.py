@@ -100,7 +100,7 @@ def test_the_codes_defaults_are_the_configs():
 
     config = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "config.yaml"), resolve=False)
     # settings that no config key holds: the samplers set them (their own track weights), or "auto" maps to None
-    code_only = {("PlannerConfig", "reward_weight"), ("PlannerConfig", "track_weight"),
+    code_only = {("PlannerConfig", "track_weight"),
                  ("FilterConfig", "quality_threshold")}
     checked, drift = 0, []
     for cls, section in ((EnsembleConfig, "world_model"), (LatentConfig, "world_model.latent"),
@@ -110,10 +110,13 @@ def test_the_codes_defaults_are_the_configs():
         for key in section.split("."):
             node = node[key]
         for field in dataclasses.fields(cls):
-            if field.default is dataclasses.MISSING or (cls.__name__, field.name) in code_only:
+            factory = field.default_factory  # type: ignore[misc]
+            if (field.default is dataclasses.MISSING and factory is dataclasses.MISSING) \
+                    or (cls.__name__, field.name) in code_only:
                 continue
             checked += 1
-            default = list(field.default) if isinstance(field.default, tuple) else field.default
+            default = factory() if factory is not dataclasses.MISSING else field.default
+            default = list(default) if isinstance(default, tuple) else default
             if field.name not in node or node[field.name] != default:
                 drift.append(f"{cls.__name__}.{field.name}={default!r}, {section}.{field.name}="
                              f"{node.get(field.name, '<missing>')!r}")
@@ -131,3 +134,20 @@ def test_every_package_is_installed_and_shipped_in_the_image():
     assert listed == set(PACKAGES)
     assert all(f"COPY {name} {name}" in dockerfile for name in PACKAGES), dockerfile
     assert all((REPO / name / "__init__.py").is_file() for name in PACKAGES)
+
+
+def test_a_run_recorded_before_a_rename_is_the_same_run_in_todays_spelling():
+    """A run dir or pipeline ledger written before the planner's heads were named (``success_weight``) and
+    before the dream named its heads resumes as the same run; a changed value is still named."""
+    from dreamgen.rundir import as_recorded_now, differences
+    from dreamgen.sim import LEGACY
+
+    now = {"planner": {"horizon": 5, "objective": {"reward": 1.0, "success": 50.0}}, "world_model": {"kind": "ensemble"},
+           "dream": {"horizon": 150, "success_head": "success", "done_head": "done"},
+           "embodiment": LEGACY, "camera": {"names": [], "size": 64}}
+    old = {"planner": {"horizon": 5, "success_weight": 50.0}, "dream": {"horizon": 150}, "world_model": {"kind": "state"}}
+    assert differences(as_recorded_now(old), now) == []
+    assert differences(as_recorded_now({"planner.horizon": 5, "planner.success_weight": 50.0, "dream.horizon": 150,
+                                        "world_model.kind": "state"}), now) == []  # a ledger's flat settings
+    changed = differences(as_recorded_now({**old, "planner": {"horizon": 5, "success_weight": 20.0}}), now)
+    assert changed == ["planner.objective.success=20.0 there, 50.0 here"]

@@ -34,7 +34,7 @@ class PointMass(StepsRows):
                 context=None) -> Prediction:
         nxt = obs + 0.1 * action
         zeros = torch.zeros(len(obs))
-        return Prediction(nxt, -0.001 * nxt[:, 0] ** 2, zeros, zeros, zeros)
+        return Prediction(nxt, {"reward": -0.001 * nxt[:, 0] ** 2, "success": zeros, "done": zeros}, zeros)
 
 
 def run_mpc(model: Any, start: np.ndarray, emb: np.ndarray, config: PlannerConfig, steps: int, prior=None):
@@ -46,7 +46,7 @@ def run_mpc(model: Any, start: np.ndarray, emb: np.ndarray, config: PlannerConfi
     for _ in range(steps):
         action = policy.act(state.obs.numpy(), emb)
         state, pred = model.step(state, torch.as_tensor(action), propagation="mean")
-        rewards.append(pred.reward.numpy())
+        rewards.append(pred.head("reward").numpy())
         actions.append(action)
     return state.obs.numpy(), np.array(rewards), np.array(actions)
 
@@ -107,9 +107,9 @@ def test_disagreement_penalty_keeps_plans_where_the_model_agrees(members):
     emb = torch.as_tensor(TABLE.embeddings[[0]])
     state = model.initial_state(torch.tensor([[0.5, 0.0]]), emb)
     plain = MPPIPlanner(model, PlannerConfig(horizon=2, samples=256, prior_samples=0, penalty=0.0,
-                                             success_weight=0.0, members=members))
+                                             objective={"reward": 1.0}, members=members))
     careful = MPPIPlanner(model, PlannerConfig(horizon=2, samples=256, prior_samples=0, penalty=100.0,
-                                               success_weight=0.0, members=members))
+                                               objective={"reward": 1.0}, members=members))
     assert careful.plan(state, emb, seed=0).value < plain.plan(state, emb, seed=0).value
 
 
@@ -136,10 +136,35 @@ def test_one_member_per_candidate_costs_one_kth_of_the_ensemble():
     ("temperature", 0.0, "planner.temperature=0.0; must be > 0"), ("penalty", -1.0, "planner.penalty=-1.0"),
     ("elites", 500, "planner.elites=500"), ("propagation", "best", "accepted: random, fixed, mean"),
     ("members", "some", "planner.members='some'; accepted: all, one"),
+    ("objective", {}, "planner.objective={}; give head: weight pairs"),
+    ("objective", {"success": float("nan")}, "planner.objective.success=nan; must be a finite number"),
 ])
 def test_bad_planner_settings_are_refused_by_name(field, value, says):
     with pytest.raises(ConfigError, match=says.replace("[", r"\[").replace("(", r"\(")):
         PlannerConfig(**{field: value})
+
+
+def test_the_objective_names_heads_and_a_head_the_model_lacks_is_refused():
+    """The objective is the heads config names: weight 1 on reward alone gives the reward-only plan; a
+    head the model does not predict is refused, naming what it does predict."""
+    model = LineModel()
+    state = model.initial_state(torch.tensor([[0.5, 0.0]]), torch.as_tensor(TABLE.embeddings[[0]]))
+    actions = torch.full((1, 2, 2), -0.5)
+    generator = torch.Generator().manual_seed(0)
+    both = MPPIPlanner(model, PlannerConfig(horizon=2, prior_samples=0, penalty=0.0,
+                                            objective={"reward": 2.0, "success": 3.0}))
+    value = both.objective(state, actions, generator)
+    expected, walked = torch.zeros(1), state
+    for t in range(2):
+        walked, pred = model.step(walked, actions[:, t], propagation="mean")
+        expected += 0.95 ** t * (2.0 * pred.head("reward") + 3.0 * pred.head("success"))
+    torch.testing.assert_close(value, expected)
+    with pytest.raises(ConfigError, match="planner.objective names head 'collision'; .* predicts reward, success, done"):
+        MPPIPlanner(model, PlannerConfig(prior_samples=0, objective={"reward": 1.0, "collision": -5.0}))
+    assert "w_collision=-5" in PlannerConfig(objective={"reward": 1.0, "collision": -5.0}).label()
+    # ids from before heads were named: the default objective hashes as the two weights did
+    assert PlannerConfig().identity()["success_weight"] == 50.0 and "objective" not in PlannerConfig().identity()
+    assert PlannerConfig().label() == PlannerConfig(objective={"success": 50.0, "reward": 1.0}).label()
 
 
 def test_a_prior_share_without_a_prior_is_refused():

@@ -213,6 +213,7 @@ def test_the_cli_refuses_a_few_typed_mistakes_the_same_way(tmp_path):
                               (["collect.n_expertt=3"], "collect.n_expertt is not a setting; did you mean collect.n_expert"),
                               (["experiment=smok"], "experiment=smok is not a preset; did you mean smoke"),
                               (["planner.lambda=3"], "did you mean planner.penalty"),
+                              (["planner.success_weight=20"], "planner.success_weight is now planner.objective.success"),
                               (["generate.instructions=[打开抽屉]"], "cannot read the override 'generate.instructions=[打开抽屉]'")):
         given = {o.split("=")[0] for o in overrides}
         result = dreamgen("collect", *[b for b in base if b.split("=")[0] not in given], *overrides, cwd=tmp_path,

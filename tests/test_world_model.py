@@ -79,7 +79,7 @@ def test_learns_known_dynamics_and_beats_the_copy_baseline(trained):
     obs = torch.randn(4, 5)
     pred = model.predict(obs, torch.zeros(4, 2), model.condition(torch.as_tensor(TABLE.embeddings[[0, 1, 0, 1]])))
     assert torch.equal(pred.next_obs[:, 2:4], obs[:, :2]) and torch.equal(pred.next_obs[:, 4], obs[:, 4])
-    assert (pred.disagreement >= 0).all() and ((pred.success_prob >= 0) & (pred.success_prob <= 1)).all()
+    assert (pred.disagreement >= 0).all() and ((pred.head("success") >= 0) & (pred.head("success") <= 1)).all()
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
@@ -131,7 +131,7 @@ def test_propagation_modes(trained, monkeypatch):
     own = model.predict(obs, action, cond, propagation=ONE_MEMBER, members=members)
     fixed = model.predict(obs, action, cond, propagation="fixed", members=members)
     torch.testing.assert_close(own.next_obs, fixed.next_obs)
-    torch.testing.assert_close(own.reward, fixed.reward)
+    torch.testing.assert_close(own.head("reward"), fixed.head("reward"))
     assert torch.isnan(own.disagreement).all()  # no spread without the other members: never a silent 0
     lone = model.predict(obs[:1], action[:1], cond[:, :1], propagation=ONE_MEMBER, members=members[:1])
     torch.testing.assert_close(lone.next_obs, own.next_obs[:1])  # uneven groups (here 1 and 0 rows)

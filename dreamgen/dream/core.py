@@ -2,7 +2,8 @@
 
 ``DreamCore`` holds every row's rollout state — the model's ``RowState`` (observation, conditioning,
 member, previous actions), which the model creates and steps — plus step counts and start provenance,
-and owns the rollout contract: start states, termination from the success/done heads, truncation at the horizon,
+and owns the rollout contract: start states, termination from the heads ``dream.success_head`` and
+``dream.done_head`` name, truncation at the horizon,
 MOReL-style halting when disagreement exceeds a bound calibrated on real data, a MOPO-style reward
 penalty ``λ·disagreement``, and NaN/inf guards that end a row with a reason instead of crashing the
 batch. It does *not* decide when to reset: the gymnasium vector env (NEXT_STEP autoreset), the single
@@ -20,7 +21,7 @@ import torch
 from gymnasium import spaces
 
 from dreamgen.errors import DreamgenError
-from dreamgen.world_model.base import PROPAGATIONS, WorldModel
+from dreamgen.world_model.base import PROPAGATIONS, WorldModel, require_heads
 
 REASONS = np.array(["", "success", "done", "horizon", "halted", "non-finite"], dtype=object)
 SUCCESS, DONE, HORIZON, HALTED, NONFINITE = 1, 2, 3, 4, 5
@@ -40,9 +41,20 @@ class DreamConfig:
     halt: bool = True  # truncate a row when its disagreement exceeds bound x halt_scale
     halt_scale: float = 1.0
     penalty: float = 0.0  # MOPO λ: reward - λ * disagreement
-    success_threshold: float = 0.5  # success_prob at or above this counts as success
+    success_threshold: float = 0.5  # the success head's probability at or above this counts as success
     terminate_on_success: bool = True
     done_threshold: float = 0.5
+    success_head: str = "success"  # the heads (by name: Prediction.heads) whose probability marks success
+    done_head: str = "done"  # ... and the end of an episode
+
+    def identity(self) -> dict[str, Any]:
+        """The settings as a job id hashes them: the heads are left out while they are the standard ones
+        (ids from before heads were named stay the same)."""
+        out = dataclasses.asdict(self)
+        for name, standard in (("success_head", "success"), ("done_head", "done")):
+            if out[name] == standard:
+                del out[name]
+        return out
 
     def __post_init__(self) -> None:
         if self.horizon < 1:
@@ -121,6 +133,7 @@ class DreamCore:
         if model.cameras is not None:
             model.cameras.check_same(pool.cameras, "the start store", "the latent world model")
         config = config or DreamConfig()
+        require_heads(model, (config.success_head, config.done_head), "dream.success_head / dream.done_head")
         self.model, self.pool, self.config, self.num_envs = model, pool, config, num_envs
         self.obs_dim, self.action_dim = model.layout.obs_dim, model.action_dim
         self.single_observation_space = spaces.Dict({
@@ -239,13 +252,13 @@ class DreamCore:
         state, pred = self.model.step(self.state, action, generator=self.generator,
                                       propagation=self.config.propagation)
         next_obs, disagreement = state.obs, pred.disagreement.cpu().numpy()
-        success_prob = pred.success_prob.cpu().numpy()
-        reward = pred.reward.cpu().numpy() - self.config.penalty * disagreement
+        success_prob = pred.head(self.config.success_head).cpu().numpy()
+        reward = pred.head("reward").cpu().numpy() - self.config.penalty * disagreement
         finite = (torch.isfinite(next_obs).all(1).cpu().numpy() & np.isfinite(reward)
                   & np.isfinite(success_prob) & np.isfinite(disagreement))
         self.t += 1
         success = success_prob >= self.config.success_threshold
-        done = pred.done_prob.cpu().numpy() >= self.config.done_threshold
+        done = pred.head(self.config.done_head).cpu().numpy() >= self.config.done_threshold
         halted = disagreement > self.bound
         reason = np.zeros(self.num_envs, np.int64)
         reason[self.t >= self.config.horizon] = HORIZON

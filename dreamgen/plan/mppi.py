@@ -5,10 +5,11 @@ of a ``RowState`` at once: each row is tiled into ``samples`` Gaussian candidate
 mean plus ``prior_samples`` candidates rolled out by the prior policy (TD-MPC2's mix), and every
 horizon step of all rows × candidates is one ``model.step`` call. The objective of a candidate is
 
-    sum_t discount^t (reward_weight · reward_t + success_weight · success_prob_t − penalty · disagreement_t
-                      − track_weight · |w ⊙ (obs_t − reference_t)|)
+    sum_t discount^t (Σ_h objective[h] · head_h,t − penalty · disagreement_t − track_weight · |w ⊙ (obs_t − reference_t)|)
 
-from the model's learned heads (``penalty`` = λ keeps plans where the ensemble agrees) and, when a
+from the model's learned heads, named in config (``planner.objective``: head -> weight; by default
+``reward`` 1 and ``success`` 50, and a head a model adds — a safety head, with a negative weight — is one
+more entry), ``penalty`` = λ (keeps plans where the ensemble agrees) and, when a
 ``reference`` path is given (recovery dreams: back to the demo), the weighted distance to it. After each
 iteration the mean and std are refitted to the ``elites`` best candidates, weighted by
 ``exp((R − R_max) / (temperature · spread))`` where ``spread`` is the elites' return std — so the
@@ -37,8 +38,9 @@ import numpy as np
 import torch
 
 from dreamgen.errors import ConfigError
-from dreamgen.world_model.base import ONE_MEMBER, PROPAGATIONS, RowState
+from dreamgen.world_model.base import ONE_MEMBER, PROPAGATIONS, RowState, require_heads
 
+OBJECTIVE = {"reward": 1.0, "success": 50.0}  # the objective's heads and weights unless planner.objective says
 MEMBERS = ("all", "one")  # ensemble members each candidate is stepped by (see PlannerConfig.members)
 Prior = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (obs[N,O], embeddings[N,C]) -> action[N,A] in [-1, 1]
 
@@ -56,8 +58,7 @@ class PlannerConfig:
     temperature: float = 0.5  # of the elite weights, in units of the elites' return spread
     init_std: float = 0.5  # sampling std at the first iteration (and its upper bound)
     min_std: float = 0.05
-    reward_weight: float = 1.0  # weight of the reward head in the objective
-    success_weight: float = 50.0  # weight of the success head in the objective
+    objective: dict[str, float] = dataclasses.field(default_factory=lambda: dict(OBJECTIVE))  # head -> weight
     penalty: float = 1.0  # λ: weight of ensemble disagreement (normalised units) in the objective
     discount: float = 0.95
     propagation: str = "mean"  # how candidates are stepped: mean of the ensemble | random member | fixed member
@@ -73,9 +74,15 @@ class PlannerConfig:
             ("temperature", self.temperature > 0, "> 0"), ("penalty", self.penalty >= 0, ">= 0 (λ)"),
             ("init_std", self.init_std > 0, "> 0"), ("min_std", 0 < self.min_std <= self.init_std, "in (0, init_std]"),
             ("prior_noise", self.prior_noise >= 0, ">= 0"), ("discount", 0 < self.discount <= 1, "in (0, 1]"),
-            ("success_weight", self.success_weight >= 0, ">= 0"), ("reward_weight", self.reward_weight >= 0, ">= 0"),
             ("track_weight", self.track_weight >= 0, ">= 0"),
         ]
+        if not isinstance(self.objective, dict) or not self.objective:
+            raise ConfigError(f"planner.objective={self.objective!r}; give head: weight pairs, e.g. "
+                              "{reward: 1.0, success: 50.0}")
+        for head, weight in self.objective.items():
+            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not np.isfinite(weight):
+                raise ConfigError(f"planner.objective.{head}={weight!r}; must be a finite number (a negative "
+                                  "weight makes the head a cost)")
         for name, ok, accepted in checks:
             if not ok:
                 raise ConfigError(f"planner.{name}={getattr(self, name)!r}; must be {accepted}")
@@ -88,9 +95,21 @@ class PlannerConfig:
         """Short provenance text of the settings that shape a plan."""
         track = f",w_track={self.track_weight:g}" if self.track_weight else ""
         one = ",members=one" if self.members == "one" else ""
+        weights = {"reward": 0.0, "success": 0.0, **self.objective}
+        more = "".join(f",w_{head}={weight:g}" for head, weight in weights.items() if head not in ("reward", "success"))
         return (f"h={self.horizon},n={self.samples},prior={self.prior_samples},it={self.iterations},"
-                f"elites={self.elites},T={self.temperature:g},w_rew={self.reward_weight:g},"
-                f"w_succ={self.success_weight:g},penalty={self.penalty:g}{track}{one}")
+                f"elites={self.elites},T={self.temperature:g},w_rew={weights['reward']:g},"
+                f"w_succ={weights['success']:g}{more},penalty={self.penalty:g}{track}{one}")
+
+    def identity(self) -> dict[str, Any]:
+        """The settings as a job id hashes them: the reward and success weights under the names they had
+        before heads were named (so ids stay), any other head's under ``objective``."""
+        out = dataclasses.asdict(self)
+        objective = out.pop("objective")
+        out["reward_weight"], out["success_weight"] = (float(objective.pop(h, 0.0)) for h in ("reward", "success"))
+        if objective:
+            out["objective"] = objective
+        return out
 
 
 class Plan(NamedTuple):
@@ -116,6 +135,7 @@ class MPPIPlanner:
             raise ConfigError(f"planner.prior_samples={config.prior_samples} needs a prior policy "
                               "(generate.sampler.policy or policy.mpc.prior: a policy checkpoint), or set "
                               "planner.prior_samples=0")
+        require_heads(model, list(config.objective), "planner.objective")
         self.model, self.config, self.prior = model, config, prior
         self.transitions = 0  # candidate transitions stepped so far (for the throughput benchmark)
         self.member_steps = 0  # of which member evaluations: transitions x the members each one ran through
@@ -130,7 +150,7 @@ class MPPIPlanner:
         for t in range(actions.shape[1]):
             state, pred = self.model.step(state, actions[:, t], generator=generator,
                                           propagation=ONE_MEMBER if one else c.propagation)
-            gain = c.reward_weight * pred.reward + c.success_weight * pred.success_prob
+            gain = sum(weight * pred.head(head) for head, weight in c.objective.items())
             if not one:
                 gain = gain - c.penalty * pred.disagreement
             if reference is not None and c.track_weight:

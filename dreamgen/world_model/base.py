@@ -7,10 +7,15 @@ holds what a row carries (observation, conditioning, ensemble member, previous a
 indexed, tiled and written back, so a planner branches one row into many candidate futures.
 
 Underneath, ``predict(obs[B,O], action[B,A], cond, *, generator, propagation, members, context) ->
-Prediction`` is one batched step with ``next_obs[B,O]``, ``reward[B]``, ``success_prob[B]``,
-``done_prob[B]`` and ``disagreement[B]`` (epistemic: spread of the ensemble members' mean predictions,
-in normalised units). ``cond`` is either instruction embeddings ``[B,C]`` or what
-``condition(embeddings)`` returned for them (rows on axis 1) — conditioning happens once per episode.
+Prediction`` is one batched step with ``next_obs[B,O]``, the model's heads by name (``heads``:
+``reward[B]``, ``success[B]`` and ``done[B]`` probabilities, and whatever heads a model adds) and
+``disagreement[B]`` (epistemic: spread of the ensemble members' mean predictions, in normalised units).
+``cond`` is either instruction embeddings ``[B,C]`` or what ``condition(embeddings)`` returned for them
+(rows on axis 1) — conditioning happens once per episode.
+
+Heads are named in config, never in code: the planner's objective (``planner.objective``: head ->
+weight) and the dream's success and end (``dream.success_head``, ``dream.done_head``). A model says which
+heads it has (``heads``); ``require_heads`` refuses a setting naming one it lacks.
 """
 
 from __future__ import annotations
@@ -31,14 +36,34 @@ PROPAGATIONS = ("random", "fixed", "mean")  # member per sample | member per epi
 ONE_MEMBER = "member"
 
 
+HEADS = ("reward", "success", "done")  # every model's heads: a value, and two probabilities
+
+
 class Prediction(NamedTuple):
-    """One batched model step. Shapes: ``next_obs[B,O]``, everything else ``[B]``; float32 tensors."""
+    """One batched model step. Shapes: ``next_obs[B,O]``, every head and ``disagreement`` ``[B]``; float32."""
 
     next_obs: torch.Tensor
-    reward: torch.Tensor
-    success_prob: torch.Tensor
-    done_prob: torch.Tensor
+    heads: dict[str, torch.Tensor]  # by name: HEADS, then any the model adds
     disagreement: torch.Tensor
+
+    def head(self, name: str) -> torch.Tensor:
+        try:
+            return self.heads[name]
+        except KeyError:
+            raise KeyError(f"the model predicts no head {name!r}; its heads: {', '.join(self.heads)}") from None
+
+
+def require_heads(model: Any, names: Sequence[str], setting: str) -> None:
+    """Refuse ``setting`` (say ``planner.objective``) when it names a head ``model`` does not predict."""
+    from dreamgen.errors import ConfigError
+
+    have = tuple(getattr(model, "heads", HEADS))
+    missing = [name for name in names if name not in have]
+    if missing:
+        kind = getattr(model, "kind", type(model).__name__)
+        name = getattr(model, "info", {}).get("world_model_id", "")
+        raise ConfigError(f"{setting} names head {missing[0]!r}; this world model ({name + ', ' if name else ''}"
+                          f"kind {kind}) predicts {', '.join(have)}")
 
 
 def next_context(context: Any, action: Any) -> Any:
@@ -157,6 +182,7 @@ class StepsRows:
 
     cameras: Any = None  # a state model sees no images
     kind = "ensemble"
+    heads: tuple[str, ...] = HEADS
 
     @property
     def dynamics(self) -> Any:
@@ -196,8 +222,9 @@ class WorldModel(Protocol):
     instructions: InstructionTable
     disagreement_bound: float  # calibrated on held-out real transitions (inf if not calibrated)
     device: torch.device
-    kind: str  # "ensemble" (state) | "latent" (cameras)
-    cameras: Any  # dreamgen.sim.camera.Cameras the model sees (None: a state model)
+    kind: str  # its name in the registry of kinds (dreamgen.world_model.kinds): "ensemble" | "latent" | ...
+    cameras: Any  # dreamgen.spaces.Cameras the model sees (None: a state model)
+    heads: tuple[str, ...]  # the heads each Prediction carries (HEADS first)
 
     def condition(self, cond: torch.Tensor) -> Any:
         """Precompute the per-episode conditioning of instruction embeddings ``[B,C]``."""

@@ -235,8 +235,8 @@ class EnsembleWorldModel(StepsRows):
         if self.bounds is not None:
             dyn = slice(*self.layout.dynamic)
             next_obs[:, dyn] = torch.clamp(next_obs[:, dyn], *self.bounds)
-        return Prediction(next_obs=next_obs, reward=target[:, n_dyn], success_prob=probs[:, 0],
-                          done_prob=probs[:, 1], disagreement=disagreement)
+        return Prediction(next_obs, {"reward": target[:, n_dyn], "success": probs[:, 0], "done": probs[:, 1]},
+                          disagreement)
 
     def _own_member(self, x: torch.Tensor, cond_bias: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
         """``[B, out]``: row ``b`` through member ``members[b]`` only. Rows are grouped by member (padded to

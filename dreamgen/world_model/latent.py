@@ -30,7 +30,7 @@ from torch import nn
 
 from dreamgen.spaces import Cameras
 from dreamgen.types import Episode
-from dreamgen.world_model.base import InstructionTable, ObsLayout, Prediction, RowState
+from dreamgen.world_model.base import HEADS, InstructionTable, ObsLayout, Prediction, RowState
 from dreamgen.world_model.ensemble import EnsembleConfig, EnsembleWorldModel, Normaliser
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,7 @@ class LatentWorldModel:
     """Encoder + latent ensemble + decoder behind the ``WorldModel`` contract (see the module docstring)."""
 
     kind = "latent"
+    heads = HEADS
 
     def __init__(self, autoencoder: ImageAutoencoder, dynamics: EnsembleWorldModel, layout: ObsLayout,
                  cameras: Cameras, config: LatentConfig, proprio: tuple[int, int] | None, state_norm: Normaliser,

@@ -1,0 +1,99 @@
+"""The world-model contract from outside the library: a kind and a head registered by a test module
+(``tests/linear_kind.py``) run train-world-model → generate → train-quality → filter → train-policy, and
+the head ends dreams and enters the planner's objective by config alone."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import tests.linear_kind  # noqa: F401  (registers the kind "linear")
+from dreamgen.errors import ConfigError
+from tests.conftest import in_process
+
+LOOSE = ["filter.quality_threshold=0", "filter.support_margin=100", "filter.jump_margin=100",
+         "filter.disagreement_step=100", "filter.disagreement_mean=100"]
+
+
+def test_a_kind_and_a_head_from_a_test_module_run_from_world_model_to_policy(smoke_run, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from dreamgen.data.store import TrajectoryStore
+    from dreamgen.plan.mppi import MPPIPlanner
+    from dreamgen.world_model.checkpoint import load_world_model
+    from jobs.generate import planner_config
+    from tests.conftest import REPO
+    from tests.linear_kind import LinearWorldModel
+
+    real = smoke_run["run_dir"] / "real.zarr"
+    common = ["experiment=smoke", f"run_dir={tmp_path / 'run'}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+              "progress=false", f"world_model.store={real}", f"policy.store={real}", "world_model.kind=linear",
+              "world_model.check_episodes=1",  # a run dir is one run: every verb is given the same settings
+              "generate.workers=0", "generate.episodes=2", "dream.horizon=15", "generate.sampler.kind=planner",
+             "planner.prior_samples=0", "planner.samples=16", "planner.elites=4", "+planner.objective.still=5.0",
+             "dream.done_head=still", "dream.done_threshold=0.9", *LOOSE]
+    with contextlib.chdir(tmp_path):
+        for verb, extra in (("train-world-model", []), ("generate", []), ("train-quality", []), ("filter", []),
+                            ("train-policy", [f"run_dir={tmp_path / 'mixed'}",  # the mix is another run
+                                              f"policy.dream_store={tmp_path / 'run' / 'dream.zarr'}",
+                                              "policy.max_dream_fraction=0.5", "policy.epochs=2"])):
+            code, _ = in_process(verb, [*common, *extra])
+            assert code == 0, f"{verb} exited {code}"
+
+    recorded = json.loads((tmp_path / "run" / "world_model" / "world_model.json").read_text())
+    assert recorded["kind"] == "linear"  # one spelling from config to checkpoint
+    model = load_world_model(tmp_path / "run" / "world_model")
+    assert isinstance(model, LinearWorldModel) and "still" in model.heads
+
+    store = TrajectoryStore.open(tmp_path / "run" / "dream.zarr")
+    meta = store.meta(["sampler", "ended", "verdict"])
+    assert len(store) == 4 and all("w_still=5" in s for s in meta["sampler"].tolist())
+    # the head ends dreams: replayed through the (deterministic) model, each dream ends "done" at the first step
+    # whose "still" reaches dream.done_threshold, and runs to the horizon if none does
+    for i, ended in enumerate(meta["ended"].tolist()):
+        episode = store.episode(i)
+        state = model.initial_state(torch.as_tensor(episode.obs[:1]), torch.as_tensor(model.instructions.embeddings[:1]))
+        stills = []
+        for action in episode.action:
+            state, pred = model.step(state, torch.as_tensor(action[None]), propagation="mean")
+            stills.append(float(pred.head("still")[0]))
+            if stills[-1] >= 0.9:
+                break
+        assert ended == ("done" if stills[-1] >= 0.9 else "horizon"), (ended, stills)
+    assert "done" in set(meta["ended"].tolist())  # the planner, told to value stillness, stops the robot
+    assert (meta["verdict"] == "accept").sum() > 0
+    policy = json.loads((tmp_path / "mixed" / "policy" / "policy.json").read_text())["info"]
+    assert policy["dream_selection"]["store_digest"] == store.digest() and policy["dream_selection"]["episodes"] > 0
+
+    # the planner's objective: the configured weight times the head, nothing else changed
+    def planner(*overrides: str) -> MPPIPlanner:
+        with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+            cfg = compose(config_name="config", overrides=["planner.prior_samples=0", *overrides])
+        return MPPIPlanner(model, planner_config(cfg))
+
+    state = model.initial_state(torch.as_tensor(store.episode(0).obs[:1]),
+                                torch.as_tensor(model.instructions.embeddings[:1]))
+    actions = torch.as_tensor(np.random.default_rng(0).uniform(-1, 1, (1, 5, model.action_dim)), dtype=torch.float32)
+    without, with_still = (p.objective(state, actions, torch.Generator().manual_seed(0), None)
+                           for p in (planner(), planner("+planner.objective.still=-2.0")))
+    stills, walked = [], state
+    for t in range(5):
+        walked, pred = model.step(walked, actions[:, t], propagation="mean")
+        stills.append(0.95 ** t * pred.head("still"))
+    torch.testing.assert_close(with_still - without, -2.0 * sum(stills))
+    with pytest.raises(ConfigError, match="planner.objective names head 'collision'.*predicts reward, success, done, still"):
+        planner("+planner.objective.collision=-1.0")
+
+
+def test_an_unknown_kind_is_refused_naming_every_kind():
+    from dreamgen.world_model import kinds
+
+    with pytest.raises(ConfigError, match=r"world_model.kind='transformer' is no world-model kind; the kinds: "
+                                          r"ensemble \(.*\); latent \(.*\); linear"):
+        kinds.get("transformer")
+    with pytest.raises(ConfigError, match="the state model is `ensemble`"):
+        kinds.get("state")
