@@ -67,8 +67,9 @@ def mpc_policy(cfg: DictConfig) -> Any:
 def load_evaluated(cfg: DictConfig) -> Any:
     """The policy ``evaluate`` runs: the checkpoint at ``evaluate.policy``, or the MPC planner (family=mpc)."""
     from policies import load_policy
+    from policies.families import get
 
-    if cfg.policy.family == "mpc":
+    if get(cfg.policy.family).plans:
         return mpc_policy(cfg)
     check_policy(cfg, cfg.evaluate.policy, "evaluate.policy")
     return load_policy(cfg.evaluate.policy)
@@ -114,6 +115,7 @@ def run(cfg: DictConfig) -> dict:
     from dreamgen.data.store import TrajectoryStore
     from dreamgen.evaluate import format_table
     from dreamgen.rundir import write_json
+    from policies import families
 
     e = cfg.evaluate
     tasks = check_config(cfg)
@@ -127,7 +129,7 @@ def run(cfg: DictConfig) -> dict:
 
         summary = evaluate_policy(cfg, policy, on_task)
         bar.close()
-        summary["policy"] = str(e.policy) if cfg.policy.family != "mpc" else policy.info
+        summary["policy"] = policy.info if families.get(cfg.policy.family).plans else str(e.policy)
         write_json(run_dir / "eval.json", summary)
         tracker.log_dict(summary, "eval.json")
         overall = summary["overall"]

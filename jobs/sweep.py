@@ -48,8 +48,10 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"sweep.control={s.control!r}; must be true or false")
     if not isinstance(s.workers, int) or s.workers < 0:
         raise ConfigError(f"sweep.workers={s.workers!r}; must be an integer >= 0 (0 = arms one after another here)")
-    if s.get("family") not in (None, "bc", "bc-image", "sb3"):
-        raise ConfigError(f"sweep.family={s.family!r}; accepted: bc, bc-image (arms learn from the camera), sb3")
+    if s.get("family") is not None:
+        from policies.families import get
+
+        get(s.family, where="sweep.family", trained=True)
     train_policy.check_config(cfg)
     evaluate.check_config(cfg)
 

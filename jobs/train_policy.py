@@ -32,8 +32,10 @@ def _frames(store: Any, keep: np.ndarray, images: bool = False) -> tuple[Any, ..
 
 
 def image_policy(cfg: DictConfig) -> bool:
-    """``policy.family=bc-image``: the policy sees the cameras (its stores must be image stores)."""
-    return cfg.policy.family == "bc-image"
+    """The policy's family sees the cameras (its stores must be image stores)."""
+    from policies.families import get
+
+    return get(cfg.policy.family).images
 
 
 def check_cameras(store: Any, cameras: Any, field: str) -> None:
@@ -148,15 +150,9 @@ def check_config(cfg: DictConfig) -> None:
                           f"got epochs={p.epochs} batch_size={p.batch_size} hidden={p.hidden} "
                           f"layers={p.layers} lr={p.lr}")
     check_fraction(p.max_dream_fraction, "policy.max_dream_fraction")
-    if p.family == "mpc":
-        raise ConfigError("policy.family=mpc trains nothing: it plans with the world model at every step; run "
-                          "`dreamgen evaluate policy.family=mpc` (the prior is policy.mpc.prior, trained with family=bc)")
-    if p.family not in ("bc", "bc-image", "sb3"):
-        raise ConfigError(f"policy.family={p.family!r}; accepted: bc (MLP behaviour cloning), bc-image (the same from "
-                          "the camera: an image store), sb3 (an SB3 PPO actor cloned on the same mix, then fine-tuned "
-                          "by PPO in the dream), mpc (evaluate only)")
-    if p.family == "sb3" and (p.sb3.steps < 0 or p.sb3.envs < 1):
-        raise ConfigError(f"policy.sb3.steps={p.sb3.steps} must be >= 0 and policy.sb3.envs={p.sb3.envs} >= 1")
+    from policies import families
+
+    families.get(p.family, trained=True).check(cfg)
     if not isinstance(p.control, bool):
         raise ConfigError(f"policy.control={p.control!r}; must be true or false")
     if p.control and p.dream_store is not None:
@@ -173,7 +169,8 @@ def train(cfg: DictConfig, on_epoch: Callable[[int, float], None] | None = None,
     ``stores``: the ``real`` (and ``dream``) stores already open, so their digests are read once.
     """
     from dreamgen.language import default_encoder
-    from policies.bc import BCConfig, fit_bc, fit_image_bc
+    from policies.bc import BCConfig
+    from policies.families import TrainingData, get
 
     check_config(cfg)
     p = cfg.policy
@@ -192,19 +189,11 @@ def train(cfg: DictConfig, on_epoch: Callable[[int, float], None] | None = None,
         dream = (obs, action, encoder.encode(texts), *real[3:])
     info = {"embodiment": embodiment(cfg).name, "store_digest": store.digest(), "episodes": n_episodes,
             "frames": len(obs), "train_kinds": list(p.train_kinds), "seed": seed, "dream_selection": selection}
-    if p.family == "bc":
-        policy = fit_bc(obs, action, encoder.encode(texts), config, seed=seed, info=info, on_epoch=on_epoch,
-                        dream=dream, max_dream_fraction=p.max_dream_fraction)
-    elif p.family == "bc-image":  # proprioception (the hand) and the goal beside the frames
-        robot = embodiment(cfg)
-        hand, static = robot.parts.get("hand"), robot.layout.static
-        dims = (list(range(hand.start, hand.stop)) if hand else []) + (list(range(*static)) if static else [])
-        policy = fit_image_bc(obs, real[3], action, encoder.encode(texts), config, cameras=store.cameras,
-                              obs_dims=dims, seed=seed, info={**info, "family": "bc-image"}, on_epoch=on_epoch,
-                              dream=None if dream is None else (dream[0], dream[3], dream[1], dream[2]),
-                              max_dream_fraction=p.max_dream_fraction)
-    else:
-        policy = _clone_and_finetune(cfg, obs, action, encoder.encode(texts), config, seed, info, on_epoch, dream)
+    family = get(p.family, trained=True)
+    assert family.fit is not None
+    policy = family.fit(TrainingData(obs, action, encoder.encode(texts), real[3] if len(real) > 3 else None, dream,
+                                     float(p.max_dream_fraction), config, seed, info, on_epoch, cfg, embodiment(cfg),
+                                     store.cameras))
     achieved = policy.info["achieved_dream_fraction"]
     if selection is not None:
         selection["achieved_fraction"] = achieved
@@ -213,26 +202,6 @@ def train(cfg: DictConfig, on_epoch: Callable[[int, float], None] | None = None,
                "policy/dream_frames": selection["frames"] if selection else 0,
                "policy/max_dream_fraction": float(p.max_dream_fraction), "policy/achieved_dream_fraction": achieved}
     return policy, metrics
-
-
-def _clone_and_finetune(cfg: DictConfig, obs, action, cond, config, seed: int, info: dict[str, Any],
-                        on_epoch: Any, dream: Any) -> Any:
-    """``policy.family=sb3``: an SB3 PPO actor cloned on the capped mix, then PPO in the dream."""
-    from dreamgen.data.store import TrajectoryStore
-    from dreamgen.dream.core import StartPool
-    from dreamgen.world_model.checkpoint import load_world_model
-    from jobs.train_world_model import dream_config
-    from policies.sb3_dream import clone_and_finetune
-
-    s = cfg.policy.sb3
-    model = load_world_model(s.world_model)
-    pool = StartPool.from_store(TrajectoryStore.open(cfg.policy.store))
-    instructions = [model.instructions.for_task(task) for task in cfg.tasks]
-    return clone_and_finetune(obs, action, cond, config, model=model, pool=pool, instructions=instructions,
-                              steps=int(s.steps), envs=int(s.envs), seed=seed, dream_config=dream_config(cfg),
-                              log_std_init=float(s.log_std_init), dream=dream,
-                              max_dream_fraction=cfg.policy.max_dream_fraction,
-                              info={**info, "family": "sb3", "world_model": str(s.world_model)}, on_epoch=on_epoch)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -259,14 +228,16 @@ def run(cfg: DictConfig) -> dict:
         bar.close()
         with staged(run_dir / "policy") as partial:
             policy.save(partial)
-        metrics["policy/final_train_mse"] = losses[-1]
+        if losses:  # a family that reports no epochs (one that is not fitted by gradient steps) has no loss
+            metrics["policy/final_train_mse"] = losses[-1]
         tracker.log_metrics(metrics)
         if policy.info["dream_selection"] is not None:
             tracker.log_dict(policy.info["dream_selection"], "dream_selection.json")
         log.info("trained %s on %d demos (%d frames) + %d accepted dreams (%d frames) at dream fraction %.3f "
                  "(cap %.3f): final mse %.4f -> %s", cfg.policy.family, metrics["policy/episodes"], metrics["policy/frames"],
                  metrics["policy/dream_episodes"], metrics["policy/dream_frames"],
-                 metrics["policy/achieved_dream_fraction"], metrics["policy/max_dream_fraction"], losses[-1],
+                 metrics["policy/achieved_dream_fraction"], metrics["policy/max_dream_fraction"],
+                 losses[-1] if losses else float("nan"),
                  run_dir / "policy")
         return {"policy": str(run_dir / "policy"), **metrics}
 

@@ -1,7 +1,7 @@
 """Downstream and sampling policies behind one contract (``policies.base.Policy``).
 
-``load_policy(path)`` reads a checkpoint directory (safetensors + JSON) and dispatches on its
-``kind`` through the one registry below.
+``load_policy(path)`` reads a checkpoint directory (safetensors + JSON) and loads it as the family its
+``kind`` names (the registry of families: ``policies.families``).
 """
 
 from __future__ import annotations
@@ -23,19 +23,9 @@ def load_policy(path: str | Path) -> Policy:
         kind = json.loads(config_file.read_text()).get("kind")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
         raise CheckpointError(f"{config_file}: not a policy spec (a JSON object with a kind) ({exc})") from exc
-    if kind == "bc":
-        from policies.bc import BCPolicy
+    from policies.families import loader
 
-        return BCPolicy.load(path)
-    if kind == "bc-image":
-        from policies.bc import ImageBCPolicy
-
-        return ImageBCPolicy.load(path)
-    if kind == "sb3":
-        from policies.sb3_dream import SB3DreamPolicy
-
-        return SB3DreamPolicy.load(path)
-    raise CheckpointError(f"{config_file}: unknown policy kind {kind!r}; known: bc, bc-image, sb3")
+    return loader(kind, config_file)(path)
 
 
 def policy_facts(path: str | Path) -> dict | None:

@@ -1,10 +1,12 @@
-"""A world-model kind and a head that no library file knows: registered here, used by config alone.
+"""A world-model kind, a head and a policy family that no library file knows: registered here, used by
+config alone.
 
 ``linear``: the next change of the dynamic dims and the reward are a least-squares linear map of
 ``[observation, action, 1]``; success and done are the training data's base rates. It adds one head,
 ``still``: the probability that the step barely moved the robot (``exp(-|Δ| / scale)``), so a test can end
 dreams on it (``dream.done_head=still``) and plan with it (``+planner.objective.still=<weight>``).
-Importing this module registers the kind (``dreamgen.world_model.kinds.register``).
+``mean-action``: a downstream policy family that acts with the mean action of its training mix.
+Importing this module registers both (``dreamgen.world_model.kinds.register``, ``policies.families.register``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from dreamgen.world_model import kinds
 from dreamgen.world_model.base import HEADS, InstructionTable, ObsLayout, Prediction, StepsRows
 from dreamgen.world_model.fit import transitions
+from policies import families
 
 STILL_SCALE = 0.01  # |Δ dynamic| at which "still" has fallen to 1/e
 
@@ -75,3 +78,42 @@ def load(request: kinds.LoadRequest) -> LinearWorldModel:
 
 KIND = kinds.register(kinds.ModelKind("linear", "a least-squares linear map (a test kind)", fit, save, load,
                                       epochs=lambda settings: 1))
+
+
+# ---------------------------------------------------------------------- a policy family: the mean action
+class MeanActionPolicy:
+    """Acts with the mean action of its training frames (real and capped dream share alike), whatever it sees."""
+
+    kind = "mean-action"
+
+    def __init__(self, mean: np.ndarray, info: dict[str, Any]):
+        self.mean, self.info = np.asarray(mean, np.float32), dict(info)
+
+    def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = True) -> np.ndarray:
+        return np.repeat(self.mean[None], len(obs), 0)
+
+    def save(self, path: Any) -> None:
+        import json
+        from pathlib import Path
+
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "policy.json").write_text(json.dumps({"kind": self.kind, "mean": self.mean.tolist(),
+                                                            "obs_dim": int(self.info["obs_dim"]), "info": self.info}))
+
+    @classmethod
+    def load(cls, path: Any) -> MeanActionPolicy:
+        import json
+        from pathlib import Path
+
+        spec = json.loads((Path(path) / "policy.json").read_text())
+        return cls(np.asarray(spec["mean"], np.float32), spec["info"])
+
+
+def fit_mean(data: families.TrainingData) -> MeanActionPolicy:
+    actions = data.action if data.dream is None else np.concatenate([data.action, data.dream[1]])
+    share = 0.0 if data.dream is None else min(data.max_dream_fraction, len(data.dream[1]) / len(actions))
+    return MeanActionPolicy(actions.mean(0), {**data.info, "obs_dim": data.obs.shape[1], "achieved_dream_fraction": share})
+
+
+FAMILY = families.register(families.PolicyFamily("mean-action", "the mean action (a test family)", fit_mean,
+                                                 MeanActionPolicy.load))

@@ -89,6 +89,29 @@ def test_a_kind_and_a_head_from_a_test_module_run_from_world_model_to_policy(smo
         planner("+planner.objective.collision=-1.0")
 
 
+def test_a_policy_family_from_a_test_module_trains_loads_and_evaluates(smoke_run, tmp_path):
+    """``policy.family=mean-action`` (tests/linear_kind.py): train-policy fits it, load_policy reads it back
+    by its kind, evaluate runs it on the real simulator; the sweep and train-policy refuse an unknown family
+    naming the registered ones."""
+    from policies import load_policy
+    from tests.linear_kind import MeanActionPolicy
+
+    real = smoke_run["run_dir"] / "real.zarr"
+    common = ["experiment=smoke", f"run_dir={tmp_path / 'run'}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+              "progress=false", f"policy.store={real}", f"evaluate.store={real}", "policy.family=mean-action",
+              "evaluate.n_episodes=1"]
+    with contextlib.chdir(tmp_path):
+        for verb in ("train-policy", "evaluate"):
+            code, _ = in_process(verb, common)
+            assert code == 0, f"{verb} exited {code}"
+    policy = load_policy(tmp_path / "run" / "policy")
+    assert isinstance(policy, MeanActionPolicy) and policy.mean.shape == (4,)
+    assert json.loads((tmp_path / "run" / "eval.json").read_text())["overall"]["episodes"] == 2
+    with contextlib.chdir(tmp_path):
+        code, err = in_process("train-policy", [*common[:-3], f"run_dir={tmp_path / 'other'}", "policy.family=cnn"])
+    assert code == 2 and not (tmp_path / "other").exists()
+
+
 def test_an_unknown_kind_is_refused_naming_every_kind():
     from dreamgen.world_model import kinds
 
@@ -97,3 +120,8 @@ def test_an_unknown_kind_is_refused_naming_every_kind():
         kinds.get("transformer")
     with pytest.raises(ConfigError, match="the state model is `ensemble`"):
         kinds.get("state")
+    from policies import families
+
+    with pytest.raises(ConfigError, match=r"policy.family='cnn'; accepted: bc \(.*\), bc-image \(.*\), sb3 \(.*\), "
+                                          r"mpc \(evaluate only\), mean-action"):
+        families.get("cnn")

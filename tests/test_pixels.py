@@ -103,6 +103,31 @@ def test_planner_dreams_in_a_latent_model(pixel_run, tmp_path):
     assert len(planned) == 2 and all(e.images.shape[0] == len(e) for e in planned.iter_episodes())
 
 
+def test_a_latent_model_is_the_same_whatever_seeded_the_global_generator(pixel_run, tmp_path):
+    """Two fits on the same frames and seed, one after a clock-seeded ``torch.seed()`` (as an imported library
+    may do), give one checkpoint: the initial weights come from the fit's seed (two fresh processes once gave
+    two models)."""
+    from dreamgen.world_model.base import InstructionTable
+    from dreamgen.world_model.checkpoint import save_world_model
+    from dreamgen.world_model.ensemble import EnsembleConfig
+    from dreamgen.world_model.latent import LatentConfig, fit_latent
+
+    store = TrajectoryStore.open(pixel_run["run_dir"] / "real.zarr")
+    episodes = [e for e in store.iter_episodes(images=True)][:3]
+    texts = sorted({e.meta["instruction"] for e in episodes})
+    table = InstructionTable(texts, [next(e.meta["task"] for e in episodes if e.meta["instruction"] == t) for t in texts],
+                             np.eye(len(texts), 8, dtype=np.float32))
+    ids = []
+    for i, reseed in enumerate((lambda: torch.manual_seed(123), torch.seed)):
+        reseed()
+        model = fit_latent(episodes[:2], episodes[2:], table, METAWORLD.layout, store.cameras,
+                           LatentConfig(dim=4, channels=4, epochs=1, batch_size=32),
+                           EnsembleConfig(members=2, elites=1, hidden=8, layers=1, max_epochs=1, action_history=0),
+                           proprio=(0, 3), seed=0, halt_quantile=0.9)
+        ids.append(save_world_model(model, tmp_path / f"m{i}"))
+    assert ids[0] == ids[1]
+
+
 def _image_store(path, cameras: Cameras, n: int = 2):
     rng = np.random.default_rng(0)
     store = TrajectoryStore.create(path, obs_dim=39, action_dim=4, cameras=cameras,

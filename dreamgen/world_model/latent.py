@@ -284,6 +284,9 @@ def fit_latent(train: Sequence[Episode], val: Sequence[Episode], table: Instruct
     from dreamgen.world_model.fit import fit_ensemble, transitions
 
     state_norm = Normaliser.fit(np.concatenate([e.obs for e in train]))
+    # the initial weights from the seed: the global generator may have been seeded from the clock by any library
+    # imported before (two fresh processes gave two different models)
+    torch.manual_seed(seed)
     autoencoder = ImageAutoencoder(cameras, 0 if proprio is None else proprio[1] - proprio[0], layout.n_dynamic, config)
     inner = latent_layout(layout, autoencoder.size)
     unit = Normaliser.fit(np.zeros((2, 1)))

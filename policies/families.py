@@ -1,0 +1,178 @@
+"""Downstream policy families by name: one spelling from ``policy.family`` to the checkpoint's ``kind``.
+
+A family is one ``PolicyFamily``: how it learns from the capped real + dream mix (``fit``), how its
+checkpoint loads (``load``), and what it needs (camera frames; a world model to plan with). ``train-policy``,
+``sweep``, ``evaluate`` and ``load_policy`` look the family up; none compares family names.
+
+    bc        language-conditioned MLP behaviour cloning on the state (``policies.bc``)
+    bc-image  the same from the camera: frames + proprioception (an image store)
+    sb3       an SB3 PPO actor cloned on the same mix, then fine-tuned by PPO in the dream (``policies.sb3_dream``)
+    mpc       MPPI with the world model at every step: trains nothing, evaluated only (``policies.mpc``)
+
+A new family is a module calling ``register(PolicyFamily(...))``, imported before use or installed with an
+entry point in group ``dreamgen.policies``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dreamgen.errors import CheckpointError, ConfigError
+
+ENTRY_POINTS = "dreamgen.policies"
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """What a family learns from: the real frames ``obs[N,O]``, ``action[N,A]``, ``cond[N,C]`` (instruction
+    embeddings) and, for a family that sees the cameras, ``images[N,C,H,W,3]``; the capped share's frames
+    (``dream``: ``(obs, action, cond[, images])`` or None) at ``max_dream_fraction``; the BC settings
+    (``config``), seed, ``info`` to record, the epoch callback, and the run (``cfg``: its full config;
+    ``robot``: the embodiment; ``cameras``: the real store's)."""
+
+    obs: np.ndarray
+    action: np.ndarray
+    cond: np.ndarray
+    images: np.ndarray | None
+    dream: Any  # (obs, action, cond[, images]) or None
+    max_dream_fraction: float
+    config: Any  # policies.bc.BCConfig
+    seed: int
+    info: dict[str, Any]
+    on_epoch: Callable[[int, float], None] | None
+    cfg: Any
+    robot: Any
+    cameras: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyFamily:
+    """``fit(TrainingData) -> Policy`` (None: the family trains nothing — ``untrained`` says what to run
+    instead); ``load(path) -> Policy`` reads its checkpoint; ``check(cfg)`` refuses its own bad settings."""
+
+    name: str
+    summary: str
+    fit: Callable[[TrainingData], Any] | None
+    load: Callable[[Path], Any] | None
+    check: Callable[[Any], None] = lambda cfg: None
+    images: bool = False  # learns from camera frames (its stores must be image stores)
+    plans: bool = False  # acts by planning with a world model (evaluate builds it from policy.mpc)
+    untrained: str = ""
+
+
+FAMILIES: dict[str, PolicyFamily] = {}
+
+
+def register(family: PolicyFamily) -> PolicyFamily:
+    if family.name in FAMILIES and FAMILIES[family.name] is not family:
+        raise ValueError(f"a policy family named {family.name!r} is already registered")
+    FAMILIES[family.name] = family
+    return family
+
+
+def _entry_points() -> None:
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINTS):
+        point.load()
+
+
+def listing(trained: bool = False) -> str:
+    """The families (``trained``: those that train a checkpoint), each with its summary."""
+    return ", ".join(f"{f.name} ({f.summary})" for f in FAMILIES.values() if f.fit is not None or not trained)
+
+
+def get(name: Any, *, where: str = "policy.family", trained: bool = False) -> PolicyFamily:
+    """The family called ``name`` (``trained``: one that trains a checkpoint), or a ``ConfigError``."""
+    if name not in FAMILIES:
+        _entry_points()
+    family = FAMILIES.get(name)
+    if family is None:
+        raise ConfigError(f"{where}={name!r}; accepted: {listing(trained)}")
+    if trained and family.fit is None:
+        raise ConfigError(f"{where}={name} trains nothing: {family.untrained}")
+    return family
+
+
+def loader(kind: Any, config_file: Path) -> Callable[[Path], Any]:
+    """How a checkpoint of ``kind`` loads, or a ``CheckpointError`` naming the kinds there are."""
+    if kind not in FAMILIES:
+        _entry_points()
+    family = FAMILIES.get(kind)
+    if family is None or family.load is None:
+        known = ", ".join(f.name for f in FAMILIES.values() if f.load is not None)
+        raise CheckpointError(f"{config_file}: unknown policy kind {kind!r}; known: {known}")
+    return family.load
+
+
+# ---------------------------------------------------------------------- the families dreamgen ships
+def _fit_bc(data: TrainingData) -> Any:
+    from policies.bc import fit_bc
+
+    return fit_bc(data.obs, data.action, data.cond, data.config, seed=data.seed, info=data.info,
+                  on_epoch=data.on_epoch, dream=data.dream, max_dream_fraction=data.max_dream_fraction)
+
+
+def _fit_image_bc(data: TrainingData) -> Any:
+    from policies.bc import fit_image_bc
+
+    hand, static = data.robot.parts.get("hand"), data.robot.layout.static
+    dims = (list(range(hand.start, hand.stop)) if hand else []) + (list(range(*static)) if static else [])
+    dream = data.dream
+    assert data.images is not None
+    return fit_image_bc(data.obs, data.images, data.action, data.cond, data.config, cameras=data.cameras,
+                        obs_dims=dims, seed=data.seed, info={**data.info, "family": "bc-image"},
+                        on_epoch=data.on_epoch, max_dream_fraction=data.max_dream_fraction,
+                        dream=None if dream is None else (dream[0], dream[3], dream[1], dream[2]))
+
+
+def _fit_sb3(data: TrainingData) -> Any:
+    """An SB3 PPO actor cloned on the capped mix, then PPO in the dream of ``policy.sb3.world_model``."""
+    from dreamgen.data.store import TrajectoryStore
+    from dreamgen.dream.core import DreamConfig, StartPool
+    from dreamgen.world_model.checkpoint import load_world_model
+    from policies.sb3_dream import clone_and_finetune
+
+    cfg = data.cfg
+    s = cfg.policy.sb3
+    model = load_world_model(s.world_model)
+    pool = StartPool.from_store(TrajectoryStore.open(cfg.policy.store))
+    instructions = [model.instructions.for_task(task) for task in cfg.tasks]
+    return clone_and_finetune(data.obs, data.action, data.cond, data.config, model=model, pool=pool,
+                              instructions=instructions, steps=int(s.steps), envs=int(s.envs), seed=data.seed,
+                              dream_config=DreamConfig(**cfg.dream), log_std_init=float(s.log_std_init),
+                              dream=data.dream, max_dream_fraction=data.max_dream_fraction,
+                              info={**data.info, "family": "sb3", "world_model": str(s.world_model)},
+                              on_epoch=data.on_epoch)
+
+
+def _check_sb3(cfg: Any) -> None:
+    s = cfg.policy.sb3
+    if s.steps < 0 or s.envs < 1:
+        raise ConfigError(f"policy.sb3.steps={s.steps} must be >= 0 and policy.sb3.envs={s.envs} >= 1")
+
+
+def _load(module: str, cls: str) -> Callable[[Path], Any]:
+    def load(path: Path) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(module), cls).load(path)
+
+    return load
+
+
+register(PolicyFamily("bc", "MLP behaviour cloning", _fit_bc, _load("policies.bc", "BCPolicy")))
+register(PolicyFamily("bc-image", "the same from the camera: an image store", _fit_image_bc,
+                      _load("policies.bc", "ImageBCPolicy"), images=True))
+register(PolicyFamily("sb3", "an SB3 PPO actor cloned on the same mix, then fine-tuned by PPO in the dream", _fit_sb3,
+                      _load("policies.sb3_dream", "SB3DreamPolicy"), check=_check_sb3))
+register(PolicyFamily("mpc", "evaluate only", None, None, plans=True,
+                      untrained="it plans with the world model at every step; run `dreamgen evaluate "
+                                "policy.family=mpc` (the prior is policy.mpc.prior, trained with family=bc)"))
+
+__all__ = ["FAMILIES", "PolicyFamily", "TrainingData", "get", "loader", "register"]
