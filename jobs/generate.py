@@ -167,7 +167,7 @@ def build_plan(cfg: DictConfig) -> tuple[Any, Any, Any]:
 def check_inputs(cfg: DictConfig) -> None:
     """What must exist when generation starts (not when a pipeline starts: earlier stages write it)."""
     from dreamgen.errors import ConfigError
-    from policies import policy_facts
+    from policies import families, policy_facts
     from policies.samplers import PLANNING
 
     s = cfg.generate.sampler
@@ -180,9 +180,10 @@ def check_inputs(cfg: DictConfig) -> None:
         raise ConfigError(f"{given[0]}={given[1]}: not a policy checkpoint (no policy.json); train one "
                           "(`dreamgen train-policy`, or leave sb3.checkpoint null to train PPO in the dream)")
     if given and given[1]:
-        if (policy_facts(given[1]) or {}).get("kind") == "bc-image":
-            raise ConfigError(f"{given[0]}={given[1]} is an image policy (policy.family=bc-image); samplers act on "
-                              "the dream's state: give a state policy (policy.family=bc)")
+        family = families.FAMILIES.find((policy_facts(given[1]) or {}).get("kind"))
+        if family is not None and family.images:
+            raise ConfigError(f"{given[0]}={given[1]} is an image policy (policy.family={family.name}); samplers act "
+                              "on the dream's state: give a state policy (policy.family=bc)")
         # trained for this robot; a PPO checkpoint where one is asked for (its dreams say sb3)
         check_policy(cfg, given[1], given[0], kinds=("sb3",) if s.kind == "sb3" else ())
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from dreamgen.errors import CheckpointError, ConfigError
+from dreamgen.registry import Registry
 
 ENTRY_POINTS = "dreamgen.policies"
 
@@ -65,33 +66,18 @@ class PolicyFamily:
     untrained: str = ""
 
 
-FAMILIES: dict[str, PolicyFamily] = {}
-
-
-def register(family: PolicyFamily) -> PolicyFamily:
-    if family.name in FAMILIES and FAMILIES[family.name] is not family:
-        raise ValueError(f"a policy family named {family.name!r} is already registered")
-    FAMILIES[family.name] = family
-    return family
-
-
-def _entry_points() -> None:
-    from importlib.metadata import entry_points
-
-    for point in entry_points(group=ENTRY_POINTS):
-        point.load()
+FAMILIES: Registry[PolicyFamily] = Registry("policy family", ENTRY_POINTS)
+register = FAMILIES.register
 
 
 def listing(trained: bool = False) -> str:
     """The families (``trained``: those that train a checkpoint), each with its summary."""
-    return ", ".join(f"{f.name} ({f.summary})" for f in FAMILIES.values() if f.fit is not None or not trained)
+    return ", ".join(f"{f.name} ({f.summary})" for f in FAMILIES if f.fit is not None or not trained)
 
 
 def get(name: Any, *, where: str = "policy.family", trained: bool = False) -> PolicyFamily:
     """The family called ``name`` (``trained``: one that trains a checkpoint), or a ``ConfigError``."""
-    if name not in FAMILIES:
-        _entry_points()
-    family = FAMILIES.get(name)
+    family = FAMILIES.find(name)
     if family is None:
         raise ConfigError(f"{where}={name!r}; accepted: {listing(trained)}")
     if trained and family.fit is None:
@@ -101,11 +87,9 @@ def get(name: Any, *, where: str = "policy.family", trained: bool = False) -> Po
 
 def loader(kind: Any, config_file: Path) -> Callable[[Path], Any]:
     """How a checkpoint of ``kind`` loads, or a ``CheckpointError`` naming the kinds there are."""
-    if kind not in FAMILIES:
-        _entry_points()
-    family = FAMILIES.get(kind)
+    family = FAMILIES.find(kind)
     if family is None or family.load is None:
-        known = ", ".join(f.name for f in FAMILIES.values() if f.load is not None)
+        known = ", ".join(f.name for f in FAMILIES if f.load is not None)
         raise CheckpointError(f"{config_file}: unknown policy kind {kind!r}; known: {known}")
     return family.load
 

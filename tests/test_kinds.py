@@ -5,6 +5,7 @@ the head ends dreams and enters the planner's objective by config alone."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 
 import numpy as np
@@ -125,3 +126,31 @@ def test_an_unknown_kind_is_refused_naming_every_kind():
     with pytest.raises(ConfigError, match=r"policy.family='cnn'; accepted: bc \(.*\), bc-image \(.*\), sb3 \(.*\), "
                                           r"mpc \(evaluate only\), mean-action"):
         families.get("cnn")
+
+
+def test_an_installed_kind_is_found_through_its_entry_point(monkeypatch):
+    """A kind not imported here is looked up in the entry-point group ``dreamgen.world_models`` (how a Ray
+    worker or the CLI finds an installed one); the lookup loads the named module, which registers it."""
+    import importlib.metadata
+
+    from dreamgen.world_model import kinds
+    from tests.linear_kind import KIND
+
+    loaded = []
+
+    class Point:
+        def load(self):  # what importing the installed module does
+            loaded.append(True)
+            kinds.register(dataclasses.replace(KIND, name="plugin-linear"))
+
+    def entry_points(group):
+        return [Point()] if group == "dreamgen.world_models" else []
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    try:
+        assert kinds.get("plugin-linear").fit is KIND.fit and loaded == [True]
+        assert kinds.get("plugin-linear") and loaded == [True]  # found now without loading again
+        with pytest.raises(ValueError, match="a world-model kind named 'linear' is already registered"):
+            kinds.register(dataclasses.replace(KIND))
+    finally:
+        kinds.KINDS.items.pop("plugin-linear", None)

@@ -191,6 +191,12 @@ def test_camera_mismatches_are_refused_and_write_nothing(pixel_run, tmp_path, ca
         code, err = in_process("generate", [*common, override, f"generate.store={out}", "generate.workers=0"], capsys)
         assert code == 2 and message in err and "Traceback" not in err, err
         assert not out.exists()
+    # a sampler acts on the dream's state: an image policy (its family sees the cameras) is refused
+    image_policy = pixel_run["run_dir"] / "sweep" / "cap0-seed0" / "policy"
+    code, err = in_process("generate", [*common, "generate.sampler.kind=policy", f"generate.sampler.policy={image_policy}",
+                                        f"generate.store={out}", "generate.workers=0"], capsys)
+    assert code == 2 and "is an image policy (policy.family=bc-image); samplers act on the dream's state" in err, err
+    assert not out.exists()
     run = tmp_path / "run"
     code, err = in_process("train-world-model", ["experiment=pixel-smoke", f"run_dir={run}",
                                                  f"world_model.store={state.path}"], capsys)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from dreamgen.errors import CheckpointError, ConfigError
+from dreamgen.registry import Registry
 from dreamgen.spaces import Cameras, ObsLayout
 from dreamgen.types import Episode
 from dreamgen.world_model.base import InstructionTable
@@ -80,31 +81,16 @@ class ModelKind:
     images: bool = False  # fitted on camera frames (needs an image store)
 
 
-KINDS: dict[str, ModelKind] = {}
-
-
-def register(kind: ModelKind) -> ModelKind:
-    """Add ``kind`` (a second kind of the same name is refused: names are what checkpoints record)."""
-    if kind.name in KINDS and KINDS[kind.name] is not kind:
-        raise ValueError(f"a world-model kind named {kind.name!r} is already registered")
-    KINDS[kind.name] = kind
-    return kind
-
-
-def _entry_points() -> None:
-    from importlib.metadata import entry_points
-
-    for point in entry_points(group=ENTRY_POINTS):
-        point.load()
+KINDS: Registry[ModelKind] = Registry("world-model kind", ENTRY_POINTS)
+register = KINDS.register
 
 
 def get(name: str, *, where: str = "world_model.kind") -> ModelKind:
     """The kind called ``name``, or a ``ConfigError`` naming ``where`` and every kind there is."""
-    if name not in KINDS:
-        _entry_points()
-    if name in KINDS:
-        return KINDS[name]
-    listing = "; ".join(f"{k.name} ({k.summary})" for k in KINDS.values())
+    kind = KINDS.find(name)
+    if kind is not None:
+        return kind
+    listing = "; ".join(f"{k.name} ({k.summary})" for k in KINDS)
     hint = " (one spelling from config to checkpoint: the state model is `ensemble`)" if name == "state" else ""
     raise ConfigError(f"{where}={name!r} is no world-model kind{hint}; the kinds: {listing}")
 
