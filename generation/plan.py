@@ -135,6 +135,7 @@ def job_id_of(*, world_model_id: str, start_store_digest: str, requests: Sequenc
               dream: DreamConfig, envs: int, episodes_per_chunk: int, seed: int) -> str:
     """``gen-<12 hex>``: a hash of the job's content and settings (no path: see the module docstring)."""
     where = {"checkpoint"}  # the sampler's checkpoint directory: where, not what (``checkpoint_id`` is what)
+    where |= set() if sampler.options else {"options"}  # a built-in kind's id as before kinds had options
     identity = {"world_model_id": world_model_id, "requests": [dataclasses.asdict(r) for r in requests],
                 "sampler": {k: v for k, v in dataclasses.asdict(sampler).items() if k not in where}
                 | ({"planner": sampler.planner.identity()} if sampler.planner is not None else {}),

@@ -16,7 +16,7 @@ from dreamgen.dream.rollout import rollout_dreams
 from dreamgen.dream.vector import DreamVectorEnv
 from dreamgen.types import Episode
 from generation.plan import Chunk, GenerationPlan
-from policies.samplers import FOLLOWING, DemoPaths, load_sampler_policy, make_sampler
+from policies.samplers import DemoPaths, load_sampler_policy, make_sampler, sampler_kind
 
 
 class ChunkRunner:
@@ -34,19 +34,19 @@ class ChunkRunner:
         self.plan = plan
         self.model = model if model is not None else load_world_model(plan.world_model)
         self.model.instructions = plan.instruction_table(self.model.instructions)
-        recovery = plan.sampler.kind == "recovery"  # dreams branch off the demos and come back to them
-        following = plan.sampler.kind in FOLLOWING  # recovery, and retarget (demo paths carried to any start)
+        self.kind = kind = sampler_kind(plan.sampler.kind)
+        following = kind.follows_demos  # recovery, and retarget (demo paths carried to any start)
         self.demos: dict[str, DemoPaths] = {}
         if pool is None or following:
             store = TrajectoryStore.open(plan.start_store)
-            pool = pool if pool is not None else StartPool.from_store(store, demos_only=recovery)
+            pool = pool if pool is not None else StartPool.from_store(store, demos_only=kind.starts_from_demos)
             if following:
                 self.demos = {task: DemoPaths(paths, self.model.layout.dynamic)
                               for task, paths in demo_paths(store).items()}
         self.pool = pool
         self.policy = load_sampler_policy(plan.sampler)
         for task in {r.task for r in plan.requests}:  # imports (the simulator, for the expert) happen at load
-            if task or plan.sampler.kind != "expert":
+            if task or not kind.needs_task:
                 make_sampler(plan.sampler, task, np.random.default_rng(0), action_dim=self.model.action_dim,
                              policy=self.policy, model=self.model, demos=self.demos.get(task), robot=plan.embodiment)
 
@@ -72,9 +72,8 @@ class ChunkRunner:
             batch = min(plan.envs, chunk.episodes - len(episodes))
             if env is None or env.num_envs != batch:
                 env = DreamVectorEnv(self.model, self.pool, request.instruction, batch, plan.dream)
-                follow = getattr(sampler, "follow_dream", None)  # planning samplers
-                if follow is not None and self.model.cameras is not None:
-                    follow(lambda rows, core=env.core: core.state.index(rows))
+                if self.kind.plans and self.model.cameras is not None:
+                    sampler.follow_dream(lambda rows, core=env.core: core.state.index(rows))
             meta = {"kind": plan.sampler.kind, "sampler": plan.sampler.name, "job_id": plan.job_id,
                     "chunk_id": chunk.index, "matched_instruction": request.matched,
                     "similarity": request.similarity, "novel": request.novel}

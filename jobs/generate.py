@@ -39,7 +39,9 @@ def checkpoint_id(cfg: DictConfig, checkpoint: str) -> str:
 
     if not checkpoint:
         return ""
-    if cfg.generate.sampler.kind == "sb3" and not cfg.generate.sampler.sb3.checkpoint:
+    from policies.samplers import sampler_kind
+
+    if sampler_kind(cfg.generate.sampler.kind).trains_in_dream and not cfg.generate.sampler.sb3.checkpoint:
         return Path(checkpoint).name
     digest = recorded_digest(checkpoint, "policy.json")
     return f"sha256:{digest}" if digest else f"missing:{Path(checkpoint).name}"
@@ -72,17 +74,18 @@ def planner_config(cfg: DictConfig):
 
 def sampler_spec(cfg: DictConfig):
     from dreamgen.errors import ConfigError
-    from policies.samplers import PLANNING, SamplerSpec
+    from policies.samplers import SamplerSpec, sampler_kind
 
     s = cfg.generate.sampler
-    planner = planner_config(cfg) if s.kind in PLANNING else None
+    kind = sampler_kind(s.kind)
+    planner = planner_config(cfg) if kind.plans else None
     steps = plain(s.recovery.steps)
     if not (isinstance(steps, list) and len(steps) == 2 and all(isinstance(x, int) for x in steps)):
         raise ConfigError(f"generate.sampler.recovery.steps={steps!r}; give [lo, hi], two integers with 0 <= lo <= hi")
-    prior = s.policy if s.kind == "recovery" or (planner is not None and planner.prior_samples) else ""
-    checkpoint = str({"policy": lambda: s.policy, "sb3": lambda: sb3_path(cfg)}.get(s.kind, lambda: prior)() or "")
+    checkpoint = kind.checkpoint(s.policy, planner, lambda: sb3_path(cfg))
+    options = kind.options(plain(s.get(kind.name))) if kind.defaults else ()
     return SamplerSpec(kind=s.kind, noise=s.noise, checkpoint=checkpoint, checkpoint_id=checkpoint_id(cfg, checkpoint),
-                       planner=planner,
+                       planner=planner, options=options,
                        recovery_steps=tuple(steps), recovery_noise=float(s.recovery.noise),
                        recovery_track=float(s.recovery.track), retarget_track=float(s.retarget.track))
 
@@ -119,7 +122,10 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"generate.{name}={g[name]!r}; must be an integer >= 1")
     if not isinstance(g.workers, int) or g.workers < 0:
         raise ConfigError(f"generate.workers={g.workers!r}; must be an integer >= 0 (0 = in this process)")
-    if g.sampler.kind == "sb3" and not g.sampler.sb3.checkpoint and (g.sampler.sb3.steps < 1 or g.sampler.sb3.envs < 1):
+    from policies.samplers import sampler_kind
+
+    trains = sampler_kind(g.sampler.kind).trains_in_dream
+    if trains and not g.sampler.sb3.checkpoint and (g.sampler.sb3.steps < 1 or g.sampler.sb3.envs < 1):
         raise ConfigError(f"generate.sampler.sb3.steps={g.sampler.sb3.steps} and .envs={g.sampler.sb3.envs}; "
                           "both must be >= 1 (or give generate.sampler.sb3.checkpoint)")
     if g.max_retries < 0:
@@ -168,14 +174,13 @@ def check_inputs(cfg: DictConfig) -> None:
     """What must exist when generation starts (not when a pipeline starts: earlier stages write it)."""
     from dreamgen.errors import ConfigError
     from policies import families, policy_facts
-    from policies.samplers import PLANNING
+    from policies.samplers import sampler_kind
 
     s = cfg.generate.sampler
-    spec = sampler_spec(cfg)
-    prior = ("generate.sampler.policy", spec.checkpoint)  # the planning kinds: the prior, when one is used
-    given = {"policy": ("generate.sampler.policy", s.policy), "sb3": ("generate.sampler.sb3.checkpoint",
-                                                                    s.sb3.checkpoint),
-             **dict.fromkeys(PLANNING, prior)}.get(s.kind)
+    spec, kind = sampler_spec(cfg), sampler_kind(cfg.generate.sampler.kind)
+    # the checkpoint the kind reads, where the user gave it (PPO the job trains in the dream is not there yet)
+    given = (kind.policy_setting, s.sb3.checkpoint if kind.trains_in_dream else spec.checkpoint) \
+        if kind.policy_setting else None
     if given and given[1] and not (Path(str(given[1])) / "policy.json").is_file():
         raise ConfigError(f"{given[0]}={given[1]}: not a policy checkpoint (no policy.json); train one "
                           "(`dreamgen train-policy`, or leave sb3.checkpoint null to train PPO in the dream)")
@@ -185,7 +190,7 @@ def check_inputs(cfg: DictConfig) -> None:
             raise ConfigError(f"{given[0]}={given[1]} is an image policy (policy.family={family.name}); samplers act "
                               "on the dream's state: give a state policy (policy.family=bc)")
         # trained for this robot; a PPO checkpoint where one is asked for (its dreams say sb3)
-        check_policy(cfg, given[1], given[0], kinds=("sb3",) if s.kind == "sb3" else ())
+        check_policy(cfg, given[1], given[0], kinds=(kind.policy_family,) if kind.policy_family else ())
 
 
 def run(cfg: DictConfig) -> dict:
@@ -193,6 +198,7 @@ def run(cfg: DictConfig) -> dict:
     from dreamgen.rundir import check_run_dir
     from generation.service import run_plan
     from jobs.common import identity
+    from policies.samplers import SAMPLERS, sampler_kind
 
     g = cfg.generate
     check_run_dir(cfg.run_dir, identity(cfg))  # before loading anything
@@ -200,17 +206,19 @@ def run(cfg: DictConfig) -> dict:
     plan, model, real = build_plan(cfg)
     if model.cameras is not None:  # a latent model starts from the start store's camera frames
         model.cameras.check_same(real.cameras, f"generate.start_store={g.start_store}", f"world model {g.world_model}")
-    if model.cameras is not None and plan.sampler.kind == "sb3":
+    kind = sampler_kind(plan.sampler.kind)
+    if model.cameras is not None and kind.state_only:
         from dreamgen.errors import ConfigError
 
-        raise ConfigError("generate.sampler.kind=sb3 trains PPO in a state dream; with a latent (camera) world model "
-                          "use policy, planner, recovery, retarget, random or expert")
+        usable = ", ".join(k.name for k in SAMPLERS if not k.state_only)
+        raise ConfigError(f"generate.sampler.kind={kind.name} acts in a state dream only ({kind.summary}); with a "
+                          f"latent (camera) world model use {usable}")
     with run_verb(cfg, "generate", inputs={"real": real}) as (run_dir, tracker):
         for r in plan.requests:
             flag = " NOVEL (zero-shot)" if r.novel else ""
             log.info("%5d x %r -> %s via %r (similarity %.2f)%s", r.count, r.instruction, r.task or "-",
                      r.matched, r.similarity, flag)
-        if plan.sampler.kind == "sb3":
+        if kind.trains_in_dream:
             train_sb3_sampler(cfg, plan, model, tracker)
         bar = progress(None, cfg, total=plan.episodes, desc="generate", unit="ep")
 

@@ -56,7 +56,10 @@ def round_text(cfg: DictConfig, report: dict[str, Any], suffix: str = "") -> lis
     """Dreams, filter and audit of one round: ``suffix`` "" (round 1) or "@<r>"."""
     dreams, filtered, audited = (report[k + suffix] for k in ("generate", "filter", "audit"))
     everything = audited["filters"]["accept-all"]["overall"]["precision"]
-    oracle = " (an oracle labeller: the scripted expert acting in the dream)" if cfg.generate.sampler.kind == "expert" else ""
+    from policies.samplers import sampler_kind
+
+    kind = sampler_kind(cfg.generate.sampler.kind)
+    oracle = f" (an oracle labeller: {kind.summary})" if kind.oracle else ""
     return [
         f"dreams: {int(dreams['generate/store_episodes'])} from sampler {cfg.generate.sampler.kind}{oracle}; "
         f"{dreams['generate/episodes_per_s']:.1f} episodes/s, {dreams['generate/transitions_per_s']:.0f} transitions/s",
@@ -102,7 +105,7 @@ def check_rounds(cfg: DictConfig) -> int:
     """``pipeline.rounds`` and ``pipeline.round_cap``, refused when they cannot mean anything."""
     from dreamgen.errors import ConfigError
     from dreamgen.mix import check_fraction
-    from policies.samplers import PLANNING
+    from policies.samplers import SAMPLERS, sampler_kind
 
     rounds = cfg.pipeline.rounds
     if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
@@ -110,11 +113,12 @@ def check_rounds(cfg: DictConfig) -> int:
     if check_fraction(cfg.pipeline.round_cap, "pipeline.round_cap") <= 0 and rounds > 1:
         raise ConfigError(f"pipeline.round_cap={cfg.pipeline.round_cap}; must be in (0, 1) when pipeline.rounds > 1 "
                           "(round r's policy learns from round r-1's dreams at that share)")
-    kind = cfg.generate.sampler.kind
-    if rounds > 1 and kind not in ("policy", *PLANNING):
-        raise ConfigError(f"pipeline.rounds={rounds} with generate.sampler.kind={kind}: a later round dreams with the "
-                          "BC policy retrained on the mix, which this sampler does not use; accepted kinds: policy, "
-                          f"{', '.join(PLANNING)} (or pipeline.rounds=1)")
+    kind = sampler_kind(cfg.generate.sampler.kind)
+    if rounds > 1 and not kind.uses_trained_policy:
+        accepted = ", ".join(k.name for k in SAMPLERS if k.uses_trained_policy)
+        raise ConfigError(f"pipeline.rounds={rounds} with generate.sampler.kind={kind.name}: a later round dreams with "
+                          "the BC policy retrained on the mix, which this sampler does not use; accepted kinds: "
+                          f"{accepted} (or pipeline.rounds=1)")
     return rounds
 
 
@@ -157,14 +161,15 @@ def stages(cfg: DictConfig) -> list[tuple[str, Callable[[DictConfig], Any]]]:
     are keyed ``<stage>@<r>``; the sweep after ``R > 1`` rounds is ``sweep@<R>``."""
     out: list[tuple[str, Callable[[DictConfig], Any]]] = [("collect", collect.run),
                                                           ("world_model", train_world_model.run)]
-    from policies.samplers import PLANNING
+    from policies.samplers import sampler_kind
 
     verbs: dict[str, Callable[[DictConfig], Any]] = {
         "train_policy": train_policy.run, "generate": generate.run,
         "audit_replay": lambda c: audit.run(c, report=False),  # real outcomes: the quality model's training data
         "train_quality": train_quality.run, "filter": filter_verb.run, "audit": audit.run}
     # the sampler (or its prior) is the real-only BC policy
-    first = [name for name in ROUND_STAGES if name != "train_policy" or cfg.generate.sampler.kind in ("policy", *PLANNING)]
+    uses_policy = sampler_kind(cfg.generate.sampler.kind).uses_trained_policy
+    first = [name for name in ROUND_STAGES if name != "train_policy" or uses_policy]
     out += [(name, verbs[name]) for name in first]
     rounds = int(cfg.pipeline.rounds)
     for r in range(2, rounds + 1):

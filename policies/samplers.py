@@ -35,16 +35,17 @@ import numpy as np
 
 from dreamgen.errors import ConfigError
 from dreamgen.plan.mppi import PlannerConfig
+from dreamgen.registry import Registry
 
-KINDS = ("expert", "policy", "random", "sb3", "planner", "recovery", "retarget")
-PLANNING = ("planner", "recovery", "retarget")  # kinds that plan in the world model
-FOLLOWING = ("recovery", "retarget")  # kinds that follow the task's demo paths
+ENTRY_POINTS = "dreamgen.samplers"
+POLICY_SETTING = "generate.sampler.policy"  # the trained (BC) policy a sampler wraps, or plans with as its prior
+SB3_SETTING = "generate.sampler.sb3.checkpoint"
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplerSpec:
-    """What acts in the dream. ``checkpoint`` is the policy directory for ``policy`` and ``sb3``, and the
-    prior policy of ``planner``/``recovery`` ("" = a planner without a prior)."""
+    """What acts in the dream: the kind (a ``SamplerKind``'s name) and the settings the kinds read.
+    ``checkpoint`` is the policy directory the kind reads (``SamplerKind.checkpoint``: "" = none)."""
 
     kind: str = "expert"
     noise: float = 0.1  # std of Gaussian action noise (not used by ``random``)
@@ -52,48 +53,117 @@ class SamplerSpec:
     # the checkpoint by content, never by where it lives (its recorded content digest; for PPO trained in the
     # dream, the name derived from its settings): what the generation job's id hashes instead of the path
     checkpoint_id: str = ""
-    planner: PlannerConfig | None = None  # planner and recovery
+    planner: PlannerConfig | None = None  # the kinds that plan
     recovery_steps: tuple[int, int] = (5, 20)  # recovery: prefix length drawn uniformly from [lo, hi]
     recovery_noise: float = 0.5  # recovery: std of the noise on the policy during the prefix
     recovery_track: float = 10.0  # recovery: the planner's weight on the distance to the demo path
     retarget_track: float = 10.0  # retarget: the planner's weight on the distance to the retargeted path
+    # the settings of a kind with ``SamplerKind.defaults`` (``generate.sampler.<kind>.<name>``), sorted pairs
+    options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(f"generate.sampler.kind={self.kind!r}; accepted: {', '.join(KINDS)}")
+        kind = sampler_kind(self.kind)
         if not self.noise >= 0:
             raise ConfigError(f"generate.sampler.noise={self.noise}; must be >= 0")
-        if self.kind in PLANNING and self.planner is None:
+        if kind.plans and self.planner is None:
             raise ConfigError(f"generate.sampler.kind={self.kind} needs the planner settings (section planner)")
-        if self.kind == "recovery":
-            lo, hi = self.recovery_steps
-            if not 0 <= lo <= hi or not self.recovery_noise >= 0 or not self.recovery_track >= 0 or not self.checkpoint:
-                raise ConfigError(f"generate.sampler.recovery.steps={list(self.recovery_steps)} must be [lo, hi] with "
-                                  f"0 <= lo <= hi, .noise={self.recovery_noise} and .track={self.recovery_track} >= 0, "
-                                  "and the recovery sampler needs a policy checkpoint (generate.sampler.policy) to "
-                                  "leave the demo path with")
-        if self.kind == "retarget" and not self.retarget_track > 0:
-            raise ConfigError(f"generate.sampler.retarget.track={self.retarget_track}; must be > 0 (the planner "
-                              "follows the retargeted demo path with this weight)")
+        kind.check(self)
 
     @property
     def name(self) -> str:
         """The provenance label of every dream this sampler produces."""
-        if self.kind == "expert":
-            return f"oracle-expert(noise={self.noise:g})"
-        if self.kind == "random":
-            return "random"
-        if self.kind in PLANNING:
-            assert self.planner is not None
-            prior = f"prior=policy:{self.checkpoint}" if self.checkpoint and self.planner.prior_samples else "prior=none"
-            prefix = (f"prefix={self.recovery_steps[0]}-{self.recovery_steps[1]} steps of policy:{self.checkpoint}"
-                      f"+noise {self.recovery_noise:g},back to the demo (w_track={self.recovery_track:g}),"
-                      if self.kind == "recovery" else
-                      f"nearest demo's path carried to the start layout (object-then-goal frame,"
-                      f" w_track={self.retarget_track:g}),"
-                      if self.kind == "retarget" else "")
-            return f"{self.kind}({prefix}mppi {self.planner.label()},{prior},noise={self.noise:g})"
-        return f"{self.kind}:{self.checkpoint}(noise={self.noise:g})"
+        return sampler_kind(self.kind).label(self)
+
+    def option(self, name: str) -> Any:
+        """The kind's own setting ``name`` (``SamplerKind.defaults``, as given in config)."""
+        return dict(self.options)[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerContext:
+    """What a chunk's sampler is built from: the chunk's ``task`` (``""`` for a novel instruction), its own
+    ``rng``, the action width, the loaded ``policy`` (``load_sampler_policy``), the world ``model`` the planning
+    kinds plan in, the task's ``demos`` (the kinds that follow them) and the embodiment (``robot``: its
+    scripted expert; the parts retarget carries a demo by)."""
+
+    task: str
+    rng: np.random.Generator
+    action_dim: int
+    policy: Any = None
+    model: Any = None
+    demos: DemoPaths | None = None
+    robot: Any = None
+
+
+class SamplerKind:
+    """One kind of sampler: what it needs and does (the class attributes), the checks of its own settings
+    (``check``), the provenance label of its dreams (``label``) and its factory (``make``). Jobs ask these;
+    none compares a kind's name. A new kind is a subclass registered with ``register(Kind())`` in a module
+    imported before use, or installed with an entry point in group ``dreamgen.samplers``."""
+
+    name: str = ""
+    summary: str = ""
+    plans = False  # plans in the world model: needs the planner settings and a model
+    follows_demos = False  # follows the task's demo paths (DemoPaths from the start store)
+    starts_from_demos = False  # dreams start only at demos' first frames
+    needs_task = False  # acts only on a known task (a novel instruction is refused)
+    oracle = False  # knows the task's solution: its dreams are labelled an oracle's
+    policy_setting: str | None = None  # the config key of the checkpoint it reads (None: reads none)
+    policy_required = False  # reads it always (else: only as the planner's prior, when planner.prior_samples)
+    trains_in_dream = False  # its policy is trained by generate in the dream (PPO) unless one is given
+    policy_family: str | None = None  # the family a given checkpoint must be (None: any state policy)
+    state_only = False  # needs a state dream (refused with a camera world model)
+    # the kind's own settings and their defaults, read from ``generate.sampler.<name>`` into ``SamplerSpec.options``
+    # (the built-in kinds' settings are SamplerSpec's fields, which the job id has always hashed)
+    defaults: dict[str, Any] = {}
+
+    @property
+    def uses_trained_policy(self) -> bool:
+        """It reads the trained policy (a pipeline's round trains one before it dreams)."""
+        return self.policy_setting == POLICY_SETTING
+
+    def checkpoint(self, policy: str, planner: PlannerConfig | None, trained_in_dream: Any) -> str:
+        """The checkpoint this kind reads, given ``generate.sampler.policy`` and the planner settings;
+        ``trained_in_dream()`` is the path of PPO trained (or given) for the job."""
+        if self.trains_in_dream:
+            return str(trained_in_dream())
+        if self.policy_setting is None:
+            return ""
+        if self.policy_required or (planner is not None and planner.prior_samples):
+            return str(policy or "")
+        return ""
+
+    def options(self, given: Any) -> tuple[tuple[str, Any], ...]:
+        """``generate.sampler.<name>`` (a mapping, or None) over ``defaults``; an unknown key is refused."""
+        given = {} if given is None else given
+        if not isinstance(given, dict) or set(given) - set(self.defaults):
+            raise ConfigError(f"generate.sampler.{self.name}={given!r}; the settings of sampler kind {self.name}: "
+                              f"{', '.join(self.defaults) or 'none'}")
+        return tuple(sorted({**self.defaults, **given}.items()))
+
+    def check(self, spec: SamplerSpec) -> None:
+        """Refuse this kind's own bad settings (``ConfigError`` naming the field)."""
+
+    def label(self, spec: SamplerSpec) -> str:
+        return f"{self.name}:{spec.checkpoint}(noise={spec.noise:g})"
+
+    def make(self, spec: SamplerSpec, ctx: SamplerContext) -> Any:
+        raise NotImplementedError
+
+
+SAMPLERS: Registry[SamplerKind] = Registry("sampler kind", ENTRY_POINTS)
+
+
+def register(kind: SamplerKind) -> SamplerKind:
+    return SAMPLERS.register(kind)
+
+
+def sampler_kind(name: Any) -> SamplerKind:
+    """The kind named ``generate.sampler.kind``, or a refusal listing the accepted ones."""
+    kind = SAMPLERS.find(name)
+    if kind is None:
+        raise ConfigError(f"generate.sampler.kind={name!r}; accepted: {', '.join(k.name for k in SAMPLERS)}")
+    return kind
 
 
 class _Noisy:
@@ -348,7 +418,7 @@ class RetargetSampler(PlannerSampler):
 
 def load_sampler_policy(spec: SamplerSpec) -> Any:
     """The trained policy a sampler wraps or plans with (load once per worker), else ``None``."""
-    if spec.kind not in ("policy", "sb3", *PLANNING) or not spec.checkpoint:
+    if sampler_kind(spec.kind).policy_setting is None or not spec.checkpoint:
         return None
     from policies import load_policy
 
@@ -369,38 +439,143 @@ def make_mpc(model: Any, config: PlannerConfig, prior_policy: Any, *, seed: int)
 
 def make_sampler(spec: SamplerSpec, task: str, rng: np.random.Generator, *, action_dim: int,
                  policy: Any = None, model: Any = None, demos: DemoPaths | None = None, robot: Any = None) -> Any:
-    """The sampler for one chunk of ``task`` (``""`` for a novel instruction) with its own ``rng``;
-    ``model`` is the world model the planning kinds plan in, ``demos`` the task's demos (recovery),
-    ``robot`` the embodiment (its scripted expert; the parts retarget carries a demo by)."""
-    if spec.kind == "expert":
-        if not task:
+    """The sampler for one chunk of ``task`` (``""`` for a novel instruction) with its own ``rng``, made by its
+    kind (see ``SamplerContext`` for the rest)."""
+    kind = sampler_kind(spec.kind)
+    if policy is None and kind.policy_setting is not None:
+        policy = load_sampler_policy(spec)
+    return kind.make(spec, SamplerContext(task, rng, action_dim, policy, model, demos, robot))
+
+
+class Expert(SamplerKind):
+    name, summary = "expert", "the scripted expert acting in the dream, + noise"
+    needs_task = oracle = True
+
+    def label(self, spec: SamplerSpec) -> str:
+        return f"oracle-expert(noise={spec.noise:g})"
+
+    def make(self, spec: SamplerSpec, ctx: SamplerContext) -> Any:
+        if not ctx.task:
             raise ConfigError("generate.sampler.kind=expert needs a known task; a novel instruction "
                               "(allow_novel=true) needs a learned sampler: policy, sb3 or random")
-        if robot is None:
+        if ctx.robot is None:
             raise ConfigError("generate.sampler.kind=expert needs the embodiment whose scripted expert acts")
-        return ExpertSampler(robot.make_expert(task), spec.noise, rng)
-    if spec.kind == "random":
-        return RandomSampler(action_dim, rng)
-    if spec.kind in PLANNING:
+        return ExpertSampler(ctx.robot.make_expert(ctx.task), spec.noise, ctx.rng)
+
+
+class TrainedPolicy(SamplerKind):
+    name, summary = "policy", "a trained policy checkpoint (generate.sampler.policy) + noise"
+    policy_setting, policy_required = POLICY_SETTING, True
+
+    def make(self, spec: SamplerSpec, ctx: SamplerContext) -> Any:
+        return PolicySampler(ctx.policy, spec.noise, ctx.rng)
+
+
+class Random(SamplerKind):
+    name, summary = "random", "uniform random actions (play)"
+
+    def label(self, spec: SamplerSpec) -> str:
+        return "random"
+
+    def make(self, spec: SamplerSpec, ctx: SamplerContext) -> Any:
+        return RandomSampler(ctx.action_dim, ctx.rng)
+
+
+class PPOInDream(SamplerKind):
+    name, summary = "sb3", "PPO trained in the state dream on the learned reward (or given), + noise"
+    policy_setting, policy_required, trains_in_dream = SB3_SETTING, True, True
+    policy_family, state_only = "sb3", True
+
+    def make(self, spec: SamplerSpec, ctx: SamplerContext) -> Any:
+        return PolicySampler(ctx.policy, spec.noise, ctx.rng)
+
+
+class Planner(SamplerKind):
+    name, summary = "planner", "MPPI in the world model each step, the trained policy as its prior, + noise"
+    plans = True
+    policy_setting = POLICY_SETTING
+
+    def label(self, spec: SamplerSpec) -> str:
         assert spec.planner is not None
-        if model is None:
-            raise ConfigError(f"generate.sampler.kind={spec.kind} plans in a world model; none was given")
-        policy = policy if policy is not None else load_sampler_policy(spec)
-        if spec.kind == "planner":
-            return PlannerSampler(make_mpc(model, spec.planner, policy, seed=int(rng.integers(2**31))), spec.noise, rng)
-        if demos is None:
-            raise ConfigError(f"generate.sampler.kind={spec.kind} follows the task's demos; no demo of the task "
-                              f"{task!r} was given")
-        if spec.kind == "retarget":
-            if robot is None:
-                raise ConfigError("generate.sampler.kind=retarget needs the embodiment (its hand, object and goal "
-                                  "parts carry a demo to a new layout)")
-            config = dataclasses.replace(spec.planner, track_weight=spec.retarget_track)
-            history = model.layout.history[0] - model.layout.dynamic[0] if model.layout.history else None
-            return RetargetSampler(make_mpc(model, config, policy, seed=int(rng.integers(2**31))), demos, spec.noise,
-                                   rng, hand=robot.part("hand"), obj=robot.part("object"), goal=robot.part("goal"),
-                                   history=history)
+        prior = f"prior=policy:{spec.checkpoint}" if spec.checkpoint and spec.planner.prior_samples else "prior=none"
+        return f"{self.name}({self.route(spec)}mppi {spec.planner.label()},{prior},noise={spec.noise:g})"
+
+    def route(self, spec: SamplerSpec) -> str:
+        """What the planner follows besides its own objective (the label's middle part)."""
+        return ""
+
+    def model_of(self, ctx: SamplerContext) -> Any:
+        if ctx.model is None:
+            raise ConfigError(f"generate.sampler.kind={self.name} plans in a world model; none was given")
+        return ctx.model
+
+    def make(self, spec: SamplerSpec, ctx: SamplerContext) -> Any:
+        assert spec.planner is not None
+        mpc = make_mpc(self.model_of(ctx), spec.planner, ctx.policy, seed=int(ctx.rng.integers(2**31)))
+        return PlannerSampler(mpc, spec.noise, ctx.rng)
+
+
+class _Following(Planner):
+    follows_demos = True
+
+    def demos_of(self, ctx: SamplerContext) -> DemoPaths:
+        if ctx.demos is None:
+            raise ConfigError(f"generate.sampler.kind={self.name} follows the task's demos; no demo of the task "
+                              f"{ctx.task!r} was given")
+        return ctx.demos
+
+
+class Recovery(_Following):
+    name = "recovery"
+    summary = "a perturbed prefix of the trained policy from a demo's start, then the planner back to the demo"
+    starts_from_demos = policy_required = True
+
+    def check(self, spec: SamplerSpec) -> None:
+        lo, hi = spec.recovery_steps
+        if not 0 <= lo <= hi or not spec.recovery_noise >= 0 or not spec.recovery_track >= 0 or not spec.checkpoint:
+            raise ConfigError(f"generate.sampler.recovery.steps={list(spec.recovery_steps)} must be [lo, hi] with "
+                              f"0 <= lo <= hi, .noise={spec.recovery_noise} and .track={spec.recovery_track} >= 0, "
+                              "and the recovery sampler needs a policy checkpoint (generate.sampler.policy) to "
+                              "leave the demo path with")
+
+    def route(self, spec: SamplerSpec) -> str:
+        return (f"prefix={spec.recovery_steps[0]}-{spec.recovery_steps[1]} steps of policy:{spec.checkpoint}"
+                f"+noise {spec.recovery_noise:g},back to the demo (w_track={spec.recovery_track:g}),")
+
+    def make(self, spec: SamplerSpec, ctx: SamplerContext) -> Any:
+        assert spec.planner is not None
+        model, demos = self.model_of(ctx), self.demos_of(ctx)
         config = dataclasses.replace(spec.planner, track_weight=spec.recovery_track)
-        mpc = make_mpc(model, config, policy, seed=int(rng.integers(2**31)))
-        return RecoverySampler(mpc, policy, demos, spec.recovery_steps, spec.recovery_noise, spec.noise, rng)
-    return PolicySampler(policy if policy is not None else load_sampler_policy(spec), spec.noise, rng)
+        mpc = make_mpc(model, config, ctx.policy, seed=int(ctx.rng.integers(2**31)))
+        return RecoverySampler(mpc, ctx.policy, demos, spec.recovery_steps, spec.recovery_noise, spec.noise, ctx.rng)
+
+
+class Retarget(_Following):
+    name = "retarget"
+    summary = "the nearest demo's path carried to any start layout, followed by the planner (MimicGen's idea)"
+
+    def check(self, spec: SamplerSpec) -> None:
+        if not spec.retarget_track > 0:
+            raise ConfigError(f"generate.sampler.retarget.track={spec.retarget_track}; must be > 0 (the planner "
+                              "follows the retargeted demo path with this weight)")
+
+    def route(self, spec: SamplerSpec) -> str:
+        return (f"nearest demo's path carried to the start layout (object-then-goal frame,"
+                f" w_track={spec.retarget_track:g}),")
+
+    def make(self, spec: SamplerSpec, ctx: SamplerContext) -> Any:
+        assert spec.planner is not None
+        model, demos = self.model_of(ctx), self.demos_of(ctx)
+        if ctx.robot is None:
+            raise ConfigError("generate.sampler.kind=retarget needs the embodiment (its hand, object and goal "
+                              "parts carry a demo to a new layout)")
+        config = dataclasses.replace(spec.planner, track_weight=spec.retarget_track)
+        history = model.layout.history[0] - model.layout.dynamic[0] if model.layout.history else None
+        robot = ctx.robot
+        return RetargetSampler(make_mpc(model, config, ctx.policy, seed=int(ctx.rng.integers(2**31))), demos,
+                               spec.noise, ctx.rng, hand=robot.part("hand"), obj=robot.part("object"),
+                               goal=robot.part("goal"), history=history)
+
+
+for _kind in (Expert(), TrainedPolicy(), Random(), PPOInDream(), Planner(), Recovery(), Retarget()):
+    register(_kind)

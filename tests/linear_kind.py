@@ -6,7 +6,9 @@ config alone.
 ``still``: the probability that the step barely moved the robot (``exp(-|Δ| / scale)``), so a test can end
 dreams on it (``dream.done_head=still``) and plan with it (``+planner.objective.still=<weight>``).
 ``mean-action``: a downstream policy family that acts with the mean action of its training mix.
-Importing this module registers both (``dreamgen.world_model.kinds.register``, ``policies.families.register``).
+``constant``: a sampler kind that acts one configured action (``generate.sampler.constant.action``) + noise.
+Importing this module registers all three (``dreamgen.world_model.kinds.register``, ``policies.families.register``,
+``policies.samplers.register``).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from dreamgen.errors import ConfigError
 from dreamgen.world_model import kinds
 from dreamgen.world_model.base import HEADS, InstructionTable, ObsLayout, Prediction, StepsRows
 from dreamgen.world_model.fit import transitions
-from policies import families
+from policies import families, samplers
 
 STILL_SCALE = 0.01  # |Δ dynamic| at which "still" has fallen to 1/e
 
@@ -117,3 +120,40 @@ def fit_mean(data: families.TrainingData) -> MeanActionPolicy:
 
 FAMILY = families.register(families.PolicyFamily("mean-action", "the mean action (a test family)", fit_mean,
                                                  MeanActionPolicy.load))
+
+
+# ---------------------------------------------------------------------- a sampler kind: one action, always
+class ConstantSampler:
+    def __init__(self, action: np.ndarray, noise: float, rng: np.random.Generator):
+        self.action, self.noise, self.rng = action, noise, rng
+
+    def reset(self, rows: int) -> None:
+        """Stateless."""
+
+    def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False,
+            rows: Any = None) -> np.ndarray:
+        action = np.repeat(self.action[None], len(obs), 0)
+        if not deterministic and self.noise > 0:
+            action = action + self.rng.normal(0.0, self.noise, action.shape)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+class Constant(samplers.SamplerKind):
+    name, summary = "constant", "one configured action (a test kind), + noise"
+    defaults = {"action": [0.0]}  # padded with zeros to the action width
+
+    def check(self, spec: samplers.SamplerSpec) -> None:
+        action = spec.option("action")
+        if not (isinstance(action, list) and action and all(isinstance(a, (int, float)) and -1 <= a <= 1
+                                                            for a in action)):
+            raise ConfigError(f"generate.sampler.constant.action={action!r}; give a list of numbers in [-1, 1]")
+
+    def label(self, spec: samplers.SamplerSpec) -> str:
+        return f"constant({','.join(f'{a:g}' for a in spec.option('action'))},noise={spec.noise:g})"
+
+    def make(self, spec: samplers.SamplerSpec, ctx: samplers.SamplerContext) -> ConstantSampler:
+        given = np.asarray(spec.option("action"), np.float32)[:ctx.action_dim]
+        return ConstantSampler(np.pad(given, (0, ctx.action_dim - len(given))), spec.noise, ctx.rng)
+
+
+SAMPLER = samplers.register(Constant())

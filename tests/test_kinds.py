@@ -113,6 +113,58 @@ def test_a_policy_family_from_a_test_module_trains_loads_and_evaluates(smoke_run
     assert code == 2 and not (tmp_path / "other").exists()
 
 
+def test_a_sampler_kind_from_a_test_module_dreams_filters_and_trains_a_policy(smoke_run, tmp_path, capsys):
+    """``generate.sampler.kind=constant`` (tests/linear_kind.py) with its own setting
+    (``generate.sampler.constant.action``): every dreamed action is that action (noise 0), its label is every
+    dream's provenance, the job id hashes the setting, and the dreams are filtered and mixed by config alone;
+    a bad value of the kind's setting is refused before anything is written, naming it."""
+    from dreamgen.data.store import TrajectoryStore
+
+    run = smoke_run["run_dir"]
+    common = ["experiment=smoke", f"run_dir={tmp_path / 'run'}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+              "progress=false", f"generate.world_model={run / 'world_model'}", f"world_model.store={run / 'real.zarr'}", "generate.workers=0", "generate.episodes=4",
+              "dream.horizon=10", "generate.sampler.kind=constant", "generate.sampler.noise=0", *LOOSE]
+    action = ["+generate.sampler.constant.action=[0.5,-0.25]"]
+    with contextlib.chdir(tmp_path):
+        code, err = in_process("generate", [*common, "+generate.sampler.constant.action=[2]",
+                                            f"run_dir={tmp_path / 'bad'}"], capsys)
+        assert code == 2 and "generate.sampler.constant.action=[2]; give a list of numbers in [-1, 1]" in err
+        assert not (tmp_path / "bad").exists()
+        code, err = in_process("generate", [*common, "+generate.sampler.constant.speed=1",
+                                            f"run_dir={tmp_path / 'bad'}"], capsys)
+        assert code == 2 and "the settings of sampler kind constant: action" in err
+        for verb, extra in (("generate", action), ("train-quality", action), ("filter", action),
+                            ("train-policy", [f"run_dir={tmp_path / 'mixed'}", f"policy.store={run / 'real.zarr'}",
+                                              f"policy.dream_store={tmp_path / 'run' / 'dream.zarr'}",
+                                              "policy.max_dream_fraction=0.5", "policy.epochs=2"])):
+            code, err = in_process(verb, [*common, *extra], capsys)
+            assert code == 0, f"{verb} exited {code}: {err[-2000:]}"
+
+    store = TrajectoryStore.open(tmp_path / "run" / "dream.zarr")
+    meta = store.meta(["sampler", "kind", "verdict", "task"])
+    tasks, counts = np.unique(meta["task"], return_counts=True)
+    assert len(tasks) == 2 and counts.tolist() == [4, 4] and set(meta["sampler"].tolist()) == {"constant(0.5,-0.25,noise=0)"}
+    assert set(meta["kind"].tolist()) == {"constant"}
+    for i in range(len(store)):
+        actions = store.episode(i).action
+        np.testing.assert_array_equal(actions, np.broadcast_to(np.float32([0.5, -0.25, 0, 0]), actions.shape))
+    policy = json.loads((tmp_path / "mixed" / "policy" / "policy.json").read_text())["info"]
+    assert policy["dream_selection"]["store_digest"] == store.digest()
+    assert policy["dream_selection"]["episodes"] == int((meta["verdict"] == "accept").sum()) > 0
+
+    from hydra import compose, initialize_config_dir
+
+    from jobs.generate import sampler_spec
+    from tests.conftest import REPO
+
+    def spec(*overrides: str):
+        with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+            return sampler_spec(compose(config_name="config", overrides=["generate.sampler.kind=constant", *overrides]))
+
+    assert spec().options == (("action", [0.0]),) and spec().name == "constant(0,noise=0.1)"
+    assert spec("+generate.sampler.constant.action=[1]").option("action") == [1]
+
+
 def test_an_unknown_kind_is_refused_naming_every_kind():
     from dreamgen.world_model import kinds
 

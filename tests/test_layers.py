@@ -151,3 +151,39 @@ def test_a_run_recorded_before_a_rename_is_the_same_run_in_todays_spelling():
                                         "world_model.kind": "state"}), now) == []  # a ledger's flat settings
     changed = differences(as_recorded_now({**old, "planner": {"horizon": 5, "success_weight": 20.0}}), now)
     assert changed == ["planner.objective.success=20.0 there, 50.0 here"]
+
+
+# other vocabularies that share a word with a sampler kind: the episode kind "expert" (collect.py) and the
+# ensemble's propagation "random"; (file, the compared expression) pairs, each one named here
+OTHER_VOCABULARIES = {("dreamgen/data/collect.py", "kind"), ("dreamgen/world_model/ensemble.py", "propagation")}
+
+
+def test_no_code_compares_a_sampler_kind_or_a_policy_family_by_name():
+    """What a sampler kind or a policy family does is asked of its registry entry (``kind.plans``,
+    ``family.images`` ...), never decided by comparing its name: a comparison (``==``, ``in``, ``match``) or a
+    table keyed by two or more of the names is a place a new kind would silently miss."""
+    from policies.families import FAMILIES
+    from policies.samplers import SAMPLERS
+
+    names = {k.name for k in SAMPLERS} | {f.name for f in FAMILIES}
+    assert {"planner", "recovery", "bc", "mpc"} <= names  # the registries were read
+    found = []
+    for package in PACKAGES:
+        for file in sorted((REPO / package).rglob("*.py")):
+            path, source = file.relative_to(REPO).as_posix(), file.read_text()
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.Compare):
+                    operands = [node.left, *node.comparators]
+                    hits = {c.value for o in operands for c in ast.walk(o)
+                            if isinstance(c, ast.Constant) and c.value in names}
+                    others = {ast.unparse(o) for o in operands if not isinstance(o, ast.Constant | ast.Tuple
+                                                                               | ast.List | ast.Set)}
+                    if hits and not all((path, o) in OTHER_VOCABULARIES for o in others):
+                        found.append(f"{path}:{node.lineno}: {ast.unparse(node)}")
+                elif isinstance(node, ast.Dict):
+                    if len({k.value for k in node.keys if isinstance(k, ast.Constant) and k.value in names}) >= 2:
+                        found.append(f"{path}:{node.lineno}: a table keyed by kind names")
+                elif isinstance(node, ast.MatchValue) and isinstance(node.value, ast.Constant) \
+                        and node.value.value in names:
+                    found.append(f"{path}:{node.lineno}: case {node.value.value!r}")
+    assert not found, "ask the kind or the family instead of comparing its name:\n" + "\n".join(found)
