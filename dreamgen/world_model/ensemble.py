@@ -61,10 +61,16 @@ class Normaliser(NamedTuple):
     std: torch.Tensor
 
     @classmethod
-    def fit(cls, x: np.ndarray) -> Normaliser:
+    def fit(cls, x: np.ndarray, *, constant: float = 1.0) -> Normaliser:
+        """Mean and std of each column; a column that does not vary (std < 1e-6) gets std ``constant``: 1 for
+        an input (it passes through unscaled), 0 for a target (the model predicts its mean, exactly)."""
         std = x.std(0)
-        std = np.where(std < 1e-6, 1.0, std)  # constant dims pass through unscaled
+        std = np.where(std < 1e-6, constant, std)
         return cls(torch.as_tensor(x.mean(0), dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32))
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in normalised units (a column with std 0: ``x - mean``, which is 0 on the data it was fitted to)."""
+        return (x - self.mean) / torch.where(self.std > 0, self.std, torch.ones_like(self.std))
 
 
 class EnsembleMLP(nn.Module):
@@ -167,6 +173,9 @@ class EnsembleWorldModel(StepsRows):
         self.obs_norm = Normaliser(*(t.to(self.device) for t in obs_norm))
         self.vel_norm = Normaliser(*(t.to(self.device) for t in vel_norm))
         self.target_norm = Normaliser(*(t.to(self.device) for t in target_norm))
+        # the dynamic dims that change in the training data: one that never did (an object's orientation in
+        # tasks that never turn it) is predicted as its mean change and has no say in disagreement
+        self._moves = (self.target_norm.std[:layout.n_dynamic] > 0).to(torch.float32)
         # the range of each dynamic dim in the training data: a prediction is clamped into it (a gripper
         # closed past its stop or a hand through the table is never a state the robot can be in)
         self.bounds = None if bounds is None else tuple(t.to(self.device, torch.float32) for t in bounds)
@@ -213,7 +222,7 @@ class EnsembleWorldModel(StepsRows):
         out = self.net(x, cond_bias, self._out_cols)
         mean = out[..., :n_dyn + 1]  # normalised Δ dynamic dims and reward, per member
         centre = mean.mean(0)
-        disagreement = torch.linalg.vector_norm(mean[..., :n_dyn] - centre[:, :n_dyn], dim=-1).amax(0)
+        disagreement = torch.linalg.vector_norm((mean[..., :n_dyn] - centre[:, :n_dyn]) * self._moves, dim=-1).amax(0)
         if propagation == "mean" or self.members == 1:
             chosen = centre
         else:
@@ -232,9 +241,11 @@ class EnsembleWorldModel(StepsRows):
         ``target[B, D+1]`` (Δ dynamic dims, reward) and ``probs[B, 2]`` (success, done)."""
         n_dyn = self.layout.n_dynamic
         next_obs = self.layout.compose(obs, target[:, :n_dyn])
-        if self.bounds is not None:
+        if self.bounds is not None:  # into the training range, or no further out than the row already is
             dyn = slice(*self.layout.dynamic)
-            next_obs[:, dyn] = torch.clamp(next_obs[:, dyn], *self.bounds)
+            now = obs[:, dyn]
+            next_obs[:, dyn] = torch.clamp(next_obs[:, dyn], torch.minimum(self.bounds[0], now),
+                                           torch.maximum(self.bounds[1], now))
         return Prediction(next_obs, {"reward": target[:, n_dyn], "success": probs[:, 0], "done": probs[:, 1]},
                           disagreement)
 

@@ -87,7 +87,7 @@ def _losses(model: EnsembleWorldModel, obs: torch.Tensor, action: torch.Tensor, 
     net = model.net
     out = net(model.inputs(obs, action, context), net.condition(cond))
     mean, logvar, success_logit, done_logit = net.split(out)
-    y = (target - model.target_norm.mean) / model.target_norm.std
+    y = model.target_norm.scale(target)
     sq = (mean - y) ** 2
     nll = (sq * torch.exp(-logvar) + logvar).mean((1, 2))
     bce = nn.functional.binary_cross_entropy_with_logits
@@ -113,7 +113,7 @@ def fit_ensemble(train: Transitions, val: Transitions, table: InstructionTable, 
     generator = torch.Generator().manual_seed(seed)
     dyn = train.obs[:, slice(*layout.dynamic)]
     model = EnsembleWorldModel(config, layout, train.action.shape[1], table, Normaliser.fit(train.obs),
-                               Normaliser.fit(layout.velocity(train.obs)), Normaliser.fit(train.target), info=info,
+                               Normaliser.fit(layout.velocity(train.obs)), Normaliser.fit(train.target, constant=0.0), info=info,
                                bounds=(torch.as_tensor(dyn.min(0)), torch.as_tensor(dyn.max(0))))
     emb = torch.as_tensor(table.embeddings, dtype=torch.float32)
     optim = torch.optim.AdamW(model.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
