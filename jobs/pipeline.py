@@ -241,7 +241,7 @@ def run(cfg: DictConfig) -> dict:
                                                   "one by one (README: Bring your own robot)")
     collect.collect_spec(cfg)  # fail fast on every stage's config and on the instructions
     train_world_model.ensemble_config(cfg)
-    train_world_model.model_kind(cfg)
+    train_world_model.contact_gate(cfg, embodiment(cfg), train_world_model.model_kind(cfg).images)
     train_world_model.dream_config(cfg)
     generate.check_config(cfg)
     requests = generate.check_instructions(cfg, tuple(cfg.tasks))

@@ -9,6 +9,7 @@ embodiment has both). The observation layout is the embodiment's; the checkpoint
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -35,10 +36,28 @@ def ensemble_config(cfg: DictConfig):
                               "batch_size, max_epochs, patience >= 1; 1 <= elites <= members; lr > 0; "
                               f"activation in {sorted(ACTIVATIONS)}; 0 < halt_quantile <= 1; "
                               "0 < val_fraction, test_fraction < 0.5; 0 <= action_history <= 16)")
+    if not (isinstance(w.gate_mm, int | float) and w.gate_mm > 0):
+        raise ConfigError(f"world_model.gate_mm={w.gate_mm!r}; give a positive number of millimetres")
     return EnsembleConfig(members=w.members, elites=w.elites, hidden=w.hidden, layers=w.layers,
                           activation=w.activation, lr=w.lr, weight_decay=w.weight_decay,
                           batch_size=w.batch_size, max_epochs=w.max_epochs, patience=w.patience,
-                          action_history=w.action_history)
+                          action_history=w.action_history, gate_mm=float(w.gate_mm))
+
+
+def contact_gate(cfg: DictConfig, robot: Any, images: bool) -> tuple[int, int] | None:
+    """``world_model.contact_gate`` as the dynamic dims it gates: the robot's part of that name (None: no gate,
+    for a model on camera latents or a robot that names no parts); a part it lacks is refused, naming them."""
+    from dreamgen.errors import ConfigError
+
+    name = cfg.world_model.contact_gate
+    if name is None or images or not robot.parts:
+        return None
+    part, (lo, hi) = robot.parts.get(name), robot.layout.dynamic
+    if part is None or not lo <= part.start < part.stop <= hi:
+        movable = [p for p, s in robot.parts.items() if lo <= s.start < s.stop <= hi]
+        raise ConfigError(f"world_model.contact_gate={name!r}; embodiment {robot.name}'s parts that it predicts: "
+                          f"{', '.join(movable) or 'none'} (or null: no gate)")
+    return part.start - lo, part.stop - lo
 
 
 def model_kind(cfg: DictConfig):
@@ -92,6 +111,7 @@ def run(cfg: DictConfig) -> dict:
 
     w, config, dream, robot = cfg.world_model, ensemble_config(cfg), dream_config(cfg), embodiment(cfg)
     kind = model_kind(cfg)
+    config = dataclasses.replace(config, gate=contact_gate(cfg, robot, kind.images))
     store, episodes = load_episodes(cfg, robot, images=kind.images)
     texts = sorted({e.meta["instruction"] for e in episodes})
     task_of = {e.meta["instruction"]: e.meta["task"] for e in episodes}

@@ -100,7 +100,7 @@ def test_the_codes_defaults_are_the_configs():
 
     config = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "config.yaml"), resolve=False)
     # settings that no config key holds: the samplers set them (their own track weights), or "auto" maps to None
-    code_only = {("PlannerConfig", "track_weight"),
+    code_only = {("PlannerConfig", "track_weight"), ("EnsembleConfig", "gate"),  # from world_model.contact_gate
                  ("FilterConfig", "quality_threshold")}
     checked, drift = 0, []
     for cls, section in ((EnsembleConfig, "world_model"), (LatentConfig, "world_model.latent"),

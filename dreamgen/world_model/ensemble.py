@@ -20,7 +20,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from dreamgen.world_model.base import ONE_MEMBER, PROPAGATIONS, InstructionTable, ObsLayout, Prediction, StepsRows
+from dreamgen.world_model.base import (
+    HEADS,
+    ONE_MEMBER,
+    PROPAGATIONS,
+    InstructionTable,
+    ObsLayout,
+    Prediction,
+    StepsRows,
+)
 
 _BLOCK = 1024  # rows per inference block: bounds the activations of all members at large batches
 Activation = Callable[[torch.Tensor], torch.Tensor]
@@ -48,8 +56,19 @@ class EnsembleConfig:
     max_epochs: int = 80
     patience: int = 15  # epochs without a member improving by > 1% before stopping
     action_history: int = 4  # previous actions fed as input (the hand chases a hidden, action-integrated target)
+    # a contact gate on the dynamic dims [lo, hi) (an object): a "contact" head predicts whether they move this
+    # step (|Δ| > gate_mm), their Δ is learned from the steps where they do and predicted only where the head
+    # says so (>= 0.5); None: no gate
+    gate: tuple[int, int] | None = None
+    gate_mm: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.gate is not None:
+            object.__setattr__(self, "gate", (int(self.gate[0]), int(self.gate[1])))
+            if not 0 <= self.gate[0] < self.gate[1]:
+                raise ValueError(f"gate={self.gate}; must be dims [lo, hi) of the dynamic state with lo < hi")
+        if not self.gate_mm > 0:
+            raise ValueError(f"gate_mm={self.gate_mm}; must be > 0")
         if self.action_history < 0:
             raise ValueError(f"action_history={self.action_history}; must be >= 0")
         if self.activation not in ACTIVATIONS:
@@ -166,10 +185,15 @@ class EnsembleWorldModel(StepsRows):
         self.context_dim = config.action_history * action_dim  # previous actions, newest first
         n_gauss = layout.n_dynamic + 1  # Δ dynamic dims + reward
         in_dim = layout.obs_dim + (layout.n_dynamic if layout.history else 0) + action_dim + self.context_dim
+        gated = config.gate is not None
+        if gated and config.gate[1] > layout.n_dynamic:  # type: ignore[index]
+            raise ValueError(f"gate={config.gate}: the layout {layout.name} has {layout.n_dynamic} dynamic dims")
+        self.heads = (*HEADS, "contact") if gated else HEADS
         self.net = EnsembleMLP(self.members, in_dim, self.cond_dim, config.hidden,
-                               config.layers, 2 * n_gauss + 2, config.activation, n_gauss).to(self.device)
-        # prediction needs the means and the two logits, not the log-variances
-        self._out_cols = torch.cat([torch.arange(n_gauss), torch.tensor([2 * n_gauss, 2 * n_gauss + 1])]).to(self.device)
+                               config.layers, 2 * n_gauss + 2 + gated, config.activation, n_gauss).to(self.device)
+        # prediction needs the means and the logits (success, done, and the gate's), not the log-variances
+        logits = [2 * n_gauss, 2 * n_gauss + 1, *([2 * n_gauss + 2] if gated else [])]
+        self._out_cols = torch.cat([torch.arange(n_gauss), torch.tensor(logits)]).to(self.device)
         self.obs_norm = Normaliser(*(t.to(self.device) for t in obs_norm))
         self.vel_norm = Normaliser(*(t.to(self.device) for t in vel_norm))
         self.target_norm = Normaliser(*(t.to(self.device) for t in target_norm))
@@ -232,22 +256,27 @@ class EnsembleWorldModel(StepsRows):
                 raise ValueError('propagation="fixed" needs members[B]')
             chosen = mean[members, torch.arange(batch, device=self.device)]
         target = torch.addcmul(self.target_norm.mean, chosen, self.target_norm.std)
-        probs = torch.sigmoid(out[..., n_dyn + 1:]).mean(0)  # success and done, averaged over members
+        probs = torch.sigmoid(out[..., n_dyn + 1:]).mean(0)  # success, done (contact), averaged over members
         return self._prediction(obs, target, probs, disagreement)
 
     def _prediction(self, obs: torch.Tensor, target: torch.Tensor, probs: torch.Tensor,
                     disagreement: torch.Tensor) -> Prediction:
         """The next observation (clamped into the training range) and the heads, from the de-normalised
-        ``target[B, D+1]`` (Δ dynamic dims, reward) and ``probs[B, 2]`` (success, done)."""
+        ``target[B, D+1]`` (Δ dynamic dims, reward) and ``probs[B, 2 or 3]`` (success, done; contact, gated)."""
         n_dyn = self.layout.n_dynamic
+        heads = {"reward": target[:, n_dyn], "success": probs[:, 0], "done": probs[:, 1]}
+        if self.config.gate is not None:  # the gated dims move only where the contact head says they do
+            heads["contact"] = probs[:, 2]
+            gate = slice(*self.config.gate)
+            target = target.clone()
+            target[:, gate] = torch.where(probs[:, 2:3] >= 0.5, target[:, gate], torch.zeros_like(target[:, gate]))
         next_obs = self.layout.compose(obs, target[:, :n_dyn])
         if self.bounds is not None:  # into the training range, or no further out than the row already is
             dyn = slice(*self.layout.dynamic)
             now = obs[:, dyn]
             next_obs[:, dyn] = torch.clamp(next_obs[:, dyn], torch.minimum(self.bounds[0], now),
                                            torch.maximum(self.bounds[1], now))
-        return Prediction(next_obs, {"reward": target[:, n_dyn], "success": probs[:, 0], "done": probs[:, 1]},
-                          disagreement)
+        return Prediction(next_obs, heads, disagreement)
 
     def _own_member(self, x: torch.Tensor, cond_bias: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
         """``[B, out]``: row ``b`` through member ``members[b]`` only. Rows are grouped by member (padded to

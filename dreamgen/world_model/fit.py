@@ -89,10 +89,17 @@ def _losses(model: EnsembleWorldModel, obs: torch.Tensor, action: torch.Tensor, 
     mean, logvar, success_logit, done_logit = net.split(out)
     y = model.target_norm.scale(target)
     sq = (mean - y) ** 2
-    nll = (sq * torch.exp(-logvar) + logvar).mean((1, 2))
+    nll = sq * torch.exp(-logvar) + logvar
     bce = nn.functional.binary_cross_entropy_with_logits
     heads = bce(success_logit, success, reduction="none").mean(1) + bce(done_logit, done, reduction="none").mean(1)
-    return nll + heads, sq.mean((1, 2))
+    if model.config.gate is not None:  # the gated dims' Δ is learned where they move; the contact head, where
+        gate = slice(*model.config.gate)
+        moves = (torch.linalg.vector_norm(target[..., gate], dim=-1) > model.config.gate_mm / 1000).float()
+        weight = torch.ones_like(sq)
+        weight[..., gate] = moves[..., None]
+        nll, sq = nll * weight, sq * weight
+        heads = heads + bce(out[..., 2 * net.n_gauss + 2], moves, reduction="none").mean(1)
+    return nll.mean((1, 2)) + heads, sq.mean((1, 2))
 
 
 def _stack(data: Transitions, index: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, ...]:
