@@ -20,7 +20,7 @@ DEFAULTS = Path(__file__).resolve().parents[1] / "configs" / "config.yaml"
 UNIONS: dict[str, tuple[str, tuple[type, ...], tuple[Any, ...]]] = {
     "filter.quality_threshold": ("a probability in [0, 1] or auto", (int, float), ("auto",)),
     "policy.seed": ("an integer >= 0 or null (the run seed)", (int,), (None,)),
-    "world_model.contact_gate": ("a part of the robot (e.g. object) or null (no gate)", (str,), (None,)),
+    "world_model.contact_gate": ("a part of the robot (e.g. object), auto or null (no gate)", (str,), (None,)),
 }
 SKIP = ("hydra",)
 

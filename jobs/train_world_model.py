@@ -45,18 +45,21 @@ def ensemble_config(cfg: DictConfig):
 
 
 def contact_gate(cfg: DictConfig, robot: Any, images: bool) -> tuple[int, int] | None:
-    """``world_model.contact_gate`` as the dynamic dims it gates: the robot's part of that name (None: no gate,
-    for a model on camera latents or a robot that names no parts); a part it lacks is refused, naming them."""
+    """``world_model.contact_gate`` as the dynamic dims it gates: the robot's part of that name (``auto``: its
+    part named ``object`` if it has one; None: no gate, as for a model on camera latents); a part it lacks is
+    refused, naming those it has."""
     from dreamgen.errors import ConfigError
 
     name = cfg.world_model.contact_gate
-    if name is None or images or not robot.parts:
+    if name == "auto":
+        name = "object" if "object" in robot.parts else None
+    if name is None or images:
         return None
     part, (lo, hi) = robot.parts.get(name), robot.layout.dynamic
     if part is None or not lo <= part.start < part.stop <= hi:
         movable = [p for p, s in robot.parts.items() if lo <= s.start < s.stop <= hi]
         raise ConfigError(f"world_model.contact_gate={name!r}; embodiment {robot.name}'s parts that it predicts: "
-                          f"{', '.join(movable) or 'none'} (or null: no gate)")
+                          f"{', '.join(movable) or 'none'} (or auto, or null: no gate)")
     return part.start - lo, part.stop - lo
 
 

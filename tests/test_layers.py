@@ -142,7 +142,8 @@ def test_a_run_recorded_before_a_rename_is_the_same_run_in_todays_spelling():
     from dreamgen.rundir import as_recorded_now, differences
     from dreamgen.sim import LEGACY
 
-    now = {"planner": {"horizon": 5, "objective": {"reward": 1.0, "success": 50.0}}, "world_model": {"kind": "ensemble"},
+    now = {"planner": {"horizon": 5, "objective": {"reward": 1.0, "success": 50.0}},
+           "world_model": {"kind": "ensemble", "contact_gate": None, "gate_mm": 1.0},  # a run before the gate had none
            "dream": {"horizon": 150, "success_head": "success", "done_head": "done"},
            "embodiment": LEGACY, "camera": {"names": [], "size": 64}}
     old = {"planner": {"horizon": 5, "success_weight": 50.0}, "dream": {"horizon": 150}, "world_model": {"kind": "state"}}
@@ -151,6 +152,8 @@ def test_a_run_recorded_before_a_rename_is_the_same_run_in_todays_spelling():
                                         "world_model.kind": "state"}), now) == []  # a ledger's flat settings
     changed = differences(as_recorded_now({**old, "planner": {"horizon": 5, "success_weight": 20.0}}), now)
     assert changed == ["planner.objective.success=20.0 there, 50.0 here"]
+    gated = {**now, "world_model": {**now["world_model"], "contact_gate": "auto"}}  # today's default
+    assert differences(as_recorded_now(old), gated) == ["world_model.contact_gate=None there, 'auto' here"]
 
 
 # other vocabularies that share a word with a sampler kind: the episode kind "expert" (collect.py) and the

@@ -121,7 +121,7 @@ CASES = [
     ("collect", ["collect.expert_noise=-1"], "collect.expert_noise=-1"),
     ("train-world-model", ["world_model.elites=9"], "world_model.elites=9"),
     ("train-world-model", ["world_model.contact_gate=lid"], "world_model.contact_gate='lid'; embodiment metaworld's "
-                                                            "parts that it predicts: hand, object (or null: no gate)"),
+                                                            "parts that it predicts: hand, object (or auto, or null: no gate)"),
     ("train-world-model", ["world_model.contact_gate=3"], "world_model.contact_gate=3: must be a part of the robot"),
     ("train-world-model", ["world_model.gate_mm=0"], "world_model.gate_mm=0; give a positive number"),
     ("generate", ["generate.sampler.kind=planner", "planner.horizon=0"], "planner.horizon=0"),
