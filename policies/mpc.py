@@ -2,8 +2,9 @@
 
 ``MPCPolicy(model, planner, seed=...)`` follows ``policies.base.Policy``: ``act(obs[B,O],
 instruction[B,C]) -> action[B,A]`` plans from each row's observation with ``MPPIPlanner`` and returns
-the plan's first action. It keeps, per row, what the model's rollout state needs beyond the
-observation — the previous actions — and the warm-start plan; ``reset(rows)`` begins new episodes and
+the plan's first action. It keeps, per row, the model's rollout state after the actions it really
+executed (what the model carries beyond the observation is the model's: ``executed`` / ``resumed``) and
+the warm-start plan; ``reset(rows)`` begins new episodes and
 ``act(..., rows=idx)`` / ``record(action, rows=idx)`` address a subset of rows (finished episodes drop
 out of an evaluation batch). Step ``k`` of a row plans with seed ``(seed, k)``, so a rollout is a pure
 function of the seed and the observations.
@@ -19,7 +20,7 @@ import torch
 
 from dreamgen.plan.mppi import MPPIPlanner, shift
 from dreamgen.seeding import derive_seed
-from dreamgen.world_model.base import RowState, next_context
+from dreamgen.world_model.base import RowState
 
 
 class MPCPolicy:
@@ -36,7 +37,8 @@ class MPCPolicy:
     def reset(self, rows: int) -> None:
         """Begin ``rows`` new episodes: no previous actions, no warm start."""
         dev, c = self.model.device, self.planner.config
-        self.context = torch.zeros(rows, self.model.context_dim, device=dev)
+        # what each row carries from the actions it executed: blank rows, advanced by ``record``
+        self.memory = self.model.blank(rows, generator=torch.Generator(device=dev))
         self.warm = torch.zeros(rows, c.horizon, self.model.action_dim, device=dev)
         self.has_warm = torch.zeros(rows, dtype=torch.bool, device=dev)
         self.steps = np.zeros(rows, np.int64)
@@ -66,7 +68,7 @@ class MPCPolicy:
                                              torch.as_tensor(instruction_embedding, dtype=torch.float32, device=dev),
                                              generator=generator)
         t_idx = torch.as_tensor(idx, device=dev)
-        state.context = self.context[t_idx].clone()
+        state = self.model.resumed(state, self.memory.index(t_idx))
         plan = self.planner.plan(state, instruction_embedding, warm=self.warm[t_idx], warm_rows=self.has_warm[t_idx],
                                  seed=int(torch.randint(2**62, (1,), generator=generator)), reference=reference)
         self.warm[t_idx], self.has_warm[t_idx] = shift(plan.mean), True
@@ -81,7 +83,7 @@ class MPCPolicy:
         idx = self._rows(rows, len(action))
         t_idx = torch.as_tensor(idx, device=self.model.device)
         a = torch.as_tensor(np.asarray(action, np.float32), device=self.model.device)
-        self.context[t_idx] = next_context(self.context[t_idx], a)
+        self.memory.put(t_idx, self.model.executed(self.memory.index(t_idx), a))
         if not planned:
             self.has_warm[t_idx] = False
         self.steps[idx] += 1

@@ -12,7 +12,7 @@ from dreamgen.errors import ConfigError
 from dreamgen.plan.mppi import MPPIPlanner, PlannerConfig, shift
 from dreamgen.world_model.base import InstructionTable, ObsLayout, Prediction, StepsRows
 from policies.mpc import MPCPolicy
-from tests.known_dynamics import TABLE, LineModel
+from tests.known_dynamics import TABLE, LagModel, LineModel
 
 
 class PointMass(StepsRows):
@@ -129,6 +129,58 @@ def test_one_member_per_candidate_costs_one_kth_of_the_ensemble():
     assert costs["all", 1.0] == rows * n * k * h * it
     assert costs["one", 1.0] == rows * (n + 2 * e * k) * h * it
     assert costs["one", 0.0] == rows * n * h * it
+
+
+class CountingLag(LagModel):
+    """The lagged line model, recording what MPC hands it: the memory it resumes each plan from."""
+
+    def __init__(self) -> None:
+        self.resumed_from: list[np.ndarray] = []
+        self.spread_calls = 0
+
+    def resumed(self, state, memory):
+        self.resumed_from.append(memory.context.numpy().copy())
+        return super().resumed(state, memory)
+
+    def spread(self, state, n):
+        self.spread_calls += 1
+        return super().spread(state, n)
+
+
+def test_mpc_carries_its_rows_through_the_model_and_one_member_planning_asks_the_model_to_spread():
+    """MPC keeps no copy of what a row carries: it resumes each plan from the model's state after the
+    actions it executed (the lagged model's previous action; zeros at the start and after ``reset``), and
+    ``members=one`` branches candidates with the model's ``spread`` (row j through member j mod K)."""
+    model = CountingLag()
+    emb = TABLE.embeddings[[0, 0]]
+    policy = MPCPolicy(model, MPPIPlanner(model, PlannerConfig(horizon=3, samples=16, prior_samples=0, elites=4,
+                                                               members="one", penalty=0.0)), seed=1)
+    policy.reset(2)
+    obs, executed = np.array([[1.0, 0.5], [-1.0, 0.0]], np.float32), []
+    for _ in range(3):
+        executed.append(policy.act(obs, emb))
+        obs = obs + executed[-1]
+    assert np.allclose(model.resumed_from[0], 0.0)
+    for step in (1, 2):
+        assert np.allclose(model.resumed_from[step], executed[step - 1])
+    assert model.spread_calls == 3
+    policy.reset(2)
+    policy.act(obs, emb)
+    assert np.allclose(model.resumed_from[-1], 0.0)
+    spread = model.spread(model.initial_state(torch.zeros(2, 2), torch.as_tensor(emb)), 5)
+    assert spread.member.tolist() == [0, 1, 0, 1, 0] * 2
+
+
+def test_a_state_model_draws_no_frames_and_its_dreams_carry_none():
+    from dreamgen.dream.rollout import rollout_dreams
+    from dreamgen.dream.vector import DreamVectorEnv
+    from tests.known_dynamics import POOL
+
+    model = LineModel()
+    assert model.render(model.blank(3)) is None
+    env = DreamVectorEnv(model, POOL, "go home", 2)
+    episodes = rollout_dreams(env, lambda obs: -0.5 * obs["state"], seed=0)
+    assert [e.images for e in episodes] == [None, None] and all(len(e) > 0 for e in episodes)
 
 
 @pytest.mark.parametrize(("field", "value", "says"), [

@@ -107,16 +107,24 @@ def test_predictions_stay_in_the_training_range_of_each_dynamic_dim(trained):
     never snapped back to the range's edge (on Meta-World that was a 7 cm jump of the hand in one step)."""
     model = trained[0]
     low, high = model.bounds
-    obs, action = 10 * torch.randn(256, 5), torch.rand(256, 2) * 2 - 1  # far outside what it was trained on
-    obs[:128, slice(*model.layout.dynamic)] = low + (high - low) * (0.1 + 0.8 * torch.rand(128, len(low)))  # inside
-    obs[128:, 0] = low[0] - 1 - torch.rand(128)  # these outside, below the range
+    g = torch.Generator().manual_seed(0)  # its own draws: the answer must not depend on which tests ran first
+    obs = 10 * torch.randn(256, 5, generator=g)  # far outside what it was trained on
+    action = torch.rand(256, 2, generator=g) * 2 - 1
+    obs[:128, slice(*model.layout.dynamic)] = low + (high - low) * (0.1 + 0.8 * torch.rand(128, len(low), generator=g))
+    obs[128:, 0] = low[0] - 1 - torch.rand(128, generator=g)  # these outside, below the range
     cond = model.condition(torch.as_tensor(TABLE.embeddings[np.arange(256) % 2]))
     now = obs[:, slice(*model.layout.dynamic)]
     nxt = model.predict(obs, action, cond, propagation="mean").next_obs[:, slice(*model.layout.dynamic)]
+    model.bounds = None
+    try:
+        raw = model.predict(obs, action, cond, propagation="mean").next_obs[:, slice(*model.layout.dynamic)]
+    finally:
+        model.bounds = (low, high)
     inside = ((now >= low) & (now <= high)).all(1)
     assert inside[:128].all() and not inside[128:].any()
-    assert (nxt[inside] >= low).all() and (nxt[inside] <= high).all() and ((nxt == low) | (nxt == high)).any()
-    assert (nxt >= torch.minimum(low, now)).all() and (nxt <= torch.maximum(high, now)).all()
+    # the known answer: the unclamped prediction clamped into [min(low, now), max(high, now)], exactly
+    torch.testing.assert_close(nxt, torch.clamp(raw, torch.minimum(low, now), torch.maximum(high, now)), rtol=0, atol=0)
+    assert ((raw < low) | (raw > high))[inside].any()  # the clamp engaged where the row was inside
     below = now < low
     assert (nxt[below] < low.expand_as(now)[below]).any()  # not snapped to the edge
 

@@ -147,12 +147,8 @@ class DreamCore:
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator(device=model.device)
         self.generator.manual_seed(int(self.rng.integers(2**63)))
-        dev = model.device
         # the rows' rollout state is the model's (observation, conditioning, member, previous actions)
-        blank = None if model.cameras is None else np.zeros((num_envs, *model.cameras.shape), np.uint8)
-        self.state = model.initial_state(torch.zeros(num_envs, self.obs_dim, device=dev),
-                                         torch.zeros(num_envs, model.cond_dim, device=dev), generator=self.generator,
-                                         images=blank)
+        self.state = model.blank(num_envs, generator=self.generator)
         self._handed_out = False
         self.t = np.zeros(num_envs, np.int64)
         self.start_ref = np.full(num_envs, "", dtype=object)
@@ -226,9 +222,10 @@ class DreamCore:
         self.start_ref[rows] = refs
         self.start_seed[rows] = seeds
 
-    def images(self) -> np.ndarray:
-        """Every row's current camera frames ``uint8 [B,C,H,W,3]``, decoded by a latent model."""
-        return self.model.render(self.state)  # type: ignore[attr-defined]
+    def images(self) -> np.ndarray | None:
+        """Every row's current camera frames ``uint8 [B,C,H,W,3]`` as the model draws them (None: a model
+        that predicts no images)."""
+        return self.model.render(self.state)
 
     def observation(self) -> dict[str, np.ndarray]:
         self._handed_out = True

@@ -34,8 +34,6 @@ def rollout_dreams(env: DreamVectorEnv, act: Act, *, seed: int | None = None,
               "action": np.zeros((horizon, batch, core.action_dim), np.float32),
               "reward": np.zeros((horizon, batch), np.float32), "success": np.zeros((horizon, batch), bool),
               "done": np.zeros((horizon, batch), bool)}
-    if core.model.cameras is not None:  # a latent model: the dream's decoded camera frames
-        frames["images"] = np.zeros((horizon, batch, *core.model.cameras.shape), np.uint8)
     disagreement = np.zeros((horizon, batch), np.float32)
     length = np.full(batch, -1)
     reason = np.full(batch, "", dtype=object)
@@ -43,8 +41,9 @@ def rollout_dreams(env: DreamVectorEnv, act: Act, *, seed: int | None = None,
     for t in range(horizon):
         action = np.asarray(act({**obs, "running": length < 0}), np.float32)
         frames["obs"][t], frames["action"][t] = obs["state"], action
-        if "images" in frames:
-            frames["images"][t] = core.images()
+        drawn = core.images()  # a model that predicts images: the dream's decoded camera frames
+        if drawn is not None:
+            frames.setdefault("images", np.zeros((horizon, *drawn.shape), np.uint8))[t] = drawn
         obs, reward, terminated, truncated, info = env.step(action)
         frames["reward"][t], frames["success"][t], frames["done"][t] = reward, info["success"], terminated
         disagreement[t] = info["disagreement"]

@@ -204,9 +204,8 @@ class MPPIPlanner:
         std = torch.full_like(mean, c.init_std)
         n = c.samples + c.prior_samples
         one = c.members == "one" and self.model.members > 1
-        tiled = state.tile(n)
-        if one:  # candidate j of every row through member j mod K: each member sees its share of every row
-            tiled.member = torch.arange(len(tiled), device=dev) % n % self.model.members
+        # one: candidate j of every row through member j mod K, so each member sees its share of every row
+        tiled = self.model.spread(state, n) if one else state.tile(n)
         rescore = min(n, 2 * c.elites)  # candidates the full ensemble scores after a one-member pass
         base_reference = None if reference is None else (reference[0].to(dev), reference[1].to(dev))
 

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from dreamgen.errors import ConfigError
 from dreamgen.types import Episode
@@ -88,20 +87,11 @@ def physical_reason(episode: Episode, support: Support, config: FilterConfig, dy
     return PASSED
 
 
-@torch.no_grad()
 def disagreement(model: Any, episode: Episode, cond: np.ndarray) -> np.ndarray:
-    """The ensemble's disagreement ``[T]`` on the dream's own transitions (as the dream env saw them; a latent
-    model's on the latents of the dream's frames)."""
-    from dreamgen.world_model.base import action_context
-
-    dev = model.device
-    history = model.context_dim // model.action_dim
-    seen = model.observe(np.nan_to_num(episode.obs, posinf=0, neginf=0), episode.images)
-    obs = torch.as_tensor(seen, dtype=torch.float32, device=dev)
-    action = torch.as_tensor(np.clip(np.nan_to_num(episode.action), -1, 1), dtype=torch.float32, device=dev)
-    context = torch.as_tensor(action_context(np.asarray(episode.action, np.float32), history), device=dev)
-    c = model.condition(torch.as_tensor(np.broadcast_to(cond, (len(obs), len(cond))).copy(), device=dev))
-    return model.dynamics.predict(obs, action, c, propagation="mean", context=context).disagreement.cpu().numpy()
+    """The world model's disagreement ``[T]`` on the dream's own transitions (as the dream env saw them; a
+    latent model's on the latents of the dream's frames)."""
+    return model.episode_disagreement(np.nan_to_num(episode.obs, posinf=0, neginf=0), episode.images,
+                                      np.clip(np.nan_to_num(episode.action), -1, 1), cond)
 
 
 def verdicts(physical: np.ndarray, dis_step: np.ndarray, dis_mean: np.ndarray, quality: np.ndarray,

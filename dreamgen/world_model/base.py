@@ -4,7 +4,10 @@
 The model owns its rollout state: ``initial_state(obs[B,O], embeddings[B,C], *, generator) -> RowState``
 and ``step(state, action[B,A], *, generator, propagation) -> (RowState, Prediction)``. A ``RowState``
 holds what a row carries (observation, conditioning, ensemble member, previous actions) and can be
-indexed, tiled and written back, so a planner branches one row into many candidate futures.
+indexed, tiled and written back, so a planner branches one row into many candidate futures. What a row
+carries is the model's business: ``executed`` / ``resumed`` carry it across a real step (MPC),
+``spread`` branches it over members, ``render`` draws it (None: no images), ``episode_disagreement``
+scores a recorded episode (the filter). ``OwnsRows`` gives every model these defaults.
 
 Underneath, ``predict(obs[B,O], action[B,A], cond, *, generator, propagation, members, context) ->
 Prediction`` is one batched step with ``next_obs[B,O]``, the model's heads by name (``heads``:
@@ -164,12 +167,16 @@ class RowState:
             self.latent[rows] = other.latent
 
 
-class StepsRows:
-    """``initial_state`` and ``step`` for any model with ``condition`` and ``predict`` (the default
-    rollout state: a ``RowState``)."""
+class OwnsRows:
+    """What every model does with its ``RowState`` rows beyond ``initial_state`` and ``step``: carry them
+    across a real step (``executed``, ``resumed``), branch them over members (``spread``), draw them
+    (``render``) and score a recorded episode's disagreement. A model whose rows carry more overrides these."""
 
+    layout: ObsLayout
     members: int
     context_dim: int
+    action_dim: int
+    cond_dim: int
     device: torch.device
 
     def condition(self, cond: torch.Tensor) -> Any:
@@ -180,18 +187,60 @@ class StepsRows:
                 members: torch.Tensor | None = None, context: torch.Tensor | None = None) -> Prediction:
         raise NotImplementedError
 
+    def initial_state(self, obs: torch.Tensor, embeddings: torch.Tensor, *,
+                      generator: torch.Generator | None = None, images: Any = None) -> RowState:
+        raise NotImplementedError
+
+    def blank(self, rows: int, *, generator: torch.Generator | None = None) -> RowState:
+        """``rows`` placeholder rows (zero observation and instruction, nothing executed yet) for ``put``
+        to write real rows into; ``generator`` draws their members."""
+        dev = self.device
+        return self.initial_state(torch.zeros(rows, self.layout.obs_dim, device=dev),
+                                  torch.zeros(rows, self.cond_dim, device=dev), generator=generator)
+
+    def executed(self, state: RowState, action: torch.Tensor) -> RowState:
+        """What the rows carry after they really executed ``action[B,A]`` (their previous actions advanced);
+        their observation is whatever reality shows next (``resumed``)."""
+        return dataclasses.replace(state, context=next_context(state.context, action))
+
+    def resumed(self, state: RowState, memory: RowState) -> RowState:
+        """Rows ``state`` (just created by ``initial_state`` at real observations) carrying on from what
+        ``memory`` (the same rows' earlier state, after ``executed``) remembers: their previous actions."""
+        return dataclasses.replace(state, context=memory.context.clone())
+
+    def spread(self, state: RowState, n: int) -> RowState:
+        """Every row tiled ``n`` times, copy ``j`` stepped by member ``j mod members`` (under ``ONE_MEMBER``
+        propagation every member sees its share of every row)."""
+        tiled = state.tile(n)
+        tiled.member = torch.arange(len(tiled), device=tiled.member.device) % n % self.members
+        return tiled
+
+    def render(self, state: RowState) -> np.ndarray | None:
+        """The rows' camera frames ``uint8 [B,C,H,W,3]``; None: this model predicts no images."""
+        return None
+
+    @torch.no_grad()
+    def episode_disagreement(self, obs: np.ndarray, images: np.ndarray | None, action: np.ndarray,
+                             cond: np.ndarray) -> np.ndarray:
+        """The members' disagreement ``[T]`` on one recorded episode's transitions ``obs[T,O]`` (a latent
+        model: seen as ``images``), ``action[T,A]``, instruction embedding ``cond[C]`` (ensemble mean, the
+        episode's own previous actions as context)."""
+        dev = self.device
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=dev)
+        history = self.context_dim // self.action_dim
+        context = torch.as_tensor(action_context(np.asarray(action, np.float32), history), device=dev)
+        c = self.condition(torch.as_tensor(np.broadcast_to(cond, (len(obs_t), len(cond))).copy(), device=dev))
+        return self.predict(obs_t, torch.as_tensor(action, dtype=torch.float32, device=dev), c,
+                            propagation="mean", context=context).disagreement.cpu().numpy()
+
+
+class StepsRows(OwnsRows):
+    """``initial_state`` and ``step`` for any model with ``condition`` and ``predict`` (the default
+    rollout state: a ``RowState``)."""
+
     cameras: Any = None  # a state model sees no images
     kind = "ensemble"
     heads: tuple[str, ...] = HEADS
-
-    @property
-    def dynamics(self) -> Any:
-        """The model whose ``predict`` steps ``observe``'s observations (a state model: itself)."""
-        return self
-
-    def observe(self, obs: np.ndarray, images: np.ndarray | None) -> np.ndarray:
-        """What ``dynamics`` steps on for one episode's frames: a state model, the states themselves."""
-        return obs
 
     def initial_state(self, obs: torch.Tensor, embeddings: torch.Tensor, *,
                       generator: torch.Generator | None = None, images: Any = None) -> RowState:
@@ -246,4 +295,29 @@ class WorldModel(Protocol):
     def step(self, state: RowState, action: torch.Tensor, *, generator: torch.Generator | None = None,
              propagation: str = "random") -> tuple[RowState, Prediction]:
         """Every row one step: ``(next state, Prediction)``."""
+        ...
+
+    def blank(self, rows: int, *, generator: torch.Generator | None = None) -> RowState:
+        """Placeholder rows to ``put`` real rows into."""
+        ...
+
+    def executed(self, state: RowState, action: torch.Tensor) -> RowState:
+        """What the rows carry after really executing ``action`` (MPC on a real robot, between plans)."""
+        ...
+
+    def resumed(self, state: RowState, memory: RowState) -> RowState:
+        """Fresh rows at real observations, carrying on from ``memory`` (their state after ``executed``)."""
+        ...
+
+    def spread(self, state: RowState, n: int) -> RowState:
+        """Each row tiled ``n`` times over the members (for ``ONE_MEMBER`` planning)."""
+        ...
+
+    def render(self, state: RowState) -> np.ndarray | None:
+        """The rows' camera frames, or None for a model that predicts no images."""
+        ...
+
+    def episode_disagreement(self, obs: np.ndarray, images: np.ndarray | None, action: np.ndarray,
+                             cond: np.ndarray) -> np.ndarray:
+        """Disagreement ``[T]`` on one recorded episode (the filter's per-dream score)."""
         ...

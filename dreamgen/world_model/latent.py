@@ -30,7 +30,7 @@ from torch import nn
 
 from dreamgen.spaces import Cameras
 from dreamgen.types import Episode
-from dreamgen.world_model.base import HEADS, InstructionTable, ObsLayout, Prediction, RowState
+from dreamgen.world_model.base import HEADS, InstructionTable, ObsLayout, OwnsRows, Prediction, RowState
 from dreamgen.world_model.ensemble import EnsembleConfig, EnsembleWorldModel, Normaliser
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def latent_layout(robot: ObsLayout, dim: int) -> ObsLayout:
                      dynamic=(0, dim), history=(dim, 2 * dim), static=static)
 
 
-class LatentWorldModel:
+class LatentWorldModel(OwnsRows):
     """Encoder + latent ensemble + decoder behind the ``WorldModel`` contract (see the module docstring)."""
 
     kind = "latent"
@@ -140,7 +140,7 @@ class LatentWorldModel:
         self.dynamics.instructions = table
 
     @property
-    def members(self) -> int:
+    def members(self) -> int:  # type: ignore[override]  # the ensemble's, read through
         return self.dynamics.members
 
     @property
@@ -207,6 +207,17 @@ class LatentWorldModel:
         delta = self.read_state(inner.obs[:, :self.autoencoder.size]) - state.obs[:, slice(*self.layout.dynamic)]
         obs = self.layout.compose(state.obs, delta)
         return RowState(obs, inner.cond, inner.member, inner.context, latent=inner.obs), pred._replace(next_obs=obs)
+
+    def blank(self, rows: int, *, generator: torch.Generator | None = None) -> RowState:
+        dev = self.device
+        return self.initial_state(torch.zeros(rows, self.layout.obs_dim, device=dev),
+                                  torch.zeros(rows, self.cond_dim, device=dev), generator=generator,
+                                  images=np.zeros((rows, *self.cameras.shape), np.uint8))
+
+    def episode_disagreement(self, obs: np.ndarray, images: np.ndarray | None, action: np.ndarray,
+                             cond: np.ndarray) -> np.ndarray:
+        """The latent ensemble's disagreement on the latents of the episode's frames."""
+        return self.dynamics.episode_disagreement(self.observe(obs, images), None, action, cond)
 
     @torch.no_grad()
     def render(self, state: RowState) -> np.ndarray:

@@ -63,8 +63,9 @@ def rollout_open_loop(model: WorldModel, obs0: np.ndarray, actions: np.ndarray, 
     for t in range(actions.shape[1]):
         state, _ = model.step(state, torch.as_tensor(actions[:, t], device=model.device), propagation="mean")
         out.append(state.obs)
-    if frames is not None:
-        frames.append(model.render(state))  # type: ignore[attr-defined]
+    drawn = model.render(state) if frames is not None else None
+    if frames is not None and drawn is not None:
+        frames.append(drawn)
     return torch.stack(out, 1).cpu().numpy()
 
 
@@ -174,7 +175,10 @@ def open_loop_strip(model: WorldModel, episode: Episode, path: str | Path, frame
     decoded = []
     for t in range(int(steps[-1]) + 1):
         if t in steps:
-            decoded.append(model.render(state)[0])  # type: ignore[attr-defined]
+            drawn = model.render(state)
+            if drawn is None:
+                raise ValueError(f"an open-loop strip needs a model that draws frames; kind {model.kind} draws none")
+            decoded.append(drawn[0])
         state, _ = model.step(state, torch.as_tensor(episode.action[t:t + 1], device=model.device), propagation="mean")
     save_strip(np.stack(decoded), episode.images[steps], path, frames=len(steps))
 
