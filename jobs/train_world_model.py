@@ -110,7 +110,13 @@ def run(cfg: DictConfig) -> dict:
     from dreamgen.world_model.checkpoint import save_world_model
     from dreamgen.world_model.fit import split_episodes, transitions
     from dreamgen.world_model.kinds import FitRequest
-    from dreamgen.world_model.metrics import fidelity_report, flat_metrics, open_loop_strip, plot_episode
+    from dreamgen.world_model.metrics import (
+        fidelity_report,
+        flat_metrics,
+        open_loop_strip,
+        plot_episode,
+        plot_reliability,
+    )
 
     w, config, dream, robot = cfg.world_model, ensemble_config(cfg), dream_config(cfg), embodiment(cfg)
     kind = model_kind(cfg)
@@ -146,6 +152,8 @@ def run(cfg: DictConfig) -> dict:
                       "fidelity": fidelity_report(model, test, data["test"], tuple(w.fidelity_horizons),
                                                   parts=robot.parts)}
             plot_episode(model, max(test, key=len), partial / "fidelity.png", robot.parts)
+            if report["fidelity"]["calibration"]:
+                plot_reliability(report["fidelity"]["calibration"], partial / "reliability.png")
             if model.cameras is not None:  # the decoded frames of an open-loop dream above the real camera frames
                 open_loop_strip(model, max(test, key=len), partial / "open_loop_strip.png")
             seeds = [derive_seed(cfg.seed, "world-model-check", i) for i in range(w.check_episodes)]
@@ -164,6 +172,8 @@ def run(cfg: DictConfig) -> dict:
         tracker.log_metrics(metrics)
         tracker.log_dict(report, "world_model_report.json")
         tracker.log_artifact(run_dir / "world_model" / "fidelity.png")
+        if report["fidelity"]["calibration"]:
+            tracker.log_artifact(run_dir / "world_model" / "reliability.png")
         log.info("world model %s -> %s\n%s", world_model_id, run_dir / "world_model", format_report(report))
         return {"world_model": str(run_dir / "world_model"), "world_model_id": world_model_id, **metrics}
 
@@ -175,6 +185,9 @@ def format_report(report: dict) -> str:
     one = report["fidelity"]["one_step"]
     lines = [f"one-step nMSE {one['nmse']:.4g} (copy baseline {one['copy_nmse']:.4g}) on {one['transitions']} "
              "held-out transitions"] if one else []
+    for head, c in report["fidelity"].get("calibration", {}).items():
+        lines.append(f"{head}: ECE {c['ece']:.3f}, precision {c['precision']:.2f} / recall {c['recall']:.2f} at 0.5 "
+                     f"({c['predicted']} predicted, {c['positives']} real of {c['n']})")
     lines.append("open loop: mm, median / p90 (copy baseline median)")
     for horizon, e in sorted(report["fidelity"]["open_loop"].items(), key=lambda item: int(item[0])):
         if e["starts"]:

@@ -171,6 +171,16 @@ def test_mpc_carries_its_rows_through_the_model_and_one_member_planning_asks_the
     assert spread.member.tolist() == [0, 1, 0, 1, 0] * 2
 
 
+def test_an_open_loop_rollout_starts_after_the_actions_before_its_start():
+    """The lagged model moves by the previous action: from 0 with 0.5, -0.5 executed just before the start,
+    then 0.1, 0.2 and 0.3, 0.4 — the states are 0, (0.5, -0.5), (0.6, -0.3)."""
+    from dreamgen.world_model.metrics import rollout_open_loop
+
+    out = rollout_open_loop(LagModel(), np.zeros((1, 2), np.float32), np.array([[[0.1, 0.2], [0.3, 0.4]]], np.float32),
+                            ["go home"], np.array([[0.5, -0.5]], np.float32))
+    np.testing.assert_allclose(out[0], [[0.0, 0.0], [0.5, -0.5], [0.6, -0.3]], atol=1e-6)
+
+
 def test_a_state_model_draws_no_frames_and_its_dreams_carry_none():
     from dreamgen.dream.rollout import rollout_dreams
     from dreamgen.dream.vector import DreamVectorEnv

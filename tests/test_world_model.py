@@ -274,7 +274,7 @@ def test_a_contact_gate_keeps_a_resting_object_still_and_moves_a_pushed_one(tmp_
     config = EnsembleConfig(members=2, elites=2, hidden=64, layers=2, lr=3e-3, batch_size=128, max_epochs=30,
                             patience=30, action_history=0, gate=(2, 3), gate_mm=1.0)
     model = fit_ensemble(data, data, TABLE, layout, config, seed=0)
-    assert model.heads == ("reward", "success", "done", "contact")
+    assert model.heads == ("reward", "success", "done", "success_lower", "contact")
     save_world_model(model, tmp_path / "wm")
     loaded = load_world_model(tmp_path / "wm")
     obs = np.zeros((64, 7), np.float32)
@@ -291,3 +291,38 @@ def test_a_contact_gate_keeps_a_resting_object_still_and_moves_a_pushed_one(tmp_
         assert np.abs(moved[32:] - 0.04).max() < 0.01, moved[32:]
     with pytest.raises(ValueError, match="gate"):
         EnsembleConfig(gate=(3, 2))
+
+
+def test_calibration_known_answers():
+    """ECE is 0 for a predictor whose every bin's mean prediction is its outcome frequency, |p - f| for a
+    constant one; precision and recall at 0.5 count the real outcomes where success was predicted."""
+    from dreamgen.world_model.metrics import calibration
+
+    # bin [0.2, 0.3): 100 predictions of 0.25, 25 real; bin [0.7, 0.8): 100 of 0.75, 75 real
+    prob = np.r_[np.full(100, 0.25), np.full(100, 0.75)]
+    outcome = np.r_[np.arange(100) < 25, np.arange(100) < 75]
+    calibrated = calibration(prob, outcome)
+    assert calibrated["ece"] == pytest.approx(0.0, abs=1e-12)
+    assert calibrated["precision"] == pytest.approx(0.75) and calibrated["recall"] == pytest.approx(75 / 100)
+    assert [b["count"] for b in calibrated["bins"]] == [100, 100]
+    constant = calibration(np.full(200, 0.9), np.arange(200) < 60)  # says 0.9, is 0.3
+    assert constant["ece"] == pytest.approx(0.6) and constant["precision"] == pytest.approx(0.3)
+    assert constant["brier"] == pytest.approx(0.3 * 0.1 ** 2 + 0.7 * 0.9 ** 2)
+    never = calibration(np.zeros(10), np.zeros(10, bool))
+    assert never["ece"] == 0.0 and np.isnan(never["precision"]) and np.isnan(never["recall"])
+    with pytest.raises(ValueError, match="same 1-d shape"):
+        calibration(np.zeros(3), np.zeros(4, bool))
+
+
+def test_the_fidelity_report_calibrates_every_success_head_and_the_lower_one_is_the_least_member(trained):
+    from dreamgen.world_model.metrics import head_calibration
+
+    model, _, data = trained
+    report = head_calibration(model, data["test"])
+    assert set(report) == {"success", "success_lower"} and report["success"]["n"] == len(data["test"])
+    obs = torch.as_tensor(data["test"].obs)
+    cond = model.condition(torch.as_tensor(TABLE.embeddings[data["test"].instruction]))
+    pred = model.predict(obs, torch.as_tensor(data["test"].action), cond, propagation="mean",
+                         context=torch.as_tensor(data["test"].context))
+    assert (pred.head("success_lower") <= pred.head("success") + 1e-6).all()
+    assert report["success_lower"]["predicted"] <= report["success"]["predicted"]

@@ -188,7 +188,8 @@ class EnsembleWorldModel(StepsRows):
         gated = config.gate is not None
         if gated and config.gate[1] > layout.n_dynamic:  # type: ignore[index]
             raise ValueError(f"gate={config.gate}: the layout {layout.name} has {layout.n_dynamic} dynamic dims")
-        self.heads = (*HEADS, "contact") if gated else HEADS
+        # success_lower: the least confident member's success (pessimistic where members disagree)
+        self.heads = (*HEADS, "success_lower", *(["contact"] if gated else []))
         self.net = EnsembleMLP(self.members, in_dim, self.cond_dim, config.hidden,
                                config.layers, 2 * n_gauss + 2 + gated, config.activation, n_gauss).to(self.device)
         # prediction needs the means and the logits (success, done, and the gate's), not the log-variances
@@ -242,7 +243,8 @@ class EnsembleWorldModel(StepsRows):
             own = self._own_member(x, cond_bias, members)
             target = torch.addcmul(self.target_norm.mean, own[:, :n_dyn + 1], self.target_norm.std)
             probs = torch.sigmoid(own[:, n_dyn + 1:])
-            return self._prediction(obs, target, probs, torch.full((batch,), float("nan"), device=self.device))
+            return self._prediction(obs, target, probs, torch.full((batch,), float("nan"), device=self.device),
+                                    probs[:, 0])
         out = self.net(x, cond_bias, self._out_cols)
         mean = out[..., :n_dyn + 1]  # normalised Δ dynamic dims and reward, per member
         centre = mean.mean(0)
@@ -256,15 +258,18 @@ class EnsembleWorldModel(StepsRows):
                 raise ValueError('propagation="fixed" needs members[B]')
             chosen = mean[members, torch.arange(batch, device=self.device)]
         target = torch.addcmul(self.target_norm.mean, chosen, self.target_norm.std)
-        probs = torch.sigmoid(out[..., n_dyn + 1:]).mean(0)  # success, done (contact), averaged over members
-        return self._prediction(obs, target, probs, disagreement)
+        every = torch.sigmoid(out[..., n_dyn + 1:])  # [K, B, 2 or 3] per member
+        probs = every.mean(0)  # success, done (contact), averaged over members
+        return self._prediction(obs, target, probs, disagreement, every[..., 0].amin(0))
 
     def _prediction(self, obs: torch.Tensor, target: torch.Tensor, probs: torch.Tensor,
-                    disagreement: torch.Tensor) -> Prediction:
+                    disagreement: torch.Tensor, success_lower: torch.Tensor) -> Prediction:
         """The next observation (clamped into the training range) and the heads, from the de-normalised
-        ``target[B, D+1]`` (Δ dynamic dims, reward) and ``probs[B, 2 or 3]`` (success, done; contact, gated)."""
+        ``target[B, D+1]`` (Δ dynamic dims, reward) and ``probs[B, 2 or 3]`` (success, done; contact, gated);
+        ``success_lower[B]``: the least confident member's success."""
         n_dyn = self.layout.n_dynamic
-        heads = {"reward": target[:, n_dyn], "success": probs[:, 0], "done": probs[:, 1]}
+        heads = {"reward": target[:, n_dyn], "success": probs[:, 0], "done": probs[:, 1],
+                 "success_lower": success_lower}
         if self.config.gate is not None:  # the gated dims move only where the contact head says they do
             heads["contact"] = probs[:, 2]
             gate = slice(*self.config.gate)

@@ -30,7 +30,7 @@ from torch import nn
 
 from dreamgen.spaces import Cameras
 from dreamgen.types import Episode
-from dreamgen.world_model.base import HEADS, InstructionTable, ObsLayout, OwnsRows, Prediction, RowState
+from dreamgen.world_model.base import InstructionTable, ObsLayout, OwnsRows, Prediction, RowState
 from dreamgen.world_model.ensemble import EnsembleConfig, EnsembleWorldModel, Normaliser
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,6 @@ class LatentWorldModel(OwnsRows):
     """Encoder + latent ensemble + decoder behind the ``WorldModel`` contract (see the module docstring)."""
 
     kind = "latent"
-    heads = HEADS
 
     def __init__(self, autoencoder: ImageAutoencoder, dynamics: EnsembleWorldModel, layout: ObsLayout,
                  cameras: Cameras, config: LatentConfig, proprio: tuple[int, int] | None, state_norm: Normaliser,
@@ -142,6 +141,10 @@ class LatentWorldModel(OwnsRows):
     @property
     def members(self) -> int:  # type: ignore[override]  # the ensemble's, read through
         return self.dynamics.members
+
+    @property
+    def heads(self) -> tuple[str, ...]:  # type: ignore[override]  # the latent ensemble's
+        return tuple(self.dynamics.heads)
 
     @property
     def disagreement_bound(self) -> float:

@@ -9,6 +9,8 @@
 - a latent model (cameras): open loop from the real start frame, the PSNR of the decoded frame against the
   real camera frame (copy baseline: the start frame) beside the part errors of the state it reads from
   the latent (its state head, trained with the model: a probe of what the latent holds);
+- calibration of each success head (``success``; ``success_lower``, the least confident member) on
+  held-out real transitions: ECE, precision and recall at 0.5, Brier score, a reliability diagram;
 - physics, for both kinds: object permanence (where the real object stayed put over the horizon, how far
   the dream moved it) and contact (where the real object was pushed or carried, how often the dream moved
   it at least half as far).
@@ -31,6 +33,65 @@ from dreamgen.world_model.fit import Transitions
 def _cond(model: WorldModel, rows: np.ndarray) -> torch.Tensor:
     """The model's conditioning for instruction-table ``rows``."""
     return model.condition(torch.as_tensor(model.instructions.embeddings[rows], device=model.device))
+
+
+def calibration(prob: np.ndarray, outcome: np.ndarray, *, bins: int = 10, threshold: float = 0.5) -> dict[str, Any]:
+    """How far predicted probabilities ``prob[N]`` are from the frequencies of ``outcome[N]`` (bool).
+
+    ``ece``: expected calibration error, sum over ``bins`` equal-width bins of (share of predictions in the
+    bin) x |mean prediction - frequency of outcome| (0 for a calibrated predictor; Guo et al. 2017);
+    ``precision``: the real outcome's frequency where ``prob >= threshold`` (NaN when nothing is
+    predicted); ``recall``; ``brier``: mean squared error; ``bins``: what a reliability diagram draws."""
+    prob, outcome = np.asarray(prob, np.float64), np.asarray(outcome, bool)
+    if prob.shape != outcome.shape or prob.ndim != 1:
+        raise ValueError(f"prob {prob.shape} and outcome {outcome.shape} must be the same 1-d shape")
+    which = np.minimum((prob * bins).astype(int), bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        mine = which == b
+        if mine.any():
+            confidence, frequency = float(prob[mine].mean()), float(outcome[mine].mean())
+            ece += mine.mean() * abs(confidence - frequency)
+            table.append({"low": b / bins, "high": (b + 1) / bins, "count": int(mine.sum()),
+                          "confidence": confidence, "frequency": frequency})
+    predicted = prob >= threshold
+    return {"ece": float(ece) if len(prob) else float("nan"), "brier": float(((prob - outcome) ** 2).mean()),
+            "precision": float(outcome[predicted].mean()) if predicted.any() else float("nan"),
+            "recall": float(predicted[outcome].mean()) if outcome.any() else float("nan"),
+            "predicted": int(predicted.sum()), "positives": int(outcome.sum()), "n": len(prob), "bins": table}
+
+
+def head_calibration(model: WorldModel, data: Transitions) -> dict[str, Any]:
+    """Calibration of each success head (``success``, ``success_lower``, ...) on held-out real transitions
+    against their recorded success labels (ensemble mean over members' inputs, real context)."""
+    pred = model.predict(torch.as_tensor(data.obs, device=model.device),
+                         torch.as_tensor(data.action, device=model.device), _cond(model, data.instruction),
+                         propagation="mean", context=torch.as_tensor(data.context, device=model.device))
+    outcome = np.asarray(data.success) >= 0.5
+    return {name: calibration(pred.head(name).cpu().numpy(), outcome)
+            for name in model.heads if name.startswith("success")}
+
+
+def plot_reliability(report: Mapping[str, Any], path: str | Path) -> None:
+    """A reliability diagram (predicted probability against observed frequency) of each head in ``report``
+    (``head_calibration``'s output), with the ECE in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", label="calibrated")
+    for name, entry in report.items():
+        rows = entry["bins"]
+        ax.plot([r["confidence"] for r in rows], [r["frequency"] for r in rows], marker="o",
+                label=f"{name}: ECE {entry['ece']:.3f}, precision {entry['precision']:.2f}")
+    ax.set(xlabel="predicted success probability", ylabel="real success frequency", xlim=(0, 1), ylim=(0, 1),
+           title="success heads on held-out real transitions")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def one_step_nmse(model: WorldModel, data: Transitions) -> dict[str, float]:
@@ -57,8 +118,10 @@ def rollout_open_loop(model: WorldModel, obs0: np.ndarray, actions: np.ndarray, 
     With ``frames``, a latent model's decoded images of the last step are appended to it."""
     embeddings = torch.as_tensor(model.instructions.embeddings[model.instructions.lookup(texts)], device=model.device)
     state = model.initial_state(torch.as_tensor(obs0, device=model.device), embeddings, images=images0)
-    if context0 is not None:
-        state.context = torch.as_tensor(context0, device=model.device)
+    if context0 is not None and context0.shape[1]:  # the actions before the start, executed oldest first
+        earlier = torch.as_tensor(context0, device=model.device).reshape(len(obs0), -1, model.action_dim)
+        for j in reversed(range(earlier.shape[1])):
+            state = model.executed(state, earlier[:, j])
     out = [state.obs]
     for t in range(actions.shape[1]):
         state, _ = model.step(state, torch.as_tensor(actions[:, t], device=model.device), propagation="mean")
@@ -187,7 +250,9 @@ def fidelity_report(model: WorldModel, held_out: Sequence[Episode], data: Transi
                     horizons: Sequence[int] = (10, 50, 100), *, parts: Mapping[str, slice]) -> dict[str, Any]:
     """One-step nMSE (a state model; a latent model reports H = 1 open loop instead) and open-loop part
     errors (a latent model: and PSNR); ``parts``: the embodiment's named observation slices."""
-    return {"episodes": len(held_out), "one_step": one_step_nmse(model, data) if model.cameras is None else None,
+    state = model.cameras is None  # a latent model's transitions are latents: its state is read, not stepped
+    return {"episodes": len(held_out), "one_step": one_step_nmse(model, data) if state else None,
+            "calibration": head_calibration(model, data) if state else {},
             "open_loop": open_loop_errors(model, held_out, horizons, parts)}
 
 
@@ -200,6 +265,8 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
     """``wm/*`` metric keys for MLflow from a fidelity report."""
     out = {"wm/one_step_nmse": report["one_step"]["nmse"], "wm/one_step_copy_nmse": report["one_step"]["copy_nmse"]} \
         if report["one_step"] else {}
+    for head, entry in report.get("calibration", {}).items():
+        out[f"wm/{head}_ece"], out[f"wm/{head}_precision"] = entry["ece"], entry["precision"]
     for horizon, entry in report["open_loop"].items():
         if "psnr_db" in entry:
             out[f"wm/h{horizon}_psnr_db_median"] = entry["psnr_db"]["median"]
