@@ -65,6 +65,13 @@ def evaluation_seeds(run_seed: int, task_index: int, n_episodes: int,
     return seeds
 
 
+def evaluation_instructions(table: Sequence[str], mode: str, run_seed: int, task_index: int, n: int) -> list[str]:
+    """The instruction of each of ``n`` evaluation episodes of a task: its first (``canonical``) or a paraphrase
+    drawn from ``table`` (``sampled``), the same draws for every policy under one run seed."""
+    rng = make_rng(run_seed, "evaluate/instructions", task_index)
+    return [table[0] if mode == "canonical" else table[int(rng.integers(len(table)))] for _ in range(n)]
+
+
 # (obs[B,O], cond[B,C], episodes[B], images[B,C,H,W,3] or None) -> action[B,A]
 Act = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
 
@@ -79,10 +86,7 @@ def evaluate_task(act: Act, task: str, task_index: int, *, embodiment: Embodimen
     ``act`` gets the still-running episodes' indices too (a stateful policy keeps state per episode);
     ``reset(n_episodes)`` is called before the first step."""
     seeds = evaluation_seeds(run_seed, task_index, n_episodes, exclude_seeds)
-    rng = make_rng(run_seed, "evaluate/instructions", task_index)
-    table = embodiment.tasks[task].instructions
-    texts = [table[0] if instructions == "canonical" else table[int(rng.integers(len(table)))]
-             for _ in seeds]
+    texts = evaluation_instructions(embodiment.tasks[task].instructions, instructions, run_seed, task_index, len(seeds))
     cond = embed(texts)
     envs = [embodiment.make_env(task, max_episode_steps=max_steps) for _ in seeds]
     obs = np.stack([env.reset(seed=seed)[0] for env, seed in zip(envs, seeds, strict=True)])
@@ -127,9 +131,11 @@ def summarise(results: Sequence[TaskResult]) -> dict:
 
 def format_table(summary: dict) -> str:
     """A plain-text table of a ``summarise`` result, for the CLI."""
-    lines = [f"{'task':28s} {'success':>8s} {'95% CI':>15s} {'episodes':>9s}"]
+    dream = summary.get("where") == "dream"
+    lines = [f"{'task':28s} {'success':>8s} {'95% CI':>15s} {'episodes':>9s}" + (f" {'unjudged':>9s}" if dream else "")]
     rows = [*summary["tasks"], {"task": "overall", **summary["overall"]}]
     for row in rows:
         lines.append(f"{row['task']:28s} {row['success_rate']:8.2f} "
-                     f"[{row['ci95_low']:.2f}, {row['ci95_high']:.2f}] {row['episodes']:9d}")
+                     f"[{row['ci95_low']:.2f}, {row['ci95_high']:.2f}] {row['episodes']:9d}"
+                     + (f" {row['unjudged']:9.2f}" if dream else ""))
     return "\n".join(lines)

@@ -1,4 +1,6 @@
-"""``dreamgen evaluate``: a policy on the real simulator, per-task success with Wilson 95% CIs."""
+"""``dreamgen evaluate``: a policy on the real simulator, per-task success with Wilson 95% CIs — or, with
+``evaluate.where=dream``, judged in the world model's dream (``dreamgen.judge``): per-task success over the
+judged dreams with a bootstrap interval over starts and members, and the share left unjudged."""
 
 from __future__ import annotations
 
@@ -17,8 +19,21 @@ def check_config(cfg: DictConfig) -> list[str]:
     e = cfg.evaluate
     robot = embodiment(cfg)
     tasks = robot.check_tasks(cfg.tasks)
-    robot.require_simulator("evaluate", "measure a policy on the robot itself; dreamgen export gives the mix to "
-                                        "train it on")
+    if e.where not in ("real", "dream"):
+        raise ConfigError(f"evaluate.where={e.where!r}; accepted: real (the simulator), dream (judged in the world "
+                          "model at evaluate.world_model)")
+    if e.judge not in ("head", "rule"):
+        raise ConfigError(f"evaluate.judge={e.judge!r}; accepted: head (evaluate.judge_head's probability), rule (the "
+                          "task's own success criterion on the dreamed state)")
+    if e.where == "dream" and e.judge == "rule":
+        unknown = [task for task in tasks if robot.success_rule(task) is None]
+        if unknown:
+            raise ConfigError(f"evaluate.judge=rule: embodiment {robot.name} knows no success rule for task "
+                              f"{unknown[0]!r}; use evaluate.judge=head, or tasks with a rule: "
+                              f"{', '.join(t for t in robot.tasks if robot.success_rule(t) is not None) or 'none'}")
+    if e.where == "real":
+        robot.require_simulator("evaluate", "judge the policy in the world model's dream (evaluate.where=dream), or "
+                                            "measure it on the robot itself; dreamgen export gives the mix to train it on")
     if e.n_episodes < 1 or not 1 <= e.max_steps <= robot.max_steps:
         raise ConfigError(f"evaluate.n_episodes={e.n_episodes} must be >= 1 and evaluate.max_steps="
                           f"{e.max_steps} in [1, {robot.max_steps}] ({robot.name}'s episode limit)")
@@ -75,8 +90,25 @@ def load_evaluated(cfg: DictConfig) -> Any:
     return load_policy(cfg.evaluate.policy)
 
 
-def evaluate_policy(cfg: DictConfig, policy: Any, on_task: Callable[[Any], None] | None = None) -> dict:
-    """Success of ``policy`` per task on the real simulator (no tracking, no files): ``summarise``'s dict.
+def acting(policy: Any) -> Any:
+    """``policy`` as ``dreamgen.evaluate.Act``: (obs, cond, rows, images) -> actions, deterministic."""
+    stateful = hasattr(policy, "reset")  # keeps per-episode state (MPC: previous actions, warm plans)
+    cameras = getattr(policy, "cameras", None)  # an image policy sees the world through its cameras
+
+    def act(obs, cond, rows, images):
+        if cameras is not None:
+            return policy.act(obs, cond, images=images, deterministic=True)
+        if stateful:
+            return policy.act(obs, cond, deterministic=True, rows=rows)
+        return policy.act(obs, cond, deterministic=True)
+
+    return act
+
+
+def evaluate_policy(cfg: DictConfig, policy: Any, on_task: Callable[[Any], None] | None = None, *,
+                    model: Any = None) -> dict:
+    """Success of ``policy`` per task (no tracking, no files): ``summarise``'s dict — on the real simulator, or
+    judged in the dream (``evaluate.where=dream``: ``judge_policy``).
 
     Layout seeds derive from ``cfg.seed`` alone, so every policy evaluated under one run seed meets the
     same layouts (a paired comparison); seeds of ``evaluate.store``'s episodes are refused.
@@ -87,28 +119,91 @@ def evaluate_policy(cfg: DictConfig, policy: Any, on_task: Callable[[Any], None]
 
     e = cfg.evaluate
     tasks = check_config(cfg)
+    if e.where == "dream":
+        return judge_policy(cfg, policy, on_task, model=model)
     store = TrajectoryStore.open(e.store)
     train_seeds = {int(s) for s in store.meta(["seed"])["seed"] if s >= 0}
     encoder, robot = default_encoder(), embodiment(cfg)
+    stateful, act = hasattr(policy, "reset"), acting(policy)
     results = []
     for index, task in enumerate(tasks):
-        stateful = hasattr(policy, "reset")  # keeps per-episode state (MPC: previous actions, warm plans)
-        cameras = getattr(policy, "cameras", None)  # an image policy sees the simulator through its cameras
-
-        def act(obs, cond, rows, images, cameras=cameras, stateful=stateful):
-            if cameras is not None:
-                return policy.act(obs, cond, images=images, deterministic=True)
-            if stateful:
-                return policy.act(obs, cond, deterministic=True, rows=rows)
-            return policy.act(obs, cond, deterministic=True)
-
         result = evaluate_task(act, task, index, embodiment=robot, n_episodes=e.n_episodes, max_steps=e.max_steps,
                                run_seed=cfg.seed, embed=encoder.encode, instructions=e.instructions,
-                               exclude_seeds=train_seeds, reset=policy.reset if stateful else None, cameras=cameras)
+                               exclude_seeds=train_seeds, reset=policy.reset if stateful else None,
+                               cameras=getattr(policy, "cameras", None))
         results.append(result)
         if on_task is not None:
             on_task(result)
     return summarise(results)
+
+
+def judging_model(cfg: DictConfig, policy: Any) -> Any:
+    """The world model at ``evaluate.world_model``, refused (before any dream) when it was trained for
+    another robot, lacks the judging head or a task, or cannot show an image policy its frames."""
+    from dreamgen.errors import ConfigError
+    from dreamgen.world_model.base import require_heads
+    from dreamgen.world_model.checkpoint import load_world_model
+
+    e = cfg.evaluate
+    model = load_world_model(e.world_model)
+    embodiment(cfg).check_recorded(model.info.get("embodiment"), f"evaluate.world_model={e.world_model}")
+    if e.judge == "head":
+        require_heads(model, (e.judge_head,), "evaluate.judge_head")
+    unseen = [task for task in cfg.tasks if task not in set(model.instructions.tasks)]
+    if unseen:
+        raise ConfigError(f"evaluate.where=dream: the world model {e.world_model} was never trained on task "
+                          f"{unseen[0]!r}, so it cannot judge it; it knows {sorted(set(model.instructions.tasks))}")
+    cameras = getattr(policy, "cameras", None)
+    if cameras is not None:
+        if model.cameras is None:
+            raise ConfigError(f"evaluate.where=dream: the policy sees cameras, and the world model {e.world_model} "
+                              "predicts no frames; judge an image policy with a latent world model "
+                              "(world_model.kind=latent) trained on the same cameras")
+        model.cameras.check_same(cameras, "the policy", "the judging world model")
+    return model
+
+
+def judge_policy(cfg: DictConfig, policy: Any, on_task: Callable[[Any], None] | None = None, *,
+                 model: Any = None) -> dict:
+    """Success of ``policy`` per task judged in the world model's dream (``dreamgen.judge``): from the real
+    evaluation's own layouts where the robot has a simulator (a paired comparison with ``where=real``), from
+    the world model's held-out test episodes of ``evaluate.store`` where it has none."""
+    from dreamgen.data.store import TrajectoryStore
+    from dreamgen.dream.core import StartPool
+    from dreamgen.evaluate import evaluation_instructions, evaluation_seeds
+    from dreamgen.judge import held_out_starts, judge_task, summarise_dream
+    from dreamgen.seeding import derive_seed
+    from jobs.train_world_model import dream_config
+
+    e = cfg.evaluate
+    model, robot = model if model is not None else judging_model(cfg, policy), embodiment(cfg)
+    store = TrajectoryStore.open(e.store)
+    train_seeds = {int(s) for s in store.meta(["seed"])["seed"] if s >= 0}
+    stateful, act = hasattr(policy, "reset"), acting(policy)
+    config = dream_config(cfg)
+    results = []
+    for index, task in enumerate(check_config(cfg)):
+        if robot.has_simulator:
+            seeds = evaluation_seeds(cfg.seed, index, e.n_episodes, train_seeds)
+            starts = StartPool.from_simulator(robot, task, seeds, model.cameras)
+        else:
+            starts = held_out_starts(store, model, task, e.n_episodes)
+        texts = evaluation_instructions(robot.tasks[task].instructions, e.instructions, cfg.seed, index, len(starts.obs))
+        known = set(model.instructions.texts)
+        texts = [text if text in known else model.instructions.for_task(task) for text in texts]
+        result = judge_task(act, task, starts, texts, model=model, max_steps=e.max_steps, config=config,
+                            judge_head=e.judge_head, seed=derive_seed(cfg.seed, "evaluate/dream", index),
+                            images=getattr(policy, "cameras", None) is not None,
+                            reset=policy.reset if stateful else None,
+                            rule=robot.success_rule(task) if e.judge == "rule" else None)
+        results.append(result)
+        if on_task is not None:
+            on_task(result)
+    judge = {"world_model": str(e.world_model), "world_model_id": model.info.get("world_model_id", ""),
+             "head": f"head {e.judge_head}" if e.judge == "head" else f"the {robot.name} success rule", "members": int(model.members), "halt": bool(config.halt),
+             "starts": "simulator layouts" if robot.has_simulator else "the world model's held-out test episodes",
+             "interval": "95% percentile bootstrap over starts and members"}
+    return summarise_dream(results, judge=judge)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -120,24 +215,33 @@ def run(cfg: DictConfig) -> dict:
     e = cfg.evaluate
     tasks = check_config(cfg)
     policy = load_evaluated(cfg)
+    judge = judging_model(cfg, policy) if e.where == "dream" else None  # refused before the run dir is touched
     with run_verb(cfg, "evaluate", inputs={"real": TrajectoryStore.open(e.store)}) as (run_dir, tracker):
         bar = progress(None, cfg, total=len(tasks), desc="evaluate", unit="task")
 
+        prefix = "dream" if e.where == "dream" else "policy"  # a dream's judgement is never logged as real success
+
         def on_task(result: Any) -> None:
             bar.update(1)
-            tracker.log_metrics({f"policy/success_rate/{result.task}": result.rate})
+            tracker.log_metrics({f"{prefix}/success_rate/{result.task}": result.rate})
 
-        summary = evaluate_policy(cfg, policy, on_task)
+        summary = evaluate_policy(cfg, policy, on_task, model=judge)
         bar.close()
         summary["policy"] = policy.info if families.get(cfg.policy.family).plans else str(e.policy)
         write_json(run_dir / "eval.json", summary)
         tracker.log_dict(summary, "eval.json")
         overall = summary["overall"]
-        tracker.log_metrics({"policy/success_rate": overall["success_rate"],
-                             "policy/success_ci95_low": overall["ci95_low"],
-                             "policy/success_ci95_high": overall["ci95_high"]})
-        log.info("real-simulator success (%d episodes per task, seeds disjoint from training):\n%s",
-                 e.n_episodes, format_table(summary))
+        tracker.log_metrics({f"{prefix}/success_rate": overall["success_rate"],
+                             f"{prefix}/success_ci95_low": overall["ci95_low"],
+                             f"{prefix}/success_ci95_high": overall["ci95_high"]})
+        if e.where == "dream":
+            tracker.log_metrics({"dream/unjudged": overall["unjudged"]})
+            log.info("success judged in the dream of %s (%s; %d starts per task x %d members; unjudged = halted "
+                     "where the members disagree; NOT a real-robot measurement):\n%s", e.world_model, summary["judge"]["head"],
+                     e.n_episodes, summary["judge"]["members"], format_table(summary))
+        else:
+            log.info("real-simulator success (%d episodes per task, seeds disjoint from training):\n%s",
+                     e.n_episodes, format_table(summary))
         return summary
 
 

@@ -292,3 +292,37 @@ def test_an_interrupt_swallowed_by_a_finalizer_still_stops_the_pipeline(tmp_path
     _assert_interrupted(script)
     assert list(json.loads((tmp_path / "run" / "pipeline" / "stages.json").read_text())["done"]) == ["first"]
     assert not (tmp_path / "run" / "second-ran").exists()
+
+
+def test_a_policy_judged_in_the_dream_is_labelled_as_such_and_bad_judges_are_refused(smoke_run, tmp_path, capsys):
+    """``evaluate.where=dream`` on the smoke run: every task judged from its evaluation layouts once per member of
+    the world model, the share unjudged reported, and the judgement logged under dream/*, never as real success."""
+    run = smoke_run["run_dir"]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["experiment=smoke", f"run_dir={tmp_path / 'judged'}", f"tracking.uri={uri}", "progress=false",
+            f"evaluate.policy={run / 'policy'}", f"evaluate.store={run / 'real.zarr'}",
+            f"evaluate.world_model={run / 'world_model'}", "evaluate.where=dream"]
+    assert in_process("evaluate", args)[0] == 0
+    summary = json.loads((tmp_path / "judged" / "eval.json").read_text())
+    model = json.loads((run / "world_model" / "world_model.json").read_text())
+    assert summary["where"] == "dream" and summary["judge"]["world_model_id"] == model["world_model_id"]
+    members = summary["judge"]["members"]
+    assert members == 2  # the smoke preset's elites
+    for row in summary["tasks"]:
+        assert (row["episodes"], row["members"], row["dreams"]) == (3, members, 3 * members)
+        assert row["successes"] <= row["judged"] <= row["dreams"]
+        assert row["unjudged"] == pytest.approx(1 - row["judged"] / row["dreams"])
+        assert row["ci95_low"] <= row["ci95_high"]
+    [logged] = [r for r in list_runs(uri, "dreamgen") if r["run_name"] == "smoke/evaluate"]
+    assert "dream/success_rate" in logged["metrics"] and "dream/unjudged" in logged["metrics"]
+    assert not any(key.startswith("policy/") for key in logged["metrics"])
+
+    # bad judges: one sentence naming the setting, exit 2, nothing written
+    for override, says in (("evaluate.where=moon", "evaluate.where='moon'; accepted: real"),
+                           ("evaluate.judge_head=luck", "evaluate.judge_head names head 'luck'"),
+                           ("evaluate.judge=rule", "knows no success rule for task 'drawer-open-v3'"),
+                           (f"evaluate.world_model={tmp_path / 'none'}", str(tmp_path / "none"))):
+        out = tmp_path / "refused"
+        code, err = in_process("evaluate", [*args[:1], f"run_dir={out}", *args[2:], override], capsys)
+        assert code == 2 and says in err and "Traceback" not in err, (override, err)
+        assert not out.exists()

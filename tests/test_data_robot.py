@@ -94,7 +94,20 @@ def test_a_robot_without_a_simulator_imports_trains_dreams_filters_and_exports(t
     before = sorted(p.name for p in run_dir.iterdir())
     code, err = in_process("audit", common, capsys)
     assert code == 2 and "`dreamgen audit` needs a simulator and embodiment arm7 has none" in err
+    code, err = in_process("evaluate", [*common, "evaluate.max_steps=30"], capsys)
+    assert code == 2 and "judge the policy in the world model's dream (evaluate.where=dream)" in err
     assert sorted(p.name for p in run_dir.iterdir()) == before
+
+    # ... and a policy is judged in the dream instead, from the real episodes the world model never trained on
+    assert in_process("train-policy", common)[0] == 0
+    judge = tmp_path / "judged"
+    assert in_process("evaluate", [*common, f"run_dir={judge}", f"evaluate.policy={run_dir / 'policy'}",
+                                   f"evaluate.store={run_dir / 'real.zarr'}", f"evaluate.world_model={run_dir / 'world_model'}",
+                                   "evaluate.where=dream", "evaluate.max_steps=30"])[0] == 0
+    judged = json.loads((judge / "eval.json").read_text())
+    assert judged["where"] == "dream" and judged["judge"]["starts"] == "the world model's held-out test episodes"
+    assert sorted(row["task"] for row in judged["tasks"]) == sorted(TASKS)
+    assert sum(row["episodes"] for row in judged["tasks"]) == len(model["info"]["episodes"]["test"])
 
 
 @pytest.mark.parametrize(("overrides", "says"), [

@@ -3,7 +3,7 @@
 ``DreamCore`` holds every row's rollout state — the model's ``RowState`` (observation, conditioning,
 member, previous actions), which the model creates and steps — plus step counts and start provenance,
 and owns the rollout contract: start states, termination from the heads ``dream.success_head`` and
-``dream.done_head`` name, truncation at the horizon,
+``dream.done_head`` name (or success by the task's own rule on the dreamed state, for a judge), truncation at the horizon,
 MOReL-style halting when disagreement exceeds a bound calibrated on real data, a MOPO-style reward
 penalty ``λ·disagreement``, and NaN/inf guards that end a row with a reason instead of crashing the
 batch. It does *not* decide when to reset: the gymnasium vector env (NEXT_STEP autoreset), the single
@@ -13,7 +13,7 @@ env and the SB3 adapter (same-step autoreset) are thin faces over it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -94,6 +94,23 @@ class StartPool:
                    np.array([f"{e}@0" for e in meta["episode_id"][keep]], dtype=object), meta["seed"][keep],
                    store.first_frames("images", keep) if store.cameras is not None else None, store.cameras)
 
+    @classmethod
+    def from_simulator(cls, robot: Any, task: str, seeds: Sequence[int], cameras: Any = None) -> StartPool:
+        """Start states at the real simulator's layouts ``seeds`` of ``task`` (with ``cameras``: their frames)."""
+        env = robot.make_env(task)
+        render = robot.cameras(env, cameras) if cameras is not None else None
+        obs, frames = [], []
+        for s in seeds:
+            obs.append(env.reset(seed=int(s))[0])
+            if render is not None:
+                frames.append(render())
+        if render is not None:
+            render.close()
+        env.close()
+        return cls(np.stack(obs).astype(np.float32), np.array([task] * len(seeds)),
+                   np.array([f"seed:{s}" for s in seeds], object), np.asarray(seeds, np.int64),
+                   np.stack(frames) if frames else None, cameras)
+
     def indices(self, task: str) -> np.ndarray:
         """Pool rows of ``task``; ``task=""`` (an instruction matching no task) may start anywhere."""
         found = np.arange(len(self.task)) if task == "" else np.flatnonzero(self.task == task)
@@ -124,7 +141,8 @@ class DreamCore:
     """``num_envs`` dream rows. ``reset_rows`` starts episodes, ``transition`` steps every row once."""
 
     def __init__(self, model: WorldModel, pool: StartPool, instructions: Sequence[str], num_envs: int,
-                 config: DreamConfig | None = None, *, seed: int | None = None):
+                 config: DreamConfig | None = None, *, seed: int | None = None,
+                 success_rule: Callable[[np.ndarray], np.ndarray] | None = None):
         if num_envs < 1:
             raise DreamEnvError(f"num_envs={num_envs}; must be >= 1")
         if pool.obs.ndim != 2 or pool.obs.shape[1] != model.layout.obs_dim:
@@ -135,6 +153,7 @@ class DreamCore:
         config = config or DreamConfig()
         require_heads(model, (config.success_head, config.done_head), "dream.success_head / dream.done_head")
         self.model, self.pool, self.config, self.num_envs = model, pool, config, num_envs
+        self.success_rule = success_rule  # the task's own criterion on the dreamed state, instead of the head
         self.obs_dim, self.action_dim = model.layout.obs_dim, model.action_dim
         self.single_observation_space = spaces.Dict({
             "state": spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float32),
@@ -180,7 +199,8 @@ class DreamCore:
         """Start new episodes in ``rows`` (bool mask or indices).
 
         ``options`` (all optional, each with one entry per reset row): ``instructions`` (texts),
-        ``start_obs[n,O]`` with ``start_refs`` (where each came from), ``start_seeds`` and (a latent model)
+        ``start_obs[n,O]`` with ``start_refs`` (where each came from), ``start_seeds``, ``start_members`` (the
+        ensemble member each row follows under ``propagation=fixed``; otherwise drawn) and (a latent model)
         ``start_images[n,C,H,W,3]`` — otherwise start states are drawn from the pool's real episodes of each
         row's task.
         """
@@ -215,8 +235,15 @@ class DreamCore:
         if self._handed_out:  # an observation array handed out earlier is never written to
             self.state.obs, self._handed_out = self.state.obs.clone(), False
         emb = torch.as_tensor(self.table.embeddings[instr], device=dev)
-        self.state.put(rows, self.model.initial_state(torch.as_tensor(start, device=dev), emb,
-                                                      generator=self.generator, images=images))
+        started = self.model.initial_state(torch.as_tensor(start, device=dev), emb, generator=self.generator,
+                                           images=images)
+        if options.get("start_members") is not None:
+            members = np.asarray(options["start_members"], np.int64)
+            if members.shape != (len(rows),) or members.min() < 0 or members.max() >= self.model.members:
+                raise DreamEnvError(f"reset options: start_members must hold {len(rows)} members in "
+                                    f"[0, {self.model.members}); got {members.tolist()[:10]}")
+            started.member = torch.as_tensor(members, device=dev)
+        self.state.put(rows, started)
         self.t[rows] = 0
         self.instruction_index[rows] = instr
         self.start_ref[rows] = refs
@@ -254,7 +281,8 @@ class DreamCore:
         finite = (torch.isfinite(next_obs).all(1).cpu().numpy() & np.isfinite(reward)
                   & np.isfinite(success_prob) & np.isfinite(disagreement))
         self.t += 1
-        success = success_prob >= self.config.success_threshold
+        success = (self.success_rule(next_obs.cpu().numpy()) if self.success_rule is not None
+                   else success_prob >= self.config.success_threshold)
         done = pred.head(self.config.done_head).cpu().numpy() >= self.config.done_threshold
         halted = disagreement > self.bound
         reason = np.zeros(self.num_envs, np.int64)

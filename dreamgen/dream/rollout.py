@@ -74,18 +74,7 @@ def check_expert_in_dream(model: WorldModel, tasks: Sequence[str], seeds: Sequen
     the same actions replayed from the same seed, and their agreement (EVALUATION.md §4 in miniature)."""
     report: dict[str, Any] = {}
     for task in tasks:
-        env_real = robot.make_env(task)
-        render = robot.cameras(env_real, model.cameras) if model.cameras is not None else None
-        start, images = [], []
-        for s in seeds:
-            start.append(env_real.reset(seed=int(s))[0])
-            if render is not None:
-                images.append(render())
-        if render is not None:
-            render.close()
-        env_real.close()
-        pool = StartPool(np.stack(start), np.array([task] * len(seeds)), np.array([f"seed:{s}" for s in seeds], object),
-                         np.asarray(seeds, np.int64), np.stack(images) if images else None, model.cameras)
+        pool = StartPool.from_simulator(robot, task, seeds, model.cameras)
         dream_env = DreamVectorEnv(model, pool, model.instructions.for_task(task), len(seeds), config)
         episodes = rollout_dreams(dream_env, _batched(robot.make_expert(task)), seed=0,
                                   options={"start_obs": pool.obs, "start_refs": list(pool.ref), "start_seeds": pool.seed,

@@ -25,8 +25,9 @@ class DreamVectorEnv(VectorEnv):
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
     def __init__(self, model: WorldModel, pool: StartPool, instructions: str | Sequence[str], num_envs: int,
-                 config: DreamConfig | None = None, *, seed: int | None = None):
-        self.core = DreamCore(model, pool, instructions, num_envs, config or DreamConfig(), seed=seed)
+                 config: DreamConfig | None = None, *, seed: int | None = None, success_rule: Any = None):
+        self.core = DreamCore(model, pool, instructions, num_envs, config or DreamConfig(), seed=seed,
+                              success_rule=success_rule)
         self.num_envs = num_envs
         self.single_observation_space = self.core.single_observation_space
         self.single_action_space = self.core.single_action_space

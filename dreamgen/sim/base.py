@@ -129,6 +129,11 @@ class Embodiment:
         """A renderer of ``env``'s (a ``make_env`` env) current frame: ``renderer() -> uint8 [C, H, W, 3]``."""
         raise ConfigError(f"embodiment {self.name} has no cameras; leave camera.names empty")
 
+    def success_rule(self, task: str) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The task's own success as a function of observations ``obs[..., O] -> bool[...]`` (the simulator's
+        criterion, applied to any state: a dream's too), or None where this robot does not know it."""
+        return None
+
     def make_expert(self, task: str) -> Expert:
         raise ConfigError(f"embodiment {self.name} has no scripted expert (needed to collect demos and by "
                           "generate.sampler.kind=expert); import demonstrations instead (collect.import_root)")

@@ -72,6 +72,18 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
+# Meta-World v3's own success criteria (``evaluate_state``, reward version v2), for the tasks where it is the
+# distance of one observed part to the observed goal: task -> (part, offset added to it, radius in m). Checked
+# against the simulator's success flag on every frame of real episodes (tests/test_sim.py).
+TCP_OFFSET = np.array([0.0, 0.0022, -0.045])  # the fingers' centre (tcp_center) from the observed hand, ±2 mm in y
+SUCCESS_RULES: dict[str, tuple[slice, np.ndarray, float]] = {
+    "reach-v3": (HAND_SLICE, TCP_OFFSET, 0.05),  # |tcp_center - target| <= 0.05
+    "push-v3": (OBJECT_SLICE, np.zeros(3), 0.05),  # target_to_obj <= TARGET_RADIUS (0.05)
+    "pick-place-v3": (OBJECT_SLICE, np.zeros(3), 0.07),  # obj_to_target <= 0.07
+    "drawer-close-v3": (OBJECT_SLICE, np.zeros(3), 0.065),  # target_to_obj <= TARGET_RADIUS (0.05 at run time) + 0.015
+}
+
+
 def check_tasks(tasks: Iterable[str], *, field: str = "tasks") -> list[str]:
     """Return ``tasks`` as a list, or raise naming the first unknown one and the close matches."""
     return METAWORLD.check_tasks(tasks, field=field)
@@ -171,6 +183,17 @@ class MetaWorld(Embodiment):
 
     def make_expert(self, task: str) -> Expert:
         return make_expert(task)
+
+    def success_rule(self, task: str) -> Any:
+        if task not in SUCCESS_RULES:
+            return None
+        part, offset, radius = SUCCESS_RULES[task]
+
+        def rule(obs: np.ndarray) -> np.ndarray:
+            obs = np.asarray(obs)
+            return np.linalg.norm(obs[..., part] + offset - obs[..., GOAL_SLICE], axis=-1) <= radius
+
+        return rule
 
 
 METAWORLD = MetaWorld()

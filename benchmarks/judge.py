@@ -1,0 +1,109 @@
+"""The dream as a judge of policies (EVALUATION.md §6): a set of policies with a real spread of success, each
+evaluated on the real simulator and judged in one world model's dream (by its success head, and by the task's
+own success rule on the dreamed state), on the same layouts; the ranking statistics of dream against real
+(Pearson, Spearman, MMRV, regret@1) and what an episode costs each way (wall time, side by side in one run).
+
+The policies: BC trained on 1, 2, 5, 10 and 20 demos per task (one collection each, nested layouts: the same
+run seed), and BC on the 5 demos stopped after 1, 3 and 20 epochs. The judge is the world model of the 5-demo
+run (the demo preset's), trained once.
+
+    dreamgen collect experiment=demo run_dir=runs/judge/bc5
+    dreamgen train-world-model experiment=demo run_dir=runs/judge/bc5
+    python benchmarks/judge.py --root runs/judge
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dreamgen.judge import ranking
+
+DEMOS = (1, 2, 5, 10, 20)
+EPOCHS = (1, 3, 20)  # BC on the 5 demos, stopped early
+
+
+def cli(*args: str, log: Path) -> float:
+    """Run ``dreamgen <args>`` (the real CLI); its wall time in seconds. Output goes to ``log``."""
+    start = time.perf_counter()
+    with log.open("a") as out:
+        code = subprocess.run([sys.executable, "-m", "dreamgen.cli", *args], stdout=out, stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}).returncode
+    if code != 0:
+        raise SystemExit(f"dreamgen {' '.join(args[:2])} exited {code}; see {log}")
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, required=True, help="holds bc5/ (real.zarr + world_model)")
+    parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes per task")
+    args = parser.parse_args()
+    root, log = args.root.resolve(), args.root.resolve() / "judge.log"
+    base = ["experiment=demo", f"tracking.uri=sqlite:///{root / 'mlflow.db'}", "progress=false"]
+    judge_model = root / "bc5" / "world_model"
+    policies: dict[str, tuple[Path, Path]] = {}  # name -> (policy dir, its training store)
+    for k in DEMOS:
+        run = root / f"bc{k}"
+        if not (run / "real.zarr").is_dir():
+            cli("collect", *base, f"run_dir={run}", f"collect.n_expert={k}", log=log)
+        if not (run / "policy").is_dir():
+            cli("train-policy", *base, f"run_dir={run}", f"collect.n_expert={k}", log=log)
+        policies[f"bc {k} demos"] = (run / "policy", run / "real.zarr")
+    for epochs in EPOCHS:
+        run = root / f"bc5-e{epochs}"
+        if not (run / "policy").is_dir():
+            cli("train-policy", *base, f"run_dir={run}", f"policy.store={root / 'bc5' / 'real.zarr'}",
+                f"policy.epochs={epochs}", log=log)
+        policies[f"bc 5 demos, {epochs} epochs"] = (run / "policy", root / "bc5" / "real.zarr")
+
+    ways = {"real": [], "dream (head)": ["evaluate.where=dream"],
+            "dream (rule)": ["evaluate.where=dream", "evaluate.judge=rule"]}
+    results: dict[str, dict[str, dict]] = {}
+    seconds: dict[str, float] = {way: 0.0 for way in ways}
+    for name, (policy, store) in policies.items():
+        results[name] = {}
+        for way, extra in ways.items():
+            out = root / "eval" / name.replace(" ", "_").replace(",", "") / way.split()[-1].strip("()")
+            if not (out / "eval.json").is_file():
+                seconds[way] += cli("evaluate", *base, f"run_dir={out}", f"evaluate.policy={policy}",
+                                    f"evaluate.store={store}", f"evaluate.world_model={judge_model}",
+                                    f"evaluate.n_episodes={args.episodes}", *extra, log=log)
+            results[name][way] = json.loads((out / "eval.json").read_text())
+
+    tasks = [row["task"] for row in next(iter(results.values()))["real"]["tasks"]]
+    print(f"{'policy':28s} " + " ".join(f"{way:>22s}" for way in ways))
+    for name, by_way in results.items():
+        cells = []
+        for way in ways:
+            o = by_way[way]["overall"]
+            unjudged = f" u{o['unjudged']:.2f}" if "unjudged" in o else ""
+            cells.append(f"{o['success_rate']:.2f} [{o['ci95_low']:.2f},{o['ci95_high']:.2f}]{unjudged}".rjust(22))
+        print(f"{name:28s} " + " ".join(cells))
+    real = [by_way["real"]["overall"]["success_rate"] for by_way in results.values()]
+    report = {"policies": list(results), "tasks": tasks, "results": results, "ranking": {}, "seconds": seconds}
+    print(f"\n{'judge':14s} {'pearson':>8s} {'spearman':>9s} {'mmrv':>6s} {'regret@1':>9s}   (over {len(real)} policies)")
+    for way in list(ways)[1:]:
+        dream = [by_way[way]["overall"]["success_rate"] for by_way in results.values()]
+        stats = ranking(dream, real)
+        report["ranking"][way] = {"overall": stats, "per_task": {
+            task: ranking([by_way[way]["tasks"][i]["success_rate"] for by_way in results.values()],
+                          [by_way["real"]["tasks"][i]["success_rate"] for by_way in results.values()])
+            for i, task in enumerate(tasks)}}
+        print(f"{way:14s} {stats['pearson']:8.3f} {stats['spearman']:9.3f} {stats['mmrv']:6.3f} "
+              f"{stats['regret_at_1']:9.3f}")
+    if all(seconds.values()):
+        print("\nwall time per evaluation (CLI start-up included), side by side: " + ", ".join(
+            f"{way} {s / len(policies):.0f} s" for way, s in seconds.items())
+            + f"; real / dream (rule) = {seconds['real'] / seconds['dream (rule)']:.1f}x")
+    (root / "judge.json").write_text(json.dumps(report, indent=2, default=float))
+    print(f"\n-> {root / 'judge.json'}")
+
+
+if __name__ == "__main__":
+    main()
