@@ -265,10 +265,22 @@ def test_pipeline_killed_in_three_stages_resumes_to_the_same_report(pipeline_run
     other = dreamgen("pipeline", *common, "filter.jump_margin=3", cwd=tmp_path, check=False)
     assert other.returncode == 2 and "filter.jump_margin" in other.stderr and "Traceback" not in other.stderr
     assert ledger.read_text() == before
+    # (a second dream round on a finished run: the slow test below)
 
-    # a second dream round added to the finished run: round 1 is kept; BC retrained on round 1's accepted
-    # dreams dreams round 2, which is audited and filtered; the sweep measures round 2's dreams
-    first = json.loads(before)["done"]
+
+@pytest.mark.slow
+def test_a_second_dream_round_keeps_round_one_and_its_sweep_measures_round_twos_dreams(pipeline_run):
+    """A second dream round added to a finished run: round 1 is kept; BC retrained on round 1's accepted dreams
+    dreams round 2, which is audited and filtered; the sweep measures round 2's dreams. (Slow: a second
+    pipeline run, then nearly every stage again.)"""
+    tmp_path = pipeline_run["work"] / "two-rounds"
+    tmp_path.mkdir()
+    run_dir = tmp_path / "run"
+    ledger = run_dir / "pipeline" / "stages.json"
+    common = [*[c for c in pipeline_run["common"] if not c.startswith(("run_dir=", "tracking.uri="))],
+              f"run_dir={run_dir}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", *LOOSE, "sweep.workers=2"]
+    dreamgen("pipeline", *common, cwd=tmp_path, timeout=900)
+    first = json.loads(ledger.read_text())["done"]
     two = dreamgen("pipeline", *common, "pipeline.rounds=2", cwd=tmp_path, timeout=900)
     assert "round 2 (BC retrained on round 1's" in two.stdout
     done = json.loads(ledger.read_text())["done"]
