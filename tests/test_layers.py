@@ -145,7 +145,9 @@ def test_a_run_recorded_before_a_rename_is_the_same_run_in_todays_spelling():
     now = {"planner": {"horizon": 5, "objective": {"reward": 1.0, "success": 50.0}},
            "world_model": {"kind": "ensemble", "contact_gate": None, "gate_mm": 1.0},  # a run before the gate had none
            "dream": {"horizon": 150, "success_head": "success", "done_head": "done"},
-           "embodiment": LEGACY, "camera": {"names": [], "size": 64}}
+           "embodiment": LEGACY, "camera": {"names": [], "size": 64},
+           "evaluate": {"where": "real", "world_model": "${run_dir}/world_model", "judge": "head",
+                        "judge_head": "${dream.success_head}"}}  # a run before policies were judged in the dream
     old = {"planner": {"horizon": 5, "success_weight": 50.0}, "dream": {"horizon": 150}, "world_model": {"kind": "state"}}
     assert differences(as_recorded_now(old), now) == []
     assert differences(as_recorded_now({"planner.horizon": 5, "planner.success_weight": 50.0, "dream.horizon": 150,

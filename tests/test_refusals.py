@@ -302,7 +302,8 @@ def arm_without_simulator():
 
 @pytest.mark.parametrize(("verb", "says"), [
     ("audit", "`dreamgen audit` needs a simulator and embodiment arm7 has none; judge its dreams by the learned"),
-    ("evaluate", "`dreamgen evaluate` needs a simulator and embodiment arm7 has none; measure a policy on the robot"),
+    ("evaluate", "`dreamgen evaluate` needs a simulator and embodiment arm7 has none; judge the policy in the world "
+                 "model's dream (evaluate.where=dream), or measure it on the robot"),
     ("collect", "`dreamgen collect` needs a simulator and embodiment arm7 has none; import its demonstrations"),
     ("pipeline", "`dreamgen pipeline` needs a simulator and embodiment arm7 has none; its audit and sweep"),
 ])
