@@ -5,6 +5,7 @@ judged dreams with a bootstrap interval over starts and members, and the share l
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -137,7 +138,7 @@ def evaluate_policy(cfg: DictConfig, policy: Any, on_task: Callable[[Any], None]
     return summarise(results)
 
 
-def judging_model(cfg: DictConfig, policy: Any) -> Any:
+def judging_model(cfg: DictConfig, policy: Any = None) -> Any:
     """The world model at ``evaluate.world_model``, refused (before any dream) when it was trained for
     another robot, lacks the judging head or a task, or cannot show an image policy its frames."""
     from dreamgen.errors import ConfigError
@@ -145,6 +146,9 @@ def judging_model(cfg: DictConfig, policy: Any) -> Any:
     from dreamgen.world_model.checkpoint import load_world_model
 
     e = cfg.evaluate
+    if not Path(str(e.world_model), "world_model.json").is_file():
+        raise ConfigError(f"evaluate.world_model={e.world_model} holds no world model (world_model.json); train one "
+                          "(dreamgen train-world-model) or point evaluate.world_model at its directory")
     model = load_world_model(e.world_model)
     embodiment(cfg).check_recorded(model.info.get("embodiment"), f"evaluate.world_model={e.world_model}")
     if e.judge == "head":
@@ -161,6 +165,13 @@ def judging_model(cfg: DictConfig, policy: Any) -> Any:
                               "(world_model.kind=latent) trained on the same cameras")
         model.cameras.check_same(cameras, "the policy", "the judging world model")
     return model
+
+
+def in_the_dream(cfg: DictConfig) -> DictConfig:
+    """The same config with ``evaluate.where=dream`` (a sweep judges its arms both ways)."""
+    out = cfg.copy()
+    out.evaluate.where = "dream"
+    return out
 
 
 def judge_policy(cfg: DictConfig, policy: Any, on_task: Callable[[Any], None] | None = None, *,

@@ -52,8 +52,48 @@ def check_config(cfg: DictConfig) -> None:
         from policies.families import get
 
         get(s.family, where="sweep.family", trained=True)
+    if s.get("judge", "real") not in JUDGES:
+        raise ConfigError(f"sweep.judge={s.judge!r}; accepted: {', '.join(JUDGES)} (real: the simulator, dream: the "
+                          "world model at evaluate.world_model, both: each arm both ways)")
     train_policy.check_config(cfg)
-    evaluate.check_config(cfg)
+    if judge(cfg) != "dream":
+        evaluate.check_config(real_cfg(cfg))
+    if judge(cfg) != "real":
+        evaluate.check_config(evaluate.in_the_dream(cfg))
+        evaluate.judging_model(evaluate.in_the_dream(cfg))  # refused now, not after the first arm trained
+
+
+JUDGES = ("real", "dream", "both")
+
+
+def judge(cfg: Any) -> str:
+    """How the arms are evaluated: ``sweep.judge`` (real | dream | both)."""
+    return str(cfg.sweep.get("judge", "real"))
+
+
+def real_cfg(cfg: DictConfig) -> DictConfig:
+    """The same config with ``evaluate.where=real``: the sweep's judge decides where its arms are evaluated."""
+    out = cfg.copy()
+    out.evaluate.where = "real"
+    return out
+
+
+def dream_view(dream: dict[str, Any]) -> dict[str, Any]:
+    """A dream judgement as the sweep reads an arm's evaluation (``tasks``, ``overall``; see ``as_episodes``)."""
+    return {"tasks": as_episodes(dream), "overall": {**dream["overall"], "episodes": dream["overall"]["judged"]}}
+
+
+def as_judged(arm: dict[str, Any], way: str) -> dict[str, Any]:
+    """An arm as ``sweep.judge=way`` reads it: with ``dream``, its dream judgement in place of real success."""
+    if way != "dream" or arm.get("judged_in") == "dream":
+        return arm
+    return {**arm, **dream_view(arm["dream"]), "judged_in": "dream"}
+
+
+def as_episodes(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """A dream judgement's task rows in the sweep's terms: its judged dreams count as the episodes (starts x
+    members, halted dreams left out — not independent episodes, so the sweep's Wilson intervals are too narrow)."""
+    return [{**row, "episodes": row["judged"]} for row in summary["tasks"]]
 
 
 def arm_configs(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -90,12 +130,16 @@ def run_arm(config: dict[str, Any], threads: int | None = None) -> dict[str, Any
         policy, metrics = train_policy.train(cfg, on_epoch=lambda _, loss: losses.append(loss))
         with staged(run_dir / "policy") as partial:
             policy.save(partial)
-        summary = evaluate.evaluate_policy(cfg, policy)
+        way = judge(cfg)
+        dream = evaluate.evaluate_policy(evaluate.in_the_dream(cfg), policy) if way != "real" else None
+        summary = evaluate.evaluate_policy(real_cfg(cfg), policy) if way != "dream" else dream_view(dream)
         result = {"cap": float(cfg.policy.max_dream_fraction), "seed": int(cfg.policy.seed),
-                  "control": bool(cfg.policy.control),
+                  "control": bool(cfg.policy.control), "judged_in": "dream" if way == "dream" else "real",
                   "run_dir": str(run_dir), "tasks": summary["tasks"], "overall": summary["overall"],
                   "achieved_fraction": metrics["policy/achieved_dream_fraction"], "metrics": metrics,
                   "train_mse": losses, "dream_selection": policy.info["dream_selection"]}
+        if dream is not None:
+            result["dream"] = dream
         write_json(run_dir / ARM_FILE, result)
         return result
 
@@ -137,6 +181,13 @@ def finished(config: dict[str, Any], selection: dict[str, Any]) -> dict[str, Any
     if not path.is_file():
         return None
     result = json.loads(path.read_text())
+    way = judge(OmegaConf.create(config))
+    if (way != "real" and "dream" not in result) or (way != "dream" and result.get("judged_in") == "dream"):
+        log.info("arm %s was not evaluated the way sweep.judge=%s asks; training and evaluating it again",
+                 config["run_dir"], way)
+        path.unlink()
+        shutil.rmtree(Path(config["run_dir"]) / "policy", ignore_errors=True)
+        return None
     used = result["dream_selection"]
     keys = ("store_digest", "episode_ids_digest", "filter")
     if used is None or used.get("control") or all(used.get(k) == selection[k] for k in keys):
@@ -183,7 +234,8 @@ def plot_sweep(report: dict[str, Any], arms: list[dict[str, Any]], path: Path) -
                           [r["ci95_high"] - r["success_rate"] for _, r in controlled]],
                     fmt="s--", capsize=4, color="tab:red", label="control: re-drawn real frames")
     ax.axhline(rows[0]["success_rate"], ls=":", color="grey", label="real only")
-    ax.set(xlabel="max_dream_fraction (cap)", ylabel="real-simulator success", title="all tasks",
+    ylabel = "success judged in the dream" if report.get("judged_in") == "dream" else "real-simulator success"
+    ax.set(xlabel="max_dream_fraction (cap)", ylabel=ylabel, title="all tasks",
            ylim=(-0.02, 1.02))
     ax.legend(fontsize=8)
     for task in report["tasks"]:
@@ -191,6 +243,51 @@ def plot_sweep(report: dict[str, Any], arms: list[dict[str, Any]], path: Path) -
     bx.set(xlabel="max_dream_fraction (cap)", title="per task (pooled over seeds)", ylim=(-0.02, 1.02))
     bx.legend(fontsize=7)
     fig.suptitle(report["verdict"], fontsize=8, wrap=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def arm_name(arm: dict[str, Any]) -> str:
+    return Path(arm["run_dir"]).name
+
+
+def dream_judge(arms: list[dict[str, Any]]) -> dict[str, Any]:
+    """With ``sweep.judge=both``: every arm's dream-judged and real success, how far the dream's ranking of the
+    arms holds (Pearson, Spearman, MMRV, regret@1), and the cap the dream would have recommended."""
+    from dreamgen.judge import ranking
+    from dreamgen.sweep import analyse
+
+    dream = [a["dream"]["overall"]["success_rate"] for a in arms]
+    real = [a["overall"]["success_rate"] for a in arms]
+    as_real = [as_judged(a, "dream") for a in arms]
+    return {"ranking": ranking(dream, real), "dream_recommended_cap": analyse(as_real)["recommended_cap"],
+            "arms": [{"arm": arm_name(a), "dream": d, "real": r, "unjudged": a["dream"]["overall"]["unjudged"]}
+                     for a, d, r in zip(arms, dream, real, strict=True)],
+            "judge": arms[0]["dream"]["judge"]}
+
+
+def format_judge(judged: dict[str, Any]) -> str:
+    r = judged["ranking"]
+    return (f"the dream as judge of these {r['policies']} arms ({judged['judge']['head']}): Pearson {r['pearson']:.2f}, "
+            f"Spearman {r['spearman']:.2f}, MMRV {r['mmrv']:.3f}, regret@1 {r['regret_at_1']:.3f}; the dream would "
+            f"recommend cap {judged['dream_recommended_cap']:g}")
+
+
+def plot_judge(judged: dict[str, Any], path: Path) -> None:
+    """Dream-judged against real success, one point per arm, with the diagonal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    for row in judged["arms"]:
+        ax.scatter(row["real"], row["dream"], s=18, color="tab:red" if row["arm"].startswith("control") else "k")
+        ax.annotate(row["arm"], (row["real"], row["dream"]), fontsize=6)
+    ax.set(xlabel="real-simulator success", ylabel="success judged in the dream", xlim=(-0.02, 1.02),
+           ylim=(-0.02, 1.02), title=format_judge(judged)[:60] + "...")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -231,7 +328,7 @@ def run(cfg: DictConfig) -> dict:
 
         run_arms(cfg, todo, on_result)
         bar.close()
-        arms = [results[c["run_dir"]] for c in configs]
+        arms = [as_judged(results[c["run_dir"]], judge(cfg)) for c in configs]
         for config, arm in zip(configs, arms, strict=True):  # one child run per arm, in arm order
             with tracking.start_run(cfg.tracking.uri, cfg.tracking.experiment,
                                     f"{cfg.name}/sweep/{Path(arm['run_dir']).name}",
@@ -240,23 +337,37 @@ def run(cfg: DictConfig) -> dict:
                 for epoch, loss in enumerate(arm["train_mse"]):
                     if epoch % max(1, len(arm["train_mse"]) // 50) == 0 or epoch == len(arm["train_mse"]) - 1:
                         child.log_metrics({"policy/train_mse": loss}, step=epoch)
-                child.log_metrics({**arm["metrics"], "policy/success_rate": arm["overall"]["success_rate"],
-                                   "policy/success_ci95_low": arm["overall"]["ci95_low"],
-                                   "policy/success_ci95_high": arm["overall"]["ci95_high"],
-                                   **{f"policy/success_rate/{t['task']}": t["success_rate"] for t in arm["tasks"]}})
+                prefix = "dream" if arm.get("judged_in") == "dream" else "policy"  # never a dream as real success
+                child.log_metrics({**arm["metrics"], f"{prefix}/success_rate": arm["overall"]["success_rate"],
+                                   f"{prefix}/success_ci95_low": arm["overall"]["ci95_low"],
+                                   f"{prefix}/success_ci95_high": arm["overall"]["ci95_high"],
+                                   **{f"{prefix}/success_rate/{t['task']}": t["success_rate"] for t in arm["tasks"]}})
+                if "dream" in arm and prefix == "policy":
+                    child.log_metrics({"dream/success_rate": arm["dream"]["overall"]["success_rate"],
+                                       "dream/unjudged": arm["dream"]["overall"]["unjudged"]})
                 child.log_dict({k: arm[k] for k in ("tasks", "overall", "dream_selection")}, "arm.json")
         report = analyse(arms)
+        report["judged_in"] = "dream" if judge(cfg) == "dream" else "real"
+        if judge(cfg) == "dream":
+            report["verdict"] = "JUDGED IN THE DREAM (no real episode ran): " + report["verdict"]
+        if judge(cfg) == "both":
+            report["judge"] = dream_judge(arms)
         report["dream_selection"] = selection
         report["samplers"] = next((a["dream_selection"]["samplers"] for a in arms
                                    if a["dream_selection"] and not a.get("control")), {})
         report["episodes_per_task"] = int(cfg.evaluate.n_episodes)
         report["arms"] = [{k: a.get(k, False) for k in ("cap", "seed", "control", "run_dir", "overall",
                                                          "achieved_fraction")} for a in arms]
-        table = format_sweep(report)
+        table = format_sweep(report) + ("\n\n" + format_judge(report["judge"]) if "judge" in report else "")
         out = Path(cfg.sweep.dir)
         write_json(out / "sweep.json", report)
         (out / "sweep.txt").write_text(table + "\n")
         plot_sweep(report, arms, out / "sweep.png")
+        if "judge" in report:
+            plot_judge(report["judge"], out / "sweep_judge.png")
+            tracker.log_artifact(out / "sweep_judge.png")
+            tracker.log_metrics({f"sweep/judge_{k}": v for k, v in report["judge"]["ranking"].items()
+                                 if isinstance(v, float)})
         for key, row in report["per_cap"].items():
             tracker.log_metrics({f"sweep/success/cap_{key}": row["success_rate"], f"sweep/gain/cap_{key}": row["gain"],
                                  f"sweep/gain_ci95_low/cap_{key}": row["gain_ci95"][0],
@@ -265,8 +376,10 @@ def run(cfg: DictConfig) -> dict:
         tracker.log_dict(report, "sweep.json")
         tracker.log_text(table, "sweep.txt")
         tracker.log_artifact(out / "sweep.png")
-        log.info("sweep over caps %s x seeds %s (%d real-simulator episodes per task per arm; dreams from %s):\n%s",
-                 report["caps"], report["seeds"], report["episodes_per_task"], report["samplers"] or "none", table)
+        where = ("judged in the dream of " + str(cfg.evaluate.world_model) + ", NOT on the real simulator"
+                 if judge(cfg) == "dream" else "real-simulator")
+        log.info("sweep over caps %s x seeds %s (%d %s episodes per task per arm; dreams from %s):\n%s",
+                 report["caps"], report["seeds"], report["episodes_per_task"], where, report["samplers"] or "none", table)
         return report
 
 

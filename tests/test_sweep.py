@@ -380,3 +380,43 @@ def test_a_pipeline_whose_filter_accepted_nothing_sweeps_real_only_and_says_so(m
     assert list(cfg.sweep.caps) == [0.0, 0.5]  # the run's own config is untouched
     monkeypatch.setattr(sweep, "nothing_to_mix", lambda c: False)
     assert "nothing_to_mix" not in pipeline.sweep_stage(cfg) and seen[-1] == ([0.0, 0.5], True)
+
+
+def test_a_sweep_judged_both_ways_says_how_far_the_dreams_ranking_holds_and_one_judged_in_the_dream_is_labelled(
+        smoke_run, tmp_path, capsys):
+    """sweep.judge=both: every arm evaluated on the real simulator and judged in the dream, the ranking statistics
+    over the arms and the scatter plot; then sweep.judge=dream on the same arms reuses them (no arm trains again)
+    and reports the dream's judgement, labelled, with nothing logged as real success."""
+    run_dir = smoke_run["run_dir"]
+    args = ["experiment=smoke", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "progress=false",
+            f"run_dir={tmp_path / 'run'}", f"policy.store={run_dir / 'real.zarr'}", "sweep.caps=[0]", "sweep.seeds=[0,1]",
+            "sweep.control=false", "evaluate.n_episodes=2", f"evaluate.world_model={run_dir / 'world_model'}",
+            f"sweep.dream_store={tmp_path / 'no-dreams.zarr'}", "sweep.workers=0"]
+    code, err = in_process("sweep", [*args, "sweep.judge=both"], capsys)
+    assert code == 0, err[-2000:]
+    out = tmp_path / "run" / "sweep"
+    report = json.loads((out / "sweep.json").read_text())
+    judged = report["judge"]
+    assert report["judged_in"] == "real" and (out / "sweep_judge.png").is_file()
+    assert [row["arm"] for row in judged["arms"]] == ["cap0-seed0", "cap0-seed1"]
+    pearson = judged["ranking"]["pearson"]
+    assert judged["ranking"]["policies"] == 2 and (np.isnan(pearson) or -1.0 <= pearson <= 1.0)  # nan: one side ties
+    arms = [json.loads((out / name / "arm.json").read_text()) for name in ("cap0-seed0", "cap0-seed1")]
+    assert [row["real"] for row in judged["arms"]] == [a["overall"]["success_rate"] for a in arms]
+    assert [row["dream"] for row in judged["arms"]] == [a["dream"]["overall"]["success_rate"] for a in arms]
+    assert all(a["dream"]["tasks"][0]["dreams"] == 2 * a["dream"]["judge"]["members"] for a in arms)
+    assert "the dream as judge of these 2 arms" in (out / "sweep.txt").read_text()
+
+    stamps = [(out / name / "policy").stat().st_mtime_ns for name in ("cap0-seed0", "cap0-seed1")]
+    code, err = in_process("sweep", [*args, "sweep.judge=dream"], capsys)
+    assert code == 0, err[-2000:]
+    dreamed = json.loads((out / "sweep.json").read_text())
+    assert dreamed["judged_in"] == "dream" and dreamed["verdict"].startswith("JUDGED IN THE DREAM")
+    assert dreamed["per_cap"]["0"]["successes"] == sum(a["dream"]["overall"]["successes"] for a in arms)
+    assert [(out / name / "policy").stat().st_mtime_ns for name in ("cap0-seed0", "cap0-seed1")] == stamps
+    children = [r for r in list_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "dreamgen")
+                if r["run_name"].startswith("smoke/sweep/")]
+    assert children and all("policy/success_rate" not in r["metrics"] for r in children[:2])
+
+    code, err = in_process("sweep", [*args, "sweep.judge=oracle"], capsys)
+    assert code == 2 and "sweep.judge='oracle'; accepted: real, dream, both" in err
