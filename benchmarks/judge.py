@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from dreamgen.judge import ranking
+from dreamgen.judge import ranking, ranking_intervals
 
 DEMOS = (1, 2, 5, 10, 20)
 EPOCHS = (1, 3, 20)  # BC on the 5 demos, stopped early
@@ -37,6 +37,41 @@ def cli(*args: str, log: Path) -> float:
     if code != 0:
         raise SystemExit(f"dreamgen {' '.join(args[:2])} exited {code}; see {log}")
     return time.perf_counter() - start
+
+
+def per_episode_cost(root: Path, judge_model: Path, episodes: int, task: str = "push-v3") -> dict[str, float]:
+    """In one process, side by side: the 5-demo BC policy on ``task`` for ``episodes`` real episodes and judged in
+    the dream from the same layouts (episodes x members dreams); seconds per episode each, no start-up."""
+    from hydra import compose, initialize_config_dir
+
+    from dreamgen.dream.core import StartPool
+    from dreamgen.evaluate import evaluate_task, evaluation_seeds
+    from dreamgen.judge import judge_task
+    from dreamgen.language import default_encoder
+    from dreamgen.world_model.checkpoint import load_world_model
+    from jobs.common import embodiment
+    from jobs.evaluate import acting
+    from jobs.train_world_model import dream_config
+    from policies import load_policy
+
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base=None):
+        cfg = compose("config", overrides=["experiment=demo"])
+    robot, model, policy = embodiment(cfg), load_world_model(judge_model), load_policy(root / "bc5" / "policy")
+    index, encoder, act = list(cfg.tasks).index(task), default_encoder(), acting(policy)
+    start = time.perf_counter()
+    evaluate_task(act, task, index, embodiment=robot, n_episodes=episodes, max_steps=robot.max_steps, run_seed=0,
+                  embed=encoder.encode, instructions="canonical")
+    real = (time.perf_counter() - start) / episodes
+    start = time.perf_counter()
+    starts = StartPool.from_simulator(robot, task, evaluation_seeds(0, index, episodes))
+    result = judge_task(act, task, starts, [model.instructions.for_task(task)] * episodes, model=model,
+                        max_steps=robot.max_steps, config=dream_config(cfg), judge_head="success", seed=0,
+                        rule=robot.success_rule(task))
+    dream = (time.perf_counter() - start) / result.success.size
+    print(f"\nper episode on {task}, in one process: real {real * 1000:.0f} ms, dream {dream * 1000:.1f} ms "
+          f"({result.success.size} dreams = {episodes} starts x {model.members} members): {real / dream:.0f}x cheaper "
+          f"per dream, {real * episodes / (dream * result.success.size):.1f}x per judged policy")
+    return {"task": task, "real_s": real, "dream_s": dream, "ratio": real / dream}
 
 
 def main() -> None:
@@ -91,16 +126,20 @@ def main() -> None:
     for way in list(ways)[1:]:
         dream = [by_way[way]["overall"]["success_rate"] for by_way in results.values()]
         stats = ranking(dream, real)
-        report["ranking"][way] = {"overall": stats, "per_task": {
+        bounds = ranking_intervals(dream, real)
+        report["ranking"][way] = {"overall": stats, "intervals": bounds, "per_task": {
             task: ranking([by_way[way]["tasks"][i]["success_rate"] for by_way in results.values()],
                           [by_way["real"]["tasks"][i]["success_rate"] for by_way in results.values()])
             for i, task in enumerate(tasks)}}
         print(f"{way:14s} {stats['pearson']:8.3f} {stats['spearman']:9.3f} {stats['mmrv']:6.3f} "
               f"{stats['regret_at_1']:9.3f}")
+        print(f"{'  95% (policies resampled)':14s} " + "  ".join(
+            f"[{bounds[k][0]:.2f}, {bounds[k][1]:.2f}]" for k in ("pearson", "spearman", "mmrv", "regret_at_1")))
     if all(seconds.values()):
         print("\nwall time per evaluation (CLI start-up included), side by side: " + ", ".join(
             f"{way} {s / len(policies):.0f} s" for way, s in seconds.items())
             + f"; real / dream (rule) = {seconds['real'] / seconds['dream (rule)']:.1f}x")
+    report["per_episode"] = per_episode_cost(root, judge_model, args.episodes)
     (root / "judge.json").write_text(json.dumps(report, indent=2, default=float))
     print(f"\n-> {root / 'judge.json'}")
 

@@ -196,3 +196,21 @@ def ranking(dream: Sequence[float], real: Sequence[float]) -> dict[str, float]:
     """How far the dream's judgement of a set of policies holds in reality: the four statistics."""
     return {"pearson": pearson(dream, real), "spearman": spearman(dream, real), "mmrv": mmrv(dream, real),
             "regret_at_1": regret_at_1(dream, real), "policies": len(dream)}
+
+
+def ranking_intervals(dream: Sequence[float], real: Sequence[float], *, draws: int = DRAWS,
+                      seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95% percentile intervals of the four statistics over resamples of the policies (with replacement;
+    resamples where a statistic is undefined — every policy the same — are left out)."""
+    d, r = np.asarray(dream, float), np.asarray(real, float)
+    rng = np.random.default_rng(seed)
+    stats: dict[str, list[float]] = {"pearson": [], "spearman": [], "mmrv": [], "regret_at_1": []}
+    for _ in range(draws):
+        pick = rng.integers(len(d), size=len(d))
+        if np.ptp(d[pick]) == 0 or np.ptp(r[pick]) == 0:
+            continue
+        for name, value in ranking(d[pick].tolist(), r[pick].tolist()).items():
+            if name in stats:
+                stats[name].append(value)
+    return {name: (float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))) if v else (float("nan"),) * 2
+            for name, v in stats.items()}

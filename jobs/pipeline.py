@@ -1,5 +1,6 @@
 """``dreamgen pipeline``: the main job, collect → train-world-model → [train-policy] → generate → audit
-(replay) → train-quality → filter → audit (report) → [rounds] → sweep.
+(replay) → train-quality → filter → audit (report) → [rounds] → sweep. A robot without a simulator runs it
+without the audits, at a given filter threshold, with the sweep judged in the dream (``sweep.judge=dream``).
 
 Does dream data help, and at what ratio? The last stage answers it: the capped-mix sweep trains and
 evaluates a policy per (cap, seed) on the real simulator. ``train-policy`` runs only when the dreams
@@ -54,18 +55,23 @@ def _precision(audited: dict[str, Any]) -> str:
 
 def round_text(cfg: DictConfig, report: dict[str, Any], suffix: str = "") -> list[str]:
     """Dreams, filter and audit of one round: ``suffix`` "" (round 1) or "@<r>"."""
-    dreams, filtered, audited = (report[k + suffix] for k in ("generate", "filter", "audit"))
-    everything = audited["filters"]["accept-all"]["overall"]["precision"]
+    dreams, filtered, audited = (report.get(k + suffix) for k in ("generate", "filter", "audit"))
     from policies.samplers import sampler_kind
 
     kind = sampler_kind(cfg.generate.sampler.kind)
     oracle = f" (an oracle labeller: {kind.summary})" if kind.oracle else ""
-    return [
+    lines = [
         f"dreams: {int(dreams['generate/store_episodes'])} from sampler {cfg.generate.sampler.kind}{oracle}; "
         f"{dreams['generate/episodes_per_s']:.1f} episodes/s, {dreams['generate/transitions_per_s']:.0f} transitions/s",
         f"filter: accepted {int(filtered['filter/accepted'])} of {int(dreams['generate/store_episodes'])} "
         f"(quality threshold {filtered['filter/quality_threshold']:.3f}"
-        f"{'' if filtered['choice'].get('met', True) else '; it did NOT reach filter.target_precision on the fit fold'})",
+        f"{'' if filtered['choice'].get('met', True) else '; it did NOT reach filter.target_precision on the fit fold'})"]
+    if audited is None:
+        return [*lines, f"no audit: embodiment {embodiment(cfg).name} has no simulator to replay dreams in, so the "
+                        "filter's precision is not measured"]
+    everything = audited["filters"]["accept-all"]["overall"]["precision"]
+    return [
+        *lines,
         f"filter precision on {audited['test_dreams']} held-out dreams replayed in the real simulator: "
         f"{_precision(audited)} (accept-all {everything['value']:.2f}: {everything['hits']}/{everything['of']} "
         "really succeed)",
@@ -91,7 +97,9 @@ def summary_text(cfg: DictConfig, report: dict[str, Any]) -> str:
     if swept.get("nothing_to_mix"):
         lines += ["", "the filter accepted no dream: nothing to mix, so only the real-only arms ran (loosen filter.*, "
                   "e.g. filter.quality_threshold=<probability>, in a new run_dir to measure dreams)"]
-    lines += ["", f"real-simulator success per cap{f' (round {rounds} dreams)' if rounds > 1 else ''} "
+    where = "success JUDGED IN THE WORLD MODEL'S DREAM (no real episode ran)" if swept.get("judged_in") == "dream" \
+        else "real-simulator success"
+    lines += ["", f"{where} per cap{f' (round {rounds} dreams)' if rounds > 1 else ''} "
               f"({swept['episodes_per_task']} episodes per task per arm, seeds {swept['seeds']}, pooled; "
               "Wilson / Newcombe 95% CI):", format_sweep(swept)]
     return "\n".join(lines)
@@ -156,6 +164,23 @@ def sweep_config(cfg: DictConfig) -> DictConfig:
     return out
 
 
+def check_robot(cfg: DictConfig) -> None:
+    """A robot without a simulator runs the pipeline without its audits (nothing to replay dreams in), its filter
+    at a given threshold, and its sweep judged in the world model's dream — each asked for by name."""
+    from dreamgen.errors import ConfigError
+
+    robot = embodiment(cfg)
+    if robot.has_simulator:
+        return
+    if sweep.judge(cfg) != "dream":
+        raise ConfigError(f"`dreamgen pipeline` on embodiment {robot.name}, which has no simulator: its sweep can only "
+                          "be judged in the world model's dream; set sweep.judge=dream (or run train-world-model, "
+                          "generate, train-quality, filter and export one by one: README, Bring your own robot)")
+    if cfg.filter.quality_threshold == "auto":
+        raise ConfigError(f"filter.quality_threshold=auto tunes the threshold on dreams replayed in a simulator, and "
+                          f"embodiment {robot.name} has none; give filter.quality_threshold=<probability>, e.g. 0.5")
+
+
 def stages(cfg: DictConfig) -> list[tuple[str, Callable[[DictConfig], Any]]]:
     """The pipeline's stages in order: (ledger key, the verb's run function). Round ``r > 1``'s stages
     are keyed ``<stage>@<r>``; the sweep after ``R > 1`` rounds is ``sweep@<R>``."""
@@ -169,11 +194,13 @@ def stages(cfg: DictConfig) -> list[tuple[str, Callable[[DictConfig], Any]]]:
         "train_quality": train_quality.run, "filter": filter_verb.run, "audit": audit.run}
     # the sampler (or its prior) is the real-only BC policy
     uses_policy = sampler_kind(cfg.generate.sampler.kind).uses_trained_policy
-    first = [name for name in ROUND_STAGES if name != "train_policy" or uses_policy]
+    replays = embodiment(cfg).has_simulator  # a robot without a simulator: no audit (check_robot)
+    each = [name for name in ROUND_STAGES if replays or not name.startswith("audit")]
+    first = [name for name in each if name != "train_policy" or uses_policy]
     out += [(name, verbs[name]) for name in first]
     rounds = int(cfg.pipeline.rounds)
     for r in range(2, rounds + 1):
-        out += [(f"{name}@{r}", lambda c, verb=verbs[name], r=r: verb(round_config(c, r))) for name in ROUND_STAGES]
+        out += [(f"{name}@{r}", lambda c, verb=verbs[name], r=r: verb(round_config(c, r))) for name in each]
     out.append(("sweep" if rounds == 1 else f"sweep@{rounds}", lambda c: sweep_stage(sweep_config(c))))
     return out
 
@@ -236,19 +263,17 @@ class StageLedger:
 def run(cfg: DictConfig) -> dict:
     from dreamgen.rundir import write_json
 
-    embodiment(cfg).require_simulator("pipeline", "its audit and sweep replay and evaluate in one; run "
-                                                  "train-world-model, generate, train-quality, filter and export "
-                                                  "one by one (README: Bring your own robot)")
+    check_robot(cfg)
     collect.collect_spec(cfg)  # fail fast on every stage's config and on the instructions
     train_world_model.ensemble_config(cfg)
     train_world_model.contact_gate(cfg, embodiment(cfg), train_world_model.model_kind(cfg).images)
     train_world_model.dream_config(cfg)
     generate.check_config(cfg)
-    requests = generate.check_instructions(cfg, tuple(cfg.tasks))
+    requests = generate.check_instructions(cfg, tuple(embodiment(cfg).check_tasks(cfg.tasks)))  # data: every task
     train_quality.quality_config(cfg)
     filter_verb.filter_config(cfg)
     filter_verb.check_auto_threshold(cfg, requests)
-    sweep.check_config(cfg)
+    sweep.check_config(cfg, model_made_later=True)
     check_rounds(cfg)
     with run_verb(cfg, "pipeline") as (run_dir, tracker):
         from dreamgen.tracking import flatten

@@ -23,8 +23,9 @@ from jobs.common import hydra_main, identity, log, plain, progress, run_verb, st
 ARM_FILE = "arm.json"
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Refuse bad ``sweep.*`` (and the ``policy``/``evaluate`` values every arm uses) before any arm runs."""
+def check_config(cfg: DictConfig, *, model_made_later: bool = False) -> None:
+    """Refuse bad ``sweep.*`` (and the ``policy``/``evaluate`` values every arm uses) before any arm runs;
+    ``model_made_later``: the judging world model is trained before the sweep (the pipeline), not checked yet."""
     from dreamgen.errors import ConfigError
     from dreamgen.mix import check_fraction
     from jobs import evaluate, train_policy
@@ -60,7 +61,8 @@ def check_config(cfg: DictConfig) -> None:
         evaluate.check_config(real_cfg(cfg))
     if judge(cfg) != "real":
         evaluate.check_config(evaluate.in_the_dream(cfg))
-        evaluate.judging_model(evaluate.in_the_dream(cfg))  # refused now, not after the first arm trained
+        if not model_made_later:
+            evaluate.judging_model(evaluate.in_the_dream(cfg))  # refused now, not after the first arm trained
 
 
 JUDGES = ("real", "dream", "both")

@@ -1,7 +1,8 @@
 """A robot with no simulator (``embodiment=data``): a LeRobotDataset of an unknown robot — 7-dim state, 2-dim
-action — is imported, its layout read from the data and written into the store; a world model trains on it,
-dreams are generated, scored and filtered, and the mix is exported as a LeRobotDataset that lerobot reads
-back frame for frame. ``audit`` is refused with a sentence. Every verb runs in this process through its
+action — is imported, its layout read from the data and written into the store; the pipeline trains a world
+model on it, dreams, scores and filters, and sweeps with every arm judged in the dream; the mix is exported
+as a LeRobotDataset that lerobot reads back frame for frame, and a policy is judged in the dream.
+``audit`` is refused with a sentence. Every verb runs in this process through its
 entrypoint (the CLI's own wrapper)."""
 
 from __future__ import annotations
@@ -54,21 +55,27 @@ def test_a_robot_without_a_simulator_imports_trains_dreams_filters_and_exports(t
     common = ["experiment=smoke", "embodiment=data", "tasks=[]", f"run_dir={run_dir}", "progress=false",
               f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "robot.name=arm7", "robot.static_dims=2",
               "+robot.parts.puck=[0,2]", f"collect.import_root={source}", "collect.import_repo_id=lab/arm7",
-              "generate.sampler.kind=random", "generate.workers=0", "filter.quality_threshold=0.2"]
+              "generate.sampler.kind=random", "generate.workers=0", "filter.quality_threshold=0.2",
+              "evaluate.max_steps=30"]
 
     # a robot that cannot be: more static dims than it has state
     code, err = in_process("collect", [*common, "robot.static_dims=7"], capsys)
     assert code == 2 and "robot.static_dims=7" in err and not run_dir.exists()
 
-    assert in_process("collect", common)[0] == 0
+    # the main job without a simulator: no audit, the filter at its given threshold, the sweep judged in the dream
+    code, err = in_process("pipeline", common, capsys)
+    assert code == 2 and "set sweep.judge=dream" in err and not run_dir.exists()
+    swept = ["sweep.judge=dream", "sweep.caps=[0,0.5]", "sweep.seeds=[0]", "sweep.control=false", "sweep.workers=0"]
+    assert in_process("pipeline", [*common, *swept])[0] == 0
+    report = json.loads((run_dir / "report.json").read_text())
+    assert "audit" not in report and report["sweep"]["judged_in"] == "dream"
+    assert report["sweep"]["verdict"].startswith("JUDGED IN THE DREAM") and set(report["sweep"]["per_cap"]) == {"0", "0.5"}
     real = TrajectoryStore.open(run_dir / "real.zarr")
     spec = real.info["embodiment_spec"]
     assert (real.obs_dim, real.action_dim, real.info["embodiment"]) == (7, 2, "arm7")
     assert spec["tasks"] == sorted(TASKS) and spec["static_dims"] == 2 and spec["max_steps"] == 30
     assert spec["fps"] == 10 and real.info["success_labels"] == "next.success" and len(real) == 24
 
-    for name in ("train-world-model", "generate", "train-quality", "filter"):
-        assert in_process(name, common)[0] == 0, name
     model = json.loads((run_dir / "world_model" / "world_model.json").read_text())
     assert model["info"]["embodiment"] == "arm7"
     assert model["layout"] == {"name": "arm7-state", "obs_dim": 7, "dynamic": [0, 5], "history": None,
@@ -94,7 +101,7 @@ def test_a_robot_without_a_simulator_imports_trains_dreams_filters_and_exports(t
     before = sorted(p.name for p in run_dir.iterdir())
     code, err = in_process("audit", common, capsys)
     assert code == 2 and "`dreamgen audit` needs a simulator and embodiment arm7 has none" in err
-    code, err = in_process("evaluate", [*common, "evaluate.max_steps=30"], capsys)
+    code, err = in_process("evaluate", common, capsys)
     assert code == 2 and "judge the policy in the world model's dream (evaluate.where=dream)" in err
     assert sorted(p.name for p in run_dir.iterdir()) == before
 
@@ -103,7 +110,7 @@ def test_a_robot_without_a_simulator_imports_trains_dreams_filters_and_exports(t
     judge = tmp_path / "judged"
     assert in_process("evaluate", [*common, f"run_dir={judge}", f"evaluate.policy={run_dir / 'policy'}",
                                    f"evaluate.store={run_dir / 'real.zarr'}", f"evaluate.world_model={run_dir / 'world_model'}",
-                                   "evaluate.where=dream", "evaluate.max_steps=30"])[0] == 0
+                                   "evaluate.where=dream"])[0] == 0
     judged = json.loads((judge / "eval.json").read_text())
     assert judged["where"] == "dream" and judged["judge"]["starts"] == "the world model's held-out test episodes"
     assert sorted(row["task"] for row in judged["tasks"]) == sorted(TASKS)

@@ -8,7 +8,7 @@ import pytest
 from dreamgen.dream.core import DreamConfig, StartPool
 from dreamgen.errors import ConfigError
 from dreamgen.evaluate import evaluation_seeds, format_table, wilson_interval
-from dreamgen.judge import bootstrap, judge_task, percentile_interval, ranking, summarise_dream
+from dreamgen.judge import bootstrap, judge_task, percentile_interval, ranking, ranking_intervals, summarise_dream
 from dreamgen.seeding import EVAL_SEED_BASE, derive_seed
 from tests.known_dynamics import LineModel
 
@@ -113,3 +113,15 @@ def test_a_dream_judged_by_the_tasks_rule_ignores_the_success_head():
                         max_steps=2, config=DreamConfig(), judge_head="success", seed=0,
                         rule=lambda obs: np.abs(obs).max(-1) < 0.6)
     np.testing.assert_array_equal(result.success, [[True, True]])
+
+
+def test_ranking_intervals_cover_the_statistics_and_collapse_for_a_perfect_judge():
+    real = [0.1, 0.2, 0.4, 0.5, 0.9, 0.7]
+    perfect = ranking_intervals([x + 0.05 for x in real], real, draws=300)
+    assert perfect["mmrv"] == (0.0, 0.0) and perfect["regret_at_1"] == pytest.approx((0.0, 0.0), abs=1e-12)
+    assert perfect["spearman"][0] == pytest.approx(1.0)
+    noisy = [0.2, 0.1, 0.5, 0.3, 0.6, 0.8]
+    bounds, point = ranking_intervals(noisy, real, draws=300), ranking(noisy, real)
+    for name in ("pearson", "spearman"):
+        low, high = bounds[name]
+        assert low <= point[name] <= high and low < high

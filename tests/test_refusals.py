@@ -305,7 +305,8 @@ def arm_without_simulator():
     ("evaluate", "`dreamgen evaluate` needs a simulator and embodiment arm7 has none; judge the policy in the world "
                  "model's dream (evaluate.where=dream), or measure it on the robot"),
     ("collect", "`dreamgen collect` needs a simulator and embodiment arm7 has none; import its demonstrations"),
-    ("pipeline", "`dreamgen pipeline` needs a simulator and embodiment arm7 has none; its audit and sweep"),
+    ("pipeline", "`dreamgen pipeline` on embodiment arm7, which has no simulator: its sweep can only be judged in the "
+                 "world model's dream; set sweep.judge=dream"),
 ])
 def test_a_robot_without_a_simulator_is_refused_where_a_simulator_is_needed(verb, says, monkeypatch, tmp_path, capsys):
     import sys
