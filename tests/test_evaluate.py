@@ -10,7 +10,7 @@ from dreamgen.errors import ConfigError
 from dreamgen.evaluate import evaluation_seeds, format_table, wilson_interval
 from dreamgen.judge import bootstrap, judge_task, percentile_interval, ranking, ranking_intervals, summarise_dream
 from dreamgen.seeding import EVAL_SEED_BASE, derive_seed
-from tests.known_dynamics import LineModel
+from tests.known_dynamics import LineModel, reference_episode
 
 
 def test_wilson_interval_known_values():
@@ -125,3 +125,27 @@ def test_ranking_intervals_cover_the_statistics_and_collapse_for_a_perfect_judge
     for name in ("pearson", "spearman"):
         low, high = bounds[name]
         assert low <= point[name] <= high and low < high
+
+
+def test_a_policy_judged_in_an_exact_world_model_scores_its_real_success():
+    """Every member the true dynamics (LineModel: s' = s + a): the dream's success over 40 starts equals the
+    success of the same policy stepped through the dynamics directly (reference_episode), start by start."""
+    rng = np.random.default_rng(3)
+    obs = rng.uniform(-2, 2, (40, 2)).astype(np.float32)
+    starts = StartPool(obs, np.array(["home"] * 40), np.array([f"s{i}@0" for i in range(40)], object), np.arange(40))
+
+    def policy(state):
+        return -0.4 * state  # reaches home within 6 steps from near, not from far
+
+    result = judge_task(lambda o, c, rows, images: policy(o), "home", starts, ["go home"] * 40, model=LineModel(),
+                        max_steps=6, config=DreamConfig(), judge_head="success", seed=0)
+    real = []
+    for start in obs:
+        s, actions = start.astype(np.float64), []
+        for _ in range(6):
+            actions.append(policy(s))
+            s = s + np.clip(actions[-1], -1, 1)
+        real.append(reference_episode(start, np.array(actions), 6)[1] == "success")
+    assert 0 < sum(real) < 40  # a spread: some succeed, some do not
+    np.testing.assert_array_equal(result.success, np.repeat(np.array(real)[:, None], 2, 1))
+    assert result.rate == np.mean(real) and result.judged.all()
