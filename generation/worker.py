@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamgen.dream.core import StartPool, demo_paths
+from dreamgen.dream.core import RULE, StartPool, demo_paths
 from dreamgen.dream.rollout import rollout_dreams
 from dreamgen.dream.vector import DreamVectorEnv
 from dreamgen.types import Episode
@@ -71,7 +71,8 @@ class ChunkRunner:
         while len(episodes) < chunk.episodes:
             batch = min(plan.envs, chunk.episodes - len(episodes))
             if env is None or env.num_envs != batch:
-                env = DreamVectorEnv(self.model, self.pool, request.instruction, batch, plan.dream)
+                rule = plan.embodiment.success_rule(request.task) if plan.dream.success_head == RULE else None
+                env = DreamVectorEnv(self.model, self.pool, request.instruction, batch, plan.dream, success_rule=rule)
                 if self.kind.plans and self.model.cameras is not None:
                     sampler.follow_dream(lambda rows, core=env.core: core.state.index(rows))
             meta = {"kind": plan.sampler.kind, "sampler": plan.sampler.name, "job_id": plan.job_id,

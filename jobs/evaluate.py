@@ -26,7 +26,7 @@ def check_config(cfg: DictConfig) -> list[str]:
     if e.judge not in ("head", "rule"):
         raise ConfigError(f"evaluate.judge={e.judge!r}; accepted: head (evaluate.judge_head's probability), rule (the "
                           "task's own success criterion on the dreamed state)")
-    if e.where == "dream" and e.judge == "rule":
+    if e.where == "dream" and by_rule(cfg):
         unknown = [task for task in tasks if robot.success_rule(task) is None]
         if unknown:
             raise ConfigError(f"evaluate.judge=rule: embodiment {robot.name} knows no success rule for task "
@@ -41,6 +41,12 @@ def check_config(cfg: DictConfig) -> list[str]:
     if e.instructions not in ("canonical", "sampled"):
         raise ConfigError(f"evaluate.instructions={e.instructions!r}; accepted: canonical, sampled")
     return tasks
+
+
+def by_rule(cfg: DictConfig) -> bool:
+    """Whether a dream is judged by the task's own success rule: ``evaluate.judge=rule``, or a judging head that
+    names the rule (``dream.success_head=rule``, which ``judge_head`` follows by default)."""
+    return cfg.evaluate.judge == "rule" or cfg.evaluate.judge_head == "rule"
 
 
 def mpc_policy(cfg: DictConfig) -> Any:
@@ -151,7 +157,7 @@ def judging_model(cfg: DictConfig, policy: Any = None) -> Any:
                           "(dreamgen train-world-model) or point evaluate.world_model at its directory")
     model = load_world_model(e.world_model)
     embodiment(cfg).check_recorded(model.info.get("embodiment"), f"evaluate.world_model={e.world_model}")
-    if e.judge == "head":
+    if not by_rule(cfg):
         require_heads(model, (e.judge_head,), "evaluate.judge_head")
     unseen = [task for task in cfg.tasks if task not in set(model.instructions.tasks)]
     if unseen:
@@ -206,12 +212,12 @@ def judge_policy(cfg: DictConfig, policy: Any, on_task: Callable[[Any], None] | 
                             judge_head=e.judge_head, seed=derive_seed(cfg.seed, "evaluate/dream", index),
                             images=getattr(policy, "cameras", None) is not None,
                             reset=policy.reset if stateful else None,
-                            rule=robot.success_rule(task) if e.judge == "rule" else None)
+                            rule=robot.success_rule(task) if by_rule(cfg) else None)
         results.append(result)
         if on_task is not None:
             on_task(result)
     judge = {"world_model": str(e.world_model), "world_model_id": model.info.get("world_model_id", ""),
-             "head": f"head {e.judge_head}" if e.judge == "head" else f"the {robot.name} success rule", "members": int(model.members), "halt": bool(config.halt),
+             "head": f"the {robot.name} success rule" if by_rule(cfg) else f"head {e.judge_head}", "members": int(model.members), "halt": bool(config.halt),
              "starts": "simulator layouts" if robot.has_simulator else "the world model's held-out test episodes",
              "interval": "95% percentile bootstrap over starts and members"}
     return summarise_dream(results, judge=judge)

@@ -146,6 +146,20 @@ def check_instructions(cfg: DictConfig, tasks: tuple[str, ...]):
     return resolve_requests(entries, resolver, tasks, allow_novel=g.allow_novel)
 
 
+def check_rule(cfg: DictConfig, requests: Any) -> None:
+    """``dream.success_head=rule``: dreams end by their task's own success criterion, so every requested task
+    needs one (a novel instruction has no task, so no rule)."""
+    robot = embodiment(cfg)
+    if cfg.dream.success_head == "rule":  # dreams end by their task's own criterion: every task needs one
+        from dreamgen.errors import ConfigError
+
+        missing = sorted({r.task or "(a novel instruction)" for r in requests if not r.task or robot.success_rule(r.task) is None})
+        if missing:
+            raise ConfigError(f"dream.success_head=rule: embodiment {robot.name} knows no success rule for {missing[0]}; "
+                              f"name a head (dream.success_head=success) or dream tasks with a rule: "
+                              f"{', '.join(t for t in robot.tasks if robot.success_rule(t) is not None) or 'none'}")
+
+
 def build_plan(cfg: DictConfig) -> tuple[Any, Any, Any]:
     """Resolve instructions, load the world model's id and tasks, open the start store (its content digest
     is part of the job id) and plan the chunks: ``(plan, world model, start store)``."""
@@ -158,6 +172,7 @@ def build_plan(cfg: DictConfig) -> tuple[Any, Any, Any]:
     g, robot = cfg.generate, embodiment(cfg)
     check_config(cfg)
     requests = check_instructions(cfg, tuple(robot.tasks))  # refuse what no world model could dream before loading one
+    check_rule(cfg, requests)
     model = load_world_model(g.world_model)
     robot.check_recorded(model.info.get("embodiment"), f"world model {g.world_model}")
     require_known(requests, model.instructions.tasks)

@@ -270,6 +270,7 @@ def run(cfg: DictConfig) -> dict:
     train_world_model.dream_config(cfg)
     generate.check_config(cfg)
     requests = generate.check_instructions(cfg, tuple(embodiment(cfg).check_tasks(cfg.tasks)))  # data: every task
+    generate.check_rule(cfg, requests)
     train_quality.quality_config(cfg)
     filter_verb.filter_config(cfg)
     filter_verb.check_auto_threshold(cfg, requests)

@@ -225,3 +225,15 @@ def test_the_env_carries_previous_actions_as_model_context_and_clears_them_on_re
     start = obs["state"][0].copy()
     obs, *_ = env.step(np.array([[0.0, 0.0]], np.float32))
     np.testing.assert_array_equal(obs["state"][0], start)  # the action sent at the reset step does not leak
+
+
+def test_a_dream_ended_by_its_tasks_rule_needs_the_rule_and_ignores_the_head():
+    """dream.success_head=rule: a dream given no rule is refused by name; given one (|s|_inf < 0.6, where the
+    head wants < 0.05), the row from (0.5, 0) ends as a success at its first step."""
+    config = DreamConfig(success_head="rule", horizon=5)
+    with pytest.raises(DreamEnvError, match="dream.success_head=rule"):
+        DreamVectorEnv(LineModel(), POOL, "go home", 1, config)
+    env = DreamVectorEnv(LineModel(), POOL, "go home", 1, config, success_rule=lambda obs: np.abs(obs).max(-1) < 0.6)
+    env.reset(seed=0, options={"start_obs": np.array([[0.5, 0.0]], np.float32)})
+    _, _, terminated, _, info = env.step(np.array([[-0.1, 0.0]], np.float32))
+    assert terminated[0] and info["reason"][0] == "success" and info["success_prob"][0] == 0.0

@@ -25,7 +25,8 @@ from dreamgen.world_model.base import PROPAGATIONS, WorldModel, require_heads
 
 REASONS = np.array(["", "success", "done", "horizon", "halted", "non-finite"], dtype=object)
 SUCCESS, DONE, HORIZON, HALTED, NONFINITE = 1, 2, 3, 4, 5
-DEMO_KINDS = ("expert", "imported")  # real episodes that are demonstrations (not play)
+DEMO_KINDS = ("expert", "imported")
+RULE = "rule"  # dream.success_head=rule: success is the task's own criterion on the dreamed state (the robot's)  # real episodes that are demonstrations (not play)
 
 
 class DreamEnvError(DreamgenError, ValueError):
@@ -151,7 +152,12 @@ class DreamCore:
         if model.cameras is not None:
             model.cameras.check_same(pool.cameras, "the start store", "the latent world model")
         config = config or DreamConfig()
-        require_heads(model, (config.success_head, config.done_head), "dream.success_head / dream.done_head")
+        if config.success_head == RULE and success_rule is None:
+            raise DreamEnvError("dream.success_head=rule ends a dream by its task's own success rule, and this dream "
+                                "was given none (the robot knows no rule for the task, or this use of the dream — "
+                                "SB3 fine-tuning — does not take one); name a head, e.g. dream.success_head=success")
+        require_heads(model, tuple(h for h in (config.success_head, config.done_head) if h != RULE),
+                      "dream.success_head / dream.done_head")
         self.model, self.pool, self.config, self.num_envs = model, pool, config, num_envs
         self.success_rule = success_rule  # the task's own criterion on the dreamed state, instead of the head
         self.obs_dim, self.action_dim = model.layout.obs_dim, model.action_dim
@@ -276,7 +282,7 @@ class DreamCore:
         state, pred = self.model.step(self.state, action, generator=self.generator,
                                       propagation=self.config.propagation)
         next_obs, disagreement = state.obs, pred.disagreement.cpu().numpy()
-        success_prob = pred.head(self.config.success_head).cpu().numpy()
+        success_prob = pred.head("success" if self.config.success_head == RULE else self.config.success_head).cpu().numpy()
         reward = pred.head("reward").cpu().numpy() - self.config.penalty * disagreement
         finite = (torch.isfinite(next_obs).all(1).cpu().numpy() & np.isfinite(reward)
                   & np.isfinite(success_prob) & np.isfinite(disagreement))

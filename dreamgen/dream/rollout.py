@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamgen.dream.core import DreamConfig, StartPool
+from dreamgen.dream.core import RULE, DreamConfig, StartPool
 from dreamgen.dream.vector import DreamVectorEnv
 from dreamgen.types import Episode
 from dreamgen.world_model.base import WorldModel
@@ -75,7 +75,8 @@ def check_expert_in_dream(model: WorldModel, tasks: Sequence[str], seeds: Sequen
     report: dict[str, Any] = {}
     for task in tasks:
         pool = StartPool.from_simulator(robot, task, seeds, model.cameras)
-        dream_env = DreamVectorEnv(model, pool, model.instructions.for_task(task), len(seeds), config)
+        rule = robot.success_rule(task) if config.success_head == RULE else None
+        dream_env = DreamVectorEnv(model, pool, model.instructions.for_task(task), len(seeds), config, success_rule=rule)
         episodes = rollout_dreams(dream_env, _batched(robot.make_expert(task)), seed=0,
                                   options={"start_obs": pool.obs, "start_refs": list(pool.ref), "start_seeds": pool.seed,
                                            "start_images": pool.images})
