@@ -339,12 +339,13 @@ def run(cfg: DictConfig) -> dict:
                 for epoch, loss in enumerate(arm["train_mse"]):
                     if epoch % max(1, len(arm["train_mse"]) // 50) == 0 or epoch == len(arm["train_mse"]) - 1:
                         child.log_metrics({"policy/train_mse": loss}, step=epoch)
-                prefix = "dream" if arm.get("judged_in") == "dream" else "policy"  # never a dream as real success
+                in_dream = arm.get("judged_in") == "dream"
+                prefix = "dream" if in_dream else "policy"  # never a dream as real success
                 child.log_metrics({**arm["metrics"], f"{prefix}/success_rate": arm["overall"]["success_rate"],
                                    f"{prefix}/success_ci95_low": arm["overall"]["ci95_low"],
                                    f"{prefix}/success_ci95_high": arm["overall"]["ci95_high"],
                                    **{f"{prefix}/success_rate/{t['task']}": t["success_rate"] for t in arm["tasks"]}})
-                if "dream" in arm and prefix == "policy":
+                if "dream" in arm and not in_dream:
                     child.log_metrics({"dream/success_rate": arm["dream"]["overall"]["success_rate"],
                                        "dream/unjudged": arm["dream"]["overall"]["unjudged"]})
                 child.log_dict({k: arm[k] for k in ("tasks", "overall", "dream_selection")}, "arm.json")
