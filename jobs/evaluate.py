@@ -80,6 +80,10 @@ def mpc_policy(cfg: DictConfig) -> Any:
                               "checkpoint), or set planner.prior_samples=0")
         check_policy(cfg, m.prior, "policy.mpc.prior")
         prior = load_policy(m.prior)
+        if getattr(prior, "reset", None) is not None:
+            raise ConfigError(f"policy.mpc.prior={m.prior} is a {prior.kind} policy, which keeps per-episode "
+                              "state (action chunks); the planner samples around a prior frame by frame: give "
+                              "policy.family=bc")
     policy = make_mpc(model, config, prior, seed=int(cfg.seed))
     policy.info.update(family="mpc", world_model=str(m.world_model), world_model_id=model.info["world_model_id"],
                        prior=str(m.prior) if prior is not None else None, planner=config.label())

@@ -204,6 +204,10 @@ def check_inputs(cfg: DictConfig) -> None:
         if family is not None and family.images:
             raise ConfigError(f"{given[0]}={given[1]} is an image policy (policy.family={family.name}); samplers act "
                               "on the dream's state: give a state policy (policy.family=bc)")
+        if family is not None and family.episodic:
+            raise ConfigError(f"{given[0]}={given[1]} is a {family.name} policy, which acts in action chunks kept "
+                              "per episode; samplers ask a policy frame by frame on rows they perturb: give "
+                              "policy.family=bc")
         # trained for this robot; a PPO checkpoint where one is asked for (its dreams say sb3)
         check_policy(cfg, given[1], given[0], kinds=(kind.policy_family,) if kind.policy_family else ())
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from omegaconf import DictConfig
@@ -17,18 +17,30 @@ from omegaconf import DictConfig
 from jobs.common import embodiment, hydra_main, log, progress, run_verb
 
 
-def _frames(store: Any, keep: np.ndarray, images: bool = False) -> tuple[Any, ...]:
-    """``(obs, action, texts)`` of the kept episodes; with ``images``, their camera frames too (4th)."""
-    obs, action, texts, frames = [], [], [], []
+class Frames(NamedTuple):
+    """The kept episodes' frames end to end: ``obs[N,O]``, ``action[N,A]``, one instruction per frame, the
+    camera frames (an image policy's; else None) and each episode's length (a chunking policy's windows)."""
+
+    obs: np.ndarray
+    action: np.ndarray
+    texts: list[str]
+    images: np.ndarray | None
+    lengths: np.ndarray
+
+
+def _frames(store: Any, keep: np.ndarray, images: bool = False) -> Frames:
+    """The kept episodes' ``Frames``; with ``images``, their camera frames too."""
+    obs, action, texts, frames, lengths = [], [], [], [], []
     for index, episode in enumerate(store.iter_episodes(images=images)):
         if keep[index]:
             obs.append(episode.obs)
             action.append(episode.action)
             texts += [episode.meta["instruction"]] * len(episode)
+            lengths.append(len(episode))
             if images:
                 frames.append(episode.images)
-    out = (np.concatenate(obs), np.concatenate(action), texts)
-    return (*out, np.concatenate(frames)) if images else out
+    return Frames(np.concatenate(obs), np.concatenate(action), texts, np.concatenate(frames) if images else None,
+                  np.asarray(lengths, dtype=np.int64))
 
 
 def image_policy(cfg: DictConfig) -> bool:
@@ -135,7 +147,7 @@ def load_dreams(cfg: DictConfig, store: Any = None) -> tuple[Any, dict[str, Any]
     if image_policy(cfg):
         check_cameras(store, TrajectoryStore.open(p.store).cameras, "policy.dream_store")
     frames = _frames(store, keep, images=image_policy(cfg))
-    selection["frames"] = len(frames[0])
+    selection["frames"] = len(frames.obs)
     return frames, selection
 
 
@@ -179,21 +191,24 @@ def train(cfg: DictConfig, on_epoch: Callable[[int, float], None] | None = None,
                       epochs=p.epochs, batch_size=p.batch_size, action_noise_std=p.action_noise_std)
     stores = stores or {}
     store, real, n_episodes = load_demos(cfg, stores.get("real"))
-    obs, action, texts = real[:3]
+    obs, action, texts = real.obs, real.action, real.texts
     dream_frames, selection = load_dreams(cfg, stores.get("dream"))
     encoder = default_encoder()
-    dream = None
+    dream, dream_lengths = None, None
     if dream_frames is not None:
-        dream = (dream_frames[0], dream_frames[1], encoder.encode(dream_frames[2]), *dream_frames[3:])
+        dream = (dream_frames.obs, dream_frames.action, encoder.encode(dream_frames.texts),
+                 *([] if dream_frames.images is None else [dream_frames.images]))
+        dream_lengths = dream_frames.lengths
     if p.control:  # the capped share of every batch is filled with real frames drawn again (EVALUATION.md §2)
-        dream = (obs, action, encoder.encode(texts), *real[3:])
+        dream = (obs, action, encoder.encode(texts), *([] if real.images is None else [real.images]))
+        dream_lengths = real.lengths
     info = {"embodiment": embodiment(cfg).name, "store_digest": store.digest(), "episodes": n_episodes,
             "frames": len(obs), "train_kinds": list(p.train_kinds), "seed": seed, "dream_selection": selection}
     family = get(p.family, trained=True)
     assert family.fit is not None
-    policy = family.fit(TrainingData(obs, action, encoder.encode(texts), real[3] if len(real) > 3 else None, dream,
+    policy = family.fit(TrainingData(obs, action, encoder.encode(texts), real.images, dream,
                                      float(p.max_dream_fraction), config, seed, info, on_epoch, cfg, embodiment(cfg),
-                                     store.cameras))
+                                     store.cameras, real.lengths, dream_lengths))
     achieved = policy.info["achieved_dream_fraction"]
     if selection is not None:
         selection["achieved_fraction"] = achieved
@@ -213,15 +228,18 @@ def run(cfg: DictConfig) -> dict:
     inputs = {"real": TrajectoryStore.open(cfg.policy.store)}
     if cfg.policy.dream_store is not None:
         inputs["dream"] = TrajectoryStore.open(cfg.policy.dream_store)
+    from policies.families import get
+
+    epochs = get(cfg.policy.family).epochs(cfg)
     with run_verb(cfg, "train-policy", inputs=inputs) as (run_dir, tracker):
-        bar = progress(range(cfg.policy.epochs), cfg, desc="train-policy", unit="epoch")
+        bar = progress(range(epochs), cfg, desc="train-policy", unit="epoch")
         losses: list[float] = []
 
         def on_epoch(epoch: int, loss: float) -> None:
             losses.append(loss)
             bar.update(1)
-            bar.set_postfix(mse=f"{loss:.4f}")
-            if epoch % max(1, cfg.policy.epochs // 50) == 0 or epoch == cfg.policy.epochs - 1:
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if epoch % max(1, epochs // 50) == 0 or epoch == epochs - 1:
                 tracker.log_metrics({"policy/train_mse": loss}, step=epoch)
 
         policy, metrics = train(cfg, on_epoch, inputs)

@@ -92,20 +92,20 @@ class BCPolicy:
         return policy
 
 
-def fit_on_mix(predict: Callable[[torch.Tensor], torch.Tensor], parameters: Any, target: torch.Tensor, n_real: int,
+def fit_on_mix(loss_of: Callable[[torch.Tensor], torch.Tensor], parameters: Any, n_real: int, n_dream: int,
                config: BCConfig, *, seed: int, max_dream_fraction: float = 0.0,
                on_epoch: Callable[[int, float], None] | None = None) -> float:
-    """Regress ``predict(index) -> target[index]`` by MSE on capped real + dream batches; returns the achieved
-    dream fraction.
+    """Minimise ``loss_of(index)`` (the mean loss of frames ``index``) on capped real + dream batches; returns
+    the achieved dream fraction.
 
-    Rows ``[0, n_real)`` of ``target`` are real, the rest dreams. ``CappedMixSampler`` builds every batch
+    Frames ``[0, n_real)`` are real, the next ``n_dream`` dreams. ``CappedMixSampler`` builds every batch
     (at most ``floor(max_dream_fraction x batch_size)`` dream rows). The budget is fixed in gradient steps,
     ``epochs x ceil(n_real / batch_size)``, whatever the cap, so arms of a ratio sweep differ in what they
     train on, not in how long; ``on_epoch(epoch, mean loss)`` is called every ``ceil(n_real / batch_size)`` steps.
     """
     from dreamgen.mix import CappedMixSampler
 
-    sampler = CappedMixSampler(n_real, len(target) - n_real, config.batch_size, max_dream_fraction, seed=seed)
+    sampler = CappedMixSampler(n_real, n_dream, config.batch_size, max_dream_fraction, seed=seed)
     optimiser = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, int(np.ceil(n_real / config.batch_size)))
     total_steps = config.epochs * steps_per_epoch
@@ -114,7 +114,7 @@ def fit_on_mix(predict: Callable[[torch.Tensor], torch.Tensor], parameters: Any,
     while step < total_steps:
         for real, dreamed in sampler.epoch():
             index = torch.as_tensor(np.concatenate([real, dreamed + n_real]))
-            loss = nn.functional.mse_loss(predict(index), target[index])
+            loss = loss_of(index)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -150,8 +150,9 @@ def fit_bc(obs: np.ndarray, action: np.ndarray, cond: np.ndarray, config: BCConf
     x = torch.cat([policy._inputs(o, c) for o, _, c in pools])
     y = torch.as_tensor(np.concatenate([a for _, a, _ in pools]), dtype=torch.float32)
     policy.model.train()
-    achieved = fit_on_mix(lambda index: policy.model(x[index]), policy.model.parameters(), y, len(obs), config,
-                          seed=seed, max_dream_fraction=max_dream_fraction, on_epoch=on_epoch)
+    achieved = fit_on_mix(lambda index: nn.functional.mse_loss(policy.model(x[index]), y[index]),
+                          policy.model.parameters(), len(obs), len(y) - len(obs), config, seed=seed,
+                          max_dream_fraction=max_dream_fraction, on_epoch=on_epoch)
     policy.model.eval()
     policy.info["achieved_dream_fraction"] = achieved
     return policy
@@ -267,8 +268,9 @@ def fit_image_bc(obs: np.ndarray, images: np.ndarray, action: np.ndarray, cond: 
     y = torch.as_tensor(np.concatenate([a for _, _, a, _ in pools]), dtype=torch.float32)
     policy.model.train()
     pad = max(1, cameras.height // 16)
-    achieved = fit_on_mix(lambda index: policy.model(random_shift(frames[index], pad, generator), low[index]),
-                          policy.model.parameters(), y, len(obs), config, seed=seed,
+    achieved = fit_on_mix(lambda index: nn.functional.mse_loss(
+                              policy.model(random_shift(frames[index], pad, generator), low[index]), y[index]),
+                          policy.model.parameters(), len(obs), len(y) - len(obs), config, seed=seed,
                           max_dream_fraction=max_dream_fraction, on_epoch=on_epoch)
     policy.model.eval()
     policy.info["achieved_dream_fraction"] = achieved

@@ -7,6 +7,7 @@ checkpoint loads (``load``), and what it needs (camera frames; a world model to 
     bc        language-conditioned MLP behaviour cloning on the state (``policies.bc``)
     bc-image  the same from the camera: frames + proprioception (an image store)
     sb3       an SB3 PPO actor cloned on the same mix, then fine-tuned by PPO in the dream (``policies.sb3_dream``)
+    diffusion lerobot's Diffusion Policy, state-only, with action chunking (``policies.diffusion``)
     mpc       MPPI with the world model at every step: trains nothing, evaluated only (``policies.mpc``)
 
 A new family is a module calling ``register(PolicyFamily(...))``, imported before use or installed with an
@@ -33,8 +34,8 @@ class TrainingData:
     """What a family learns from: the real frames ``obs[N,O]``, ``action[N,A]``, ``cond[N,C]`` (instruction
     embeddings) and, for a family that sees the cameras, ``images[N,C,H,W,3]``; the capped share's frames
     (``dream``: ``(obs, action, cond[, images])`` or None) at ``max_dream_fraction``; the BC settings
-    (``config``), seed, ``info`` to record, the epoch callback, and the run (``cfg``: its full config;
-    ``robot``: the embodiment; ``cameras``: the real store's)."""
+    (``config``), seed, ``info`` to record, the epoch callback, the run (``cfg``: its full config;
+    ``robot``: the embodiment; ``cameras``: the real store's), and the episodes' lengths of both pools."""
 
     obs: np.ndarray
     action: np.ndarray
@@ -49,6 +50,8 @@ class TrainingData:
     cfg: Any
     robot: Any
     cameras: Any
+    lengths: np.ndarray | None = None  # the real frames' episode lengths, in order (a chunking family's windows)
+    dream_lengths: np.ndarray | None = None  # the same of the capped share's frames
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +66,9 @@ class PolicyFamily:
     check: Callable[[Any], None] = lambda cfg: None
     images: bool = False  # learns from camera frames (its stores must be image stores)
     plans: bool = False  # acts by planning with a world model (evaluate builds it from policy.mpc)
+    episodic: bool = False  # keeps per-episode state (action chunks): acts only in episodes begun by reset(rows)
     untrained: str = ""
+    epochs: Callable[[Any], int] = lambda cfg: int(cfg.policy.epochs)  # passes its training makes (progress)
 
 
 FAMILIES: Registry[PolicyFamily] = Registry("policy family", ENTRY_POINTS)
@@ -141,6 +146,34 @@ def _check_sb3(cfg: Any) -> None:
         raise ConfigError(f"policy.sb3.steps={s.steps} must be >= 0 and policy.sb3.envs={s.envs} >= 1")
 
 
+def _diffusion_settings(cfg: Any) -> Any:
+    from policies.diffusion import DiffusionSettings
+
+    settings = DiffusionSettings.from_config(cfg.policy.get("diffusion"))
+    settings.check()
+    return settings
+
+
+def _check_diffusion(cfg: Any) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("lerobot.policies.diffusion") is None:
+        raise ConfigError("policy.family=diffusion needs lerobot's Diffusion Policy (lerobot.policies.diffusion), "
+                          "which the installed lerobot does not provide; install lerobot==0.4.4 (`make install`)")
+    _diffusion_settings(cfg)
+
+
+def _fit_diffusion(data: TrainingData) -> Any:
+    from policies.diffusion import fit_diffusion
+
+    assert data.lengths is not None
+    dream = None if data.dream is None else data.dream[:3]
+    return fit_diffusion(data.obs, data.action, data.cond, data.lengths, _diffusion_settings(data.cfg),
+                         robot=data.robot, batch_size=data.config.batch_size, weight_decay=data.config.weight_decay,
+                         seed=data.seed, info={**data.info, "family": "diffusion"}, on_epoch=data.on_epoch,
+                         dream=dream, dream_lengths=data.dream_lengths, max_dream_fraction=data.max_dream_fraction)
+
+
 def _load(module: str, cls: str) -> Callable[[Path], Any]:
     def load(path: Path) -> Any:
         import importlib
@@ -155,6 +188,9 @@ register(PolicyFamily("bc-image", "the same from the camera: an image store", _f
                       _load("policies.bc", "ImageBCPolicy"), images=True))
 register(PolicyFamily("sb3", "an SB3 PPO actor cloned on the same mix, then fine-tuned by PPO in the dream", _fit_sb3,
                       _load("policies.sb3_dream", "SB3DreamPolicy"), check=_check_sb3))
+register(PolicyFamily("diffusion", "lerobot's Diffusion Policy, state-only, with action chunking", _fit_diffusion,
+                      _load("policies.diffusion", "DiffusionPolicy"), check=_check_diffusion, episodic=True,
+                      epochs=lambda cfg: _diffusion_settings(cfg).epochs))
 register(PolicyFamily("mpc", "evaluate only", None, None, plans=True,
                       untrained="it plans with the world model at every step; run `dreamgen evaluate "
                                 "policy.family=mpc` (the prior is policy.mpc.prior, trained with family=bc)"))

@@ -119,8 +119,10 @@ def clone_and_finetune(obs: np.ndarray, action: np.ndarray, cond: np.ndarray, co
     actor = [p for name, p in policy.named_parameters() if "value_net" not in name and name != "log_std"]
     policy.set_training_mode(True)
     achieved = fit_on_mix(
-        lambda index: policy.get_distribution({"state": state[index], "instruction": instruction[index]}).distribution.mean,
-        actor, target, len(obs), config, seed=seed, max_dream_fraction=max_dream_fraction, on_epoch=on_epoch)
+        lambda index: torch.nn.functional.mse_loss(policy.get_distribution(
+            {"state": state[index], "instruction": instruction[index]}).distribution.mean, target[index]),
+        actor, len(obs), len(target) - len(obs), config, seed=seed, max_dream_fraction=max_dream_fraction,
+        on_epoch=on_epoch)
     if steps > 0:
         ppo.learn(total_timesteps=steps)
     return _wrap(ppo, model, {**(info or {}), "achieved_dream_fraction": achieved, "finetune_steps": steps,

@@ -97,6 +97,19 @@ def test_a_robot_without_a_simulator_imports_trains_dreams_filters_and_exports(t
     assert back.meta.fps == 10 and back.meta.robot_type == "arm7"
     assert tuple(back.meta.features["observation.state"]["shape"]) == (7,)
 
+    # real demos + accepted dreams as one dataset, the state split for Diffusion Policy, each frame's source named
+    both = tmp_path / "real-and-dreams"
+    assert in_process("export", [*common, f"export.root={both}", f"export.dream_store={run_dir / 'dream.zarr'}",
+                                 "export.state_part=puck", "export.repo_id=lab/arm7-mix"])[0] == 0
+    mixed = LeRobotDataset("lab/arm7-mix", root=both)
+    assert mixed.meta.total_episodes == len(real) + accepted
+    assert tuple(mixed.meta.features["observation.environment_state"]["shape"]) == (5,)
+    sources = mixed.hf_dataset.with_format(None)["source"]
+    assert sources.count("dream") == frames and sources[0] == "real"
+    code, err = in_process("export", [*common, f"export.root={tmp_path / 'none'}", "export.state_part=wrist"], capsys)
+    assert code == 2 and "export.state_part='wrist' is not a part of embodiment arm7; its parts: puck" in err
+    assert not (tmp_path / "none").exists()
+
     # what needs a simulator says so, and writes nothing
     before = sorted(p.name for p in run_dir.iterdir())
     code, err = in_process("audit", common, capsys)

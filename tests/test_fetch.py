@@ -59,6 +59,7 @@ def test_the_scripted_experts_solve_their_tasks_and_replay_reproduces_them(task,
     assert sum(solved) >= at_least, solved
 
 
+@pytest.mark.slow  # a learning run of about a minute (make test-slow); the default suite keeps its 15-minute budget
 def test_the_smoke_main_job_runs_on_fetch_end_to_end(tmp_path, capsys):
     run_dir = tmp_path / "run"
     common = ["experiment=fetch-smoke", f"run_dir={run_dir}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",

@@ -216,6 +216,7 @@ def test_a_worker_killed_mid_chunk_is_replaced_and_every_episode_lands_exactly_o
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # a learning run of about a minute (make test-slow); the default suite keeps its 15-minute budget
 def test_a_killed_generate_job_resumes_to_the_same_store_as_an_uninterrupted_run(smoke_run, tmp_path):
     args = [*smoke_run["common"], "generate.workers=1", "generate.episodes=6", "generate.episodes_per_chunk=2"]
     killed_store, clean_store = tmp_path / "killed.zarr", tmp_path / "clean.zarr"

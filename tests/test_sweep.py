@@ -335,6 +335,7 @@ def test_a_real_only_sweep_needs_no_dream_store(smoke_run, tmp_path, capsys):
     assert report["per_cap"]["0"]["episodes"] == 2  # 1 episode x 2 tasks
 
 
+@pytest.mark.slow  # a learning run of about a minute (make test-slow); the default suite keeps its 15-minute budget
 def test_second_policy_family_sb3_clones_the_mix_then_finetunes_in_the_dream(smoke_run, tmp_path):
     """policy.family=sb3 on a filtered smoke dream store: an SB3 PPO actor, its checkpoint loadable and acting."""
     from policies import load_policy

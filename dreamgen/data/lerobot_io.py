@@ -2,7 +2,11 @@
 
 Export features: ``observation.state`` [O], ``action`` [A], ``next.reward``, ``next.done`` (true
 termination only: Meta-World episodes end by truncation), ``next.success``; the episode's instruction is
-the LeRobot ``task``. An image store adds ``observation.images.<camera>`` per camera (LeRobot ``image``
+the LeRobot ``task``; ``source`` (real | dream) and ``provenance`` (JSON: episode id, kind, sampler, world
+model, generation job, verdict, quality) are string features constant over an episode, so a dataset mixing
+real demos and dreams says which is which frame by frame. With ``split=(state dims, environment dims)``
+``observation.state`` holds only the robot's own dims and ``observation.environment_state`` the rest
+(lerobot's state-only Diffusion Policy and ACT take the two apart). An image store adds ``observation.images.<camera>`` per camera (LeRobot ``image``
 features, PNG in the parquet: lossless); an import reads those back (``image`` features only: a video
 feature would need a decoder). Both directions are all-or-nothing:
 an export is written to a sibling ``.partial`` folder and renamed into place; an import reads and checks
@@ -30,11 +34,18 @@ FPS = 80  # the default control rate (Meta-World's: frame_skip 5 x 2.5 ms); an e
 IMAGES = "observation.images."
 
 
-def _features(obs_dim: int, action_dim: int, cameras: Any = None) -> dict:
+PROVENANCE = ("episode_id", "kind", "sampler", "world_model_id", "job_id", "verdict", "quality")
+
+
+def _features(obs_dim: int, action_dim: int, cameras: Any = None, split: Any = None) -> dict:
     images = {f"{IMAGES}{name}": {"dtype": "image", "shape": (cameras.height, cameras.width, 3),
                                   "names": ["height", "width", "channels"]} for name in cameras.names} if cameras else {}
-    return {**images,
-        "observation.state": {"dtype": "float32", "shape": (obs_dim,), "names": None},
+    state = {"observation.state": {"dtype": "float32", "shape": (obs_dim,), "names": None}} if split is None else {
+        "observation.state": {"dtype": "float32", "shape": (len(split[0]),), "names": None},
+        "observation.environment_state": {"dtype": "float32", "shape": (len(split[1]),), "names": None}}
+    return {**images, **state,
+        "source": {"dtype": "string", "shape": (1,), "names": None},
+        "provenance": {"dtype": "string", "shape": (1,), "names": None},
         "action": {"dtype": "float32", "shape": (action_dim,), "names": None},
         "next.reward": {"dtype": "float32", "shape": (1,), "names": None},
         "next.done": {"dtype": "bool", "shape": (1,), "names": None},
@@ -42,10 +53,24 @@ def _features(obs_dim: int, action_dim: int, cameras: Any = None) -> dict:
     }
 
 
+def provenance(meta: dict[str, Any]) -> str:
+    """An episode's provenance as one JSON string (``PROVENANCE`` fields it has; NaN quality as null)."""
+    import json
+    import math
+
+    out = {k: meta[k] for k in PROVENANCE if k in meta}
+    if isinstance(out.get("quality"), float) and math.isnan(out["quality"]):
+        out["quality"] = None
+    return json.dumps({k: (v.item() if hasattr(v, "item") else v) for k, v in out.items()}, sort_keys=True)
+
+
 def export_lerobot(episodes: Iterable[Episode], root: str | Path, *, repo_id: str, obs_dim: int,
-                   action_dim: int, fps: int = FPS, robot_type: str = "sawyer", cameras: Any = None) -> int:
+                   action_dim: int, fps: int = FPS, robot_type: str = "sawyer", cameras: Any = None,
+                   split: tuple[list[int], list[int]] | None = None) -> int:
     """Write ``episodes`` as a LeRobotDataset v3 at ``root`` (must not exist); return the count. With
-    ``cameras`` (an image store's), every frame's images go in as ``observation.images.<camera>``."""
+    ``cameras`` (an image store's), every frame's images go in as ``observation.images.<camera>``; with
+    ``split``, the state is written as ``observation.state`` (its first dims) and
+    ``observation.environment_state`` (its second)."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     root = Path(root)
@@ -55,13 +80,18 @@ def export_lerobot(episodes: Iterable[Episode], root: str | Path, *, repo_id: st
     shutil.rmtree(partial, ignore_errors=True)
     count = 0
     try:
-        dataset = LeRobotDataset.create(repo_id, fps=fps, features=_features(obs_dim, action_dim, cameras),
+        dataset = LeRobotDataset.create(repo_id, fps=fps, features=_features(obs_dim, action_dim, cameras, split),
                                         root=partial, robot_type=robot_type, use_videos=False)
         for episode in episodes:
             instruction = str(episode.meta.get("instruction") or episode.meta.get("task") or "")
+            source, record = str(episode.meta.get("source", "real")), provenance(episode.meta)
+            obs = episode.obs.astype(np.float32)
+            state = {"observation.state": obs} if split is None else {
+                "observation.state": obs[:, split[0]], "observation.environment_state": obs[:, split[1]]}
             for t in range(len(episode)):
                 dataset.add_frame({
-                    "observation.state": episode.obs[t].astype(np.float32),
+                    **{key: value[t] for key, value in state.items()},
+                    "source": source, "provenance": record,
                     "action": episode.action[t].astype(np.float32),
                     "next.reward": np.array([episode.reward[t]], dtype=np.float32),
                     "next.done": np.array([episode.done[t]]),
