@@ -66,7 +66,8 @@ def main() -> None:
         policy.reset(args.rows)
         # one call in n_action_steps denoises a chunk: time a whole chunk's worth of calls, per call
         n = settings.n_action_steps
-        act_s = timed(lambda policy=policy: [policy.act(obs[:args.rows], cond[:args.rows]) for _ in range(n)], 3) / n
+        act_s = timed(lambda policy=policy, n=n: [policy.act(obs[:args.rows], cond[:args.rows]) for _ in range(n)],
+                      3) / n
         rows.append((f"diffusion {list(dims)}", policy.parameter_count(), fit_s, act_s))
     base_fit, base_act = rows[0][2], rows[0][3]
     print(f"{'policy':24} {'parameters':>11} {'s/step':>8} {'x bc':>6} {'s/act':>8} {'x bc':>6}   "
