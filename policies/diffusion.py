@@ -48,7 +48,7 @@ class DiffusionSettings:
     n_obs_steps: int = 2
     horizon: int = 16
     n_action_steps: int = 8
-    down_dims: tuple[int, ...] = (64, 128, 256)
+    down_dims: tuple[int, ...] = (32, 64, 128)
     kernel_size: int = 5
     n_groups: int = 8
     step_embed_dim: int = 64
