@@ -289,6 +289,16 @@ def test_a_contact_gate_keeps_a_resting_object_still_and_moves_a_pushed_one(tmp_
         assert (contact[:32] < 0.5).all() and (contact[32:] >= 0.5).all(), contact
         assert (moved[:32] == 0).all()  # exactly still
         assert np.abs(moved[32:] - 0.04).max() < 0.01, moved[32:]
+    # disagreement counts the gated dim as each member predicts it: on a resting row every member says "no
+    # contact", so the object's untrained raw Δ has no say — exactly the disagreement with that dim left out
+    assert loaded.gated_disagreement and json.loads((tmp_path / "wm" / "world_model.json").read_text())[
+        "disagreement"] == "gated"
+    raw = load_world_model(tmp_path / "wm")
+    raw.gated_disagreement, raw._moves = False, raw._moves * torch.tensor([1.0, 1.0, 0.0])
+    cond = loaded.condition(torch.as_tensor(TABLE.embeddings[np.arange(64) % 2]))
+    gated_d = loaded.predict(torch.as_tensor(obs), torch.zeros(64, 2), cond, propagation="mean").disagreement
+    without = raw.predict(torch.as_tensor(obs), torch.zeros(64, 2), cond, propagation="mean").disagreement
+    torch.testing.assert_close(gated_d[:32], without[:32], rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="gate"):
         EnsembleConfig(gate=(3, 2))
 

@@ -172,7 +172,7 @@ class EnsembleWorldModel(StepsRows):
                  target_norm: Normaliser,
                  members: int | None = None, disagreement_bound: float = float("inf"),
                  info: dict[str, Any] | None = None, device: str = "cpu",
-                 bounds: tuple[torch.Tensor, torch.Tensor] | None = None):
+                 bounds: tuple[torch.Tensor, torch.Tensor] | None = None, gated_disagreement: bool = True):
         self.config = config
         self.layout = layout
         self.action_dim = action_dim
@@ -180,6 +180,11 @@ class EnsembleWorldModel(StepsRows):
         self.cond_dim = int(instructions.embeddings.shape[1])
         self.members = members if members is not None else config.members
         self.disagreement_bound = float(disagreement_bound)
+        # with a gate, each member's gated dims count in disagreement as that member predicts them (its Δ where
+        # its contact head says they move, no change where it does not): their Δ is trained only on steps where
+        # they move, so on other steps the members' raw Δ is untrained noise that the prediction never uses.
+        # False: every member's raw Δ (checkpoints written before 2026-12-06, whose bound was calibrated so)
+        self.gated_disagreement = bool(gated_disagreement) and config.gate is not None
         self.info = dict(info or {})
         self.device = torch.device(device)
         self.context_dim = config.action_history * action_dim  # previous actions, newest first
@@ -248,7 +253,8 @@ class EnsembleWorldModel(StepsRows):
         out = self.net(x, cond_bias, self._out_cols)
         mean = out[..., :n_dyn + 1]  # normalised Δ dynamic dims and reward, per member
         centre = mean.mean(0)
-        disagreement = torch.linalg.vector_norm((mean[..., :n_dyn] - centre[:, :n_dyn]) * self._moves, dim=-1).amax(0)
+        every = torch.sigmoid(out[..., n_dyn + 1:])  # [K, B, 2 or 3] per member
+        disagreement = self._disagreement(mean[..., :n_dyn], every)
         if propagation == "mean" or self.members == 1:
             chosen = centre
         else:
@@ -258,9 +264,19 @@ class EnsembleWorldModel(StepsRows):
                 raise ValueError('propagation="fixed" needs members[B]')
             chosen = mean[members, torch.arange(batch, device=self.device)]
         target = torch.addcmul(self.target_norm.mean, chosen, self.target_norm.std)
-        every = torch.sigmoid(out[..., n_dyn + 1:])  # [K, B, 2 or 3] per member
         probs = every.mean(0)  # success, done (contact), averaged over members
         return self._prediction(obs, target, probs, disagreement, every[..., 0].amin(0))
+
+    def _disagreement(self, delta: torch.Tensor, every: torch.Tensor) -> torch.Tensor:
+        """``[B]``: the largest distance of a member's normalised Δ ``delta[K, B, D]`` from the members' mean,
+        over the dims that move; with a gate, each member's gated dims as it would predict them (``every``: its
+        success, done and contact probabilities ``[K, B, 3]``)."""
+        if self.gated_disagreement:
+            gate = slice(*self.config.gate)  # type: ignore[misc]
+            at_rest = -self.target_norm.mean[gate] / self.target_norm.std[gate]  # Δ = 0, normalised
+            delta = delta.clone()
+            delta[..., gate] = torch.where(every[..., 2:3] >= 0.5, delta[..., gate], at_rest)
+        return torch.linalg.vector_norm((delta - delta.mean(0)) * self._moves, dim=-1).amax(0)
 
     def _prediction(self, obs: torch.Tensor, target: torch.Tensor, probs: torch.Tensor,
                     disagreement: torch.Tensor, success_lower: torch.Tensor) -> Prediction:

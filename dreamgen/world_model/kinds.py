@@ -107,9 +107,15 @@ def _ensemble_tensors(model: Any) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().float().contiguous() for k, v in tensors.items()}
 
 
+GATED = "gated"  # meta["disagreement"]: the gated dims count as each member predicts them (absent: raw Δ)
+
+
 def _ensemble_meta(model: Any) -> dict[str, Any]:
-    return {"config": model.config.__dict__, "layout": model.layout.to_json(), "action_dim": model.action_dim,
+    meta = {"config": model.config.__dict__, "layout": model.layout.to_json(), "action_dim": model.action_dim,
             "members": model.members, "disagreement_bound": model.disagreement_bound}
+    if model.gated_disagreement:  # written only where it matters: an older checkpoint saved again keeps its id
+        meta["disagreement"] = GATED
+    return meta
 
 
 def _save_ensemble(model: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -128,6 +134,7 @@ def _load_ensemble(request: LoadRequest) -> Any:
         members=int(meta["members"]), disagreement_bound=float(meta["disagreement_bound"]), info=request.info,
         device=request.device,
         bounds=(tensors.pop("bounds.low"), tensors.pop("bounds.high")) if "bounds.low" in tensors else None,
+        gated_disagreement=meta.get("disagreement") == GATED,
     )
     try:
         model.net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items()})
