@@ -56,6 +56,9 @@ def run(cfg: DictConfig) -> dict:
                               f"{' with' if store.cameras else ' without'}; one dataset needs one feature set")
         if store.cameras is not None:
             store.cameras.check_same(dreams.cameras, f"export.dream_store={x.dream_store}", "export.store")
+        from jobs.filter import check_verdicts
+
+        check_verdicts(list(x.dream_verdicts), "export.dream_verdicts")
         dream_keep, _ = dream_selection(dreams, list(x.dream_verdicts))
         if not dream_keep.any():
             raise ConfigError(f"export.dream_store={x.dream_store} has no dream with a verdict in "

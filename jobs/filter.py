@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from jobs.common import embodiment, hydra_main, log, progress, run_verb
 
+VERDICTS = ("accept", "reject")  # the verdict column's values (why: the reason column)
 VERDICT_FIELDS = ("quality", "reason", "verdict")  # the columns the filter writes; its record fingerprints them
 
 
@@ -55,6 +56,18 @@ def check_auto_threshold(cfg: DictConfig, requests) -> None:
                               f"the threshold on, one held out); {task} gets {audited} (audit.per_task="
                               f"{cfg.audit.per_task}, {count} dream{'' if count == 1 else 's'} of it); raise audit.per_task and "
                               "generate.episodes to 2 or more, or give filter.quality_threshold=<probability>")
+
+
+def check_verdicts(verdicts: list[str], field: str) -> None:
+    """Refuse a list of verdicts that names something the filter never writes (a reason, a typo)."""
+    from dreamgen.errors import ConfigError
+
+    if not verdicts:
+        raise ConfigError(f"{field} is empty; accepted: a list of filter verdicts, e.g. [accept]")
+    for verdict in verdicts:
+        if verdict not in VERDICTS:
+            raise ConfigError(f"{field}: {verdict!r} is not a filter verdict; accepted: {', '.join(VERDICTS)} "
+                              "(why a dream was rejected, e.g. low-quality, is its reason, not its verdict)")
 
 
 def judge(cfg: DictConfig, store, on_episode=None) -> dict:
@@ -142,7 +155,7 @@ def run(cfg: DictConfig) -> dict:
         digest = store.digest()
         store.update_meta("quality", judged["score"])
         store.update_meta("reason", reason)
-        store.update_meta("verdict", np.where(accepted, "accept", "reject"))
+        store.update_meta("verdict", np.where(accepted, *VERDICTS))
         counts = collections.Counter(reason.tolist())
         record = {"thresholds": {**dataclasses.asdict(judged["config"]), "quality_threshold": chosen["threshold"]},
                   "choice": chosen, "quality_model": str(cfg.filter.quality),

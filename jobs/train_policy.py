@@ -170,8 +170,9 @@ def check_config(cfg: DictConfig) -> None:
     if p.control and p.dream_store is not None:
         raise ConfigError("policy.control=true fills the capped share with real frames; it takes no "
                           "policy.dream_store (set it to null)")
-    if not list(p.dream_verdicts):
-        raise ConfigError("policy.dream_verdicts is empty; accepted: a list of filter verdicts, e.g. [accept]")
+    from jobs.filter import check_verdicts
+
+    check_verdicts(list(p.dream_verdicts), "policy.dream_verdicts")
 
 
 def train(cfg: DictConfig, on_epoch: Callable[[int, float], None] | None = None,

@@ -129,6 +129,7 @@ CASES = [
     ("generate", ["generate.sampler.kind=magic"], "generate.sampler.kind='magic'"),
     ("train-policy", ["policy.max_dream_fraction=1.5"], "policy.max_dream_fraction=1.5"),
     ("train-policy", ["policy.family=mpc"], "policy.family=mpc"),
+    ("train-policy", ["policy.dream_verdicts=[accept,low-quality]"], "'low-quality' is not a filter verdict"),
     ("filter", ["filter.target_precision=0"], "filter.target_precision=0"),
     ("sweep", ["sweep.caps=[0.5]"], "sweep.caps"),
     ("sweep", ["sweep.family=cnn"], "sweep.family='cnn'; accepted: bc (MLP behaviour cloning), bc-image"),

@@ -192,9 +192,14 @@ def test_pipeline_main_job_end_to_end(pipeline_run):
     assert "3 arms (3 already finished)" in again.stdout + again.stderr
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
-    # a selection that holds no dream: nothing to mix, said before any arm trains
-    nothing = dreamgen("sweep", *common, "policy.dream_verdicts=[unsure]", cwd=work, check=False)
+    # a selection that holds no dream: nothing to mix, said before any arm trains (the smoke filter accepts
+    # every dream, so selecting the rejected ones selects none); a verdict the filter never writes is refused
+    verdicts = set(TrajectoryStore.open(run_dir / "dream.zarr").meta(["verdict"])["verdict"])
+    assert verdicts == {"accept"}, verdicts
+    nothing = dreamgen("sweep", *common, "policy.dream_verdicts=[reject]", cwd=work, check=False)
     assert nothing.returncode == 2 and "the filter accepted no dream" in nothing.stderr, nothing.stderr[-2000:]
+    typo = dreamgen("sweep", *common, "policy.dream_verdicts=[unsure]", cwd=work, check=False)
+    assert typo.returncode == 2 and "'unsure' is not a filter verdict" in typo.stderr, typo.stderr[-2000:]
 
     # an arm trained under other settings is never passed off as this one
     other = dreamgen("sweep", *common, "policy.epochs=3", cwd=work, check=False)
