@@ -41,6 +41,9 @@ ACTIVATIONS: dict[str, tuple[Activation, Activation]] = {
 }
 
 
+CONTACT_AT = 0.5  # the contact probability at which the gated dims move (the prediction's and disagreement's)
+
+
 @dataclasses.dataclass(frozen=True)
 class EnsembleConfig:
     """Architecture and training settings (defaults live in ``configs/config.yaml``)."""
@@ -275,7 +278,7 @@ class EnsembleWorldModel(StepsRows):
             gate = slice(*self.config.gate)  # type: ignore[misc]
             at_rest = -self.target_norm.mean[gate] / self.target_norm.std[gate]  # Δ = 0, normalised
             delta = delta.clone()
-            delta[..., gate] = torch.where(every[..., 2:3] >= 0.5, delta[..., gate], at_rest)
+            delta[..., gate] = torch.where(every[..., 2:3] >= CONTACT_AT, delta[..., gate], at_rest)
         return torch.linalg.vector_norm((delta - delta.mean(0)) * self._moves, dim=-1).amax(0)
 
     def _prediction(self, obs: torch.Tensor, target: torch.Tensor, probs: torch.Tensor,
@@ -290,7 +293,7 @@ class EnsembleWorldModel(StepsRows):
             heads["contact"] = probs[:, 2]
             gate = slice(*self.config.gate)
             target = target.clone()
-            target[:, gate] = torch.where(probs[:, 2:3] >= 0.5, target[:, gate], torch.zeros_like(target[:, gate]))
+            target[:, gate] = torch.where(probs[:, 2:3] >= CONTACT_AT, target[:, gate], torch.zeros_like(target[:, gate]))
         next_obs = self.layout.compose(obs, target[:, :n_dyn])
         if self.bounds is not None:  # into the training range, or no further out than the row already is
             dyn = slice(*self.layout.dynamic)
