@@ -21,6 +21,7 @@ UNIONS: dict[str, tuple[str, tuple[type, ...], tuple[Any, ...]]] = {
     "filter.quality_threshold": ("a probability in [0, 1] or auto", (int, float), ("auto",)),
     "policy.seed": ("an integer >= 0 or null (the run seed)", (int,), (None,)),
     "world_model.contact_gate": ("a part of the robot (e.g. object), auto or null (no gate)", (str,), (None,)),
+    "safety.events": ("all or a list of the robot's safety events (e.g. [table_strike]; [] for none)", (list,), ("all",)),
 }
 SKIP = ("hydra",)
 

@@ -2,7 +2,8 @@
 
 Shapes: ``T`` frames, ``O`` = observation dim (39 for Meta-World v3), ``A`` = action dim (4).
 An image store adds ``images`` (``[T, C, H, W, 3]`` uint8, one frame per camera, rendered with the
-observation). Frame ``t`` holds the observation seen *before* ``action[t]`` and the reward/success/done that
+observation); a store labelled with safety events adds ``unsafe`` (``[T, E]`` bool, its ``events`` in order,
+the state after each action: ``dreamgen/safety.py``). Frame ``t`` holds the observation seen *before* ``action[t]`` and the reward/success/done that
 followed it (LeRobot's ``next.*`` convention), so an episode of ``T`` frames has ``T`` actions.
 """
 
@@ -60,6 +61,7 @@ class Episode:
     done: np.ndarray  # [T] bool
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
     images: np.ndarray | None = None  # [T, C, H, W, 3] uint8: every camera's frame (image stores only)
+    unsafe: np.ndarray | None = None  # [T, E] bool: the store's safety events after each action (labelled stores)
 
     def __len__(self) -> int:
         return int(self.action.shape[0])

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from jobs.common import embodiment, hydra_main, log, progress, run_verb
+from jobs.common import embodiment, hydra_main, log, progress, run_verb, safety
 
 
 def plot_dreams(store, indices, path: Path, robot: Any) -> None:
@@ -93,6 +93,7 @@ def run(cfg: DictConfig, *, report: bool = True) -> dict:
     robot = embodiment(cfg)
     robot.require_simulator("audit", "judge its dreams by the learned filter alone, or audit them on the robot "
                                      "(their provenance names the start each one needs)")
+    labels_safety = safety(cfg, robot)  # safety.* refused before anything runs
     store = TrajectoryStore.open(a.store)
     robot.check_recorded(store.info.get("embodiment"), f"dream store {a.store}")
     meta = store.meta()
@@ -105,7 +106,8 @@ def run(cfg: DictConfig, *, report: bool = True) -> dict:
         labels = load_labels(labels_path)
         todo = [int(i) for i in picked if meta["episode_id"][i] not in labels]
         bar = progress(None, cfg, total=len(todo), desc="audit replay", unit="ep")
-        replayed = replay_dreams((store.episode(i, images=False) for i in todo), labels, robot, on_episode=lambda: bar.update(1))
+        replayed = replay_dreams((store.episode(i, images=False) for i in todo), labels, robot, on_episode=lambda: bar.update(1),
+                                 safety=labels_safety)
         bar.close()
         assign_folds(labels, a.test_fraction)  # the folds follow the configured fraction
         write_json(labels_path, labels)

@@ -8,7 +8,7 @@ import time
 from omegaconf import DictConfig
 
 from dreamgen.errors import StoreError
-from jobs.common import cameras, embodiment, hydra_main, log, progress, run_verb
+from jobs.common import cameras, embodiment, hydra_main, log, progress, run_verb, safety
 
 
 def collect_spec(cfg: DictConfig):
@@ -16,7 +16,7 @@ def collect_spec(cfg: DictConfig):
 
     c = cfg.collect
     robot = embodiment(cfg)
-    return CollectSpec(embodiment=robot, cameras=cameras(cfg, robot), tasks=tuple(cfg.tasks), n_expert=c.n_expert, n_play=c.n_play,
+    return CollectSpec(embodiment=robot, cameras=cameras(cfg, robot), safety=safety(cfg, robot), tasks=tuple(cfg.tasks), n_expert=c.n_expert, n_play=c.n_play,
                        expert_noise=c.expert_noise, play_noise=c.play_noise,
                        play_random_prob=c.play_random_prob, play_steps=c.play_steps,
                        post_success_steps=c.post_success_steps, max_steps=c.max_steps)
@@ -30,7 +30,7 @@ def run(cfg: DictConfig) -> dict:
     spec = collect_spec(cfg)  # validates before anything starts
     robot = spec.embodiment
     tasks = robot.check_tasks(cfg.tasks)
-    imported, imported_cameras, info = None, None, {"collected_by": "dreamgen collect", "seed": cfg.seed, "embodiment": robot.name}
+    imported, imported_cameras, imported_safety, info = None, None, None, {"collected_by": "dreamgen collect", "seed": cfg.seed, "embodiment": robot.name}
     if robot.spec() is not None:  # a robot described by its data: written down for every later verb
         info["embodiment_spec"] = robot.spec()
     if cfg.collect.import_root:
@@ -39,7 +39,7 @@ def run(cfg: DictConfig) -> dict:
 
         resolver = make_resolver(robot.tasks, min_similarity=cfg.language.min_similarity,
                                  ambiguity_margin=cfg.language.ambiguity_margin)
-        imported, info["success_labels"], imported_cameras = import_lerobot(cfg.collect.import_root, repo_id=cfg.collect.import_repo_id,
+        imported, info["success_labels"], imported_cameras, imported_safety = import_lerobot(cfg.collect.import_root, repo_id=cfg.collect.import_repo_id,
                                   obs_key=cfg.collect.import_obs_key, obs_dim=robot.obs_dim,
                                   action_dim=robot.action_dim, robot=robot.name, resolve_task=lambda t: resolver.resolve(t).task)
         if not imported:
@@ -59,8 +59,10 @@ def run(cfg: DictConfig) -> dict:
             if spec.cameras is not None and imported is not None:
                 raise StoreError(f"{cfg.collect.import_root}: camera.names={list(spec.cameras.names)} renders the "
                                  "simulator; an imported dataset brings its own frames — leave camera.names empty")
+            labels = (spec.safety.describe() if spec.safety is not None else None) if imported is None else imported_safety
             store = TrajectoryStore.create(partial, obs_dim=robot.obs_dim, action_dim=robot.action_dim, info=info,
-                                           cameras=spec.cameras if imported is None else imported_cameras)
+                                           cameras=spec.cameras if imported is None else imported_cameras,
+                                           safety=labels)
             episodes = imported if imported is not None else collect_real(spec, cfg.seed)
             total = len(imported) if imported is not None else spec.n_episodes
             batch = []
@@ -82,6 +84,12 @@ def run(cfg: DictConfig) -> dict:
         for kind in sorted(set(meta["kind"])):
             mask = meta["kind"] == kind
             metrics[f"collect/{kind}_success_rate"] = float(meta["success"][mask].mean())
+        if store.events:  # the share of frames raising each safety event, per task and kind of episode
+            from dreamgen.safety import unsafe_rates
+
+            for (task, kind), row in unsafe_rates(store).items():
+                for event, rate in row.items():
+                    metrics[f"collect/unsafe/{task}/{kind}/{event}"] = rate
         tracker.log_metrics(metrics)
         tracker.log_dataset(final, name="real", digest=store.digest(), context="collected")
         log.info("collected %d episodes (%d frames) into %s in %.1fs: %s", len(store), store.n_frames,

@@ -52,6 +52,16 @@ def embodiment(cfg: DictConfig) -> Any:
     return found if isinstance(found, Embodiment) else found(cfg)
 
 
+def safety(cfg: DictConfig, robot: Any = None) -> Any:
+    """``safety.*`` checked against the robot's events (``dreamgen.safety.SafetySpec``; None: no events)."""
+    from omegaconf import OmegaConf
+
+    from dreamgen.safety import safety_spec
+
+    section = cfg.get("safety")
+    return safety_spec(OmegaConf.to_container(section) if section is not None else None, robot or embodiment(cfg))
+
+
 def cameras(cfg: DictConfig, robot: Any = None) -> Any:
     """The cameras this run renders (``camera.names`` at ``camera.size``), or None: state only."""
     camera = cfg.get("camera") or {}

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from jobs.common import check_policy, embodiment, hydra_main, log, progress, run_verb
+from jobs.common import check_policy, embodiment, hydra_main, log, progress, run_verb, safety
 
 
 def check_config(cfg: DictConfig) -> list[str]:
@@ -33,6 +33,7 @@ def check_config(cfg: DictConfig) -> list[str]:
                               f"{unknown[0]!r}; use evaluate.judge=head, or tasks with a rule: "
                               f"{', '.join(t for t in robot.tasks if robot.success_rule(t) is not None) or 'none'}")
     if e.where == "real":
+        safety(cfg, robot)  # safety.* refused before anything runs
         robot.require_simulator("evaluate", "judge the policy in the world model's dream (evaluate.where=dream), or "
                                             "measure it on the robot itself; dreamgen export gives the mix to train it on")
     if e.n_episodes < 1 or not 1 <= e.max_steps <= robot.max_steps:
@@ -135,13 +136,14 @@ def evaluate_policy(cfg: DictConfig, policy: Any, on_task: Callable[[Any], None]
     store = TrajectoryStore.open(e.store)
     train_seeds = {int(s) for s in store.meta(["seed"])["seed"] if s >= 0}
     encoder, robot = default_encoder(), embodiment(cfg)
+    labels = safety(cfg, robot)
     stateful, act = hasattr(policy, "reset"), acting(policy)
     results = []
     for index, task in enumerate(tasks):
         result = evaluate_task(act, task, index, embodiment=robot, n_episodes=e.n_episodes, max_steps=e.max_steps,
                                run_seed=cfg.seed, embed=encoder.encode, instructions=e.instructions,
                                exclude_seeds=train_seeds, reset=policy.reset if stateful else None,
-                               cameras=getattr(policy, "cameras", None))
+                               cameras=getattr(policy, "cameras", None), safety=labels)
         results.append(result)
         if on_task is not None:
             on_task(result)
@@ -255,6 +257,10 @@ def run(cfg: DictConfig) -> dict:
         tracker.log_metrics({f"{prefix}/success_rate": overall["success_rate"],
                              f"{prefix}/success_ci95_low": overall["ci95_low"],
                              f"{prefix}/success_ci95_high": overall["ci95_high"]})
+        if "unsafe" in overall:  # safety violations on the real simulator (safety.*)
+            tracker.log_metrics({"policy/unsafe_episodes": overall["unsafe"]["episodes_unsafe"],
+                                 **{f"policy/unsafe_frames_per_episode/{k}": v
+                                    for k, v in overall["unsafe"]["frames_per_episode"].items()}})
         if e.where == "dream":
             tracker.log_metrics({"dream/unjudged": overall["unjudged"]})
             log.info("success judged in the dream of %s (%s; %d starts per task x %d members; unjudged = halted "

@@ -74,7 +74,8 @@ def run(cfg: DictConfig) -> dict:
 
         count = export_lerobot(progress(selected(), cfg, total=int(keep.sum()) + n_dreams, desc="export", unit="ep"),
                                x.root, repo_id=x.repo_id, obs_dim=store.obs_dim, action_dim=store.action_dim,
-                               fps=robot.fps, robot_type=robot.robot_type, cameras=store.cameras, split=split)
+                               fps=robot.fps, robot_type=robot.robot_type, cameras=store.cameras, split=split,
+                               events=store.events)
         tracker.log_metrics({"export/episodes": count, "export/dream_episodes": n_dreams})
         log.info("exported %d episodes (%d dreams) as LeRobotDataset %s at %s", count, n_dreams, x.repo_id, x.root)
         return {"root": str(x.root), "episodes": count, "dream_episodes": n_dreams}

@@ -15,6 +15,7 @@ LAYERS = {name: PACKAGES[:i + 1] for i, name in enumerate(PACKAGES)}
 # import one another for it (the store may run the robot to collect, never the other way round)
 FORBIDDEN = {
     "dreamgen.spaces": ("dreamgen.sim", "dreamgen.data", "dreamgen.world_model"),
+    "dreamgen.safety": ("dreamgen.sim", "dreamgen.data", "dreamgen.world_model"),
     "dreamgen.sim": ("dreamgen.world_model", "dreamgen.data", "dreamgen.dream", "dreamgen.quality"),
     "dreamgen.world_model": ("dreamgen.sim", "dreamgen.data", "dreamgen.dream", "dreamgen.quality"),
     "dreamgen.cli": (),

@@ -117,6 +117,10 @@ CASES = [
     ("filter", ["filter.quality_threshold=high"], "filter.quality_threshold='high': must be a probability"),
     ("generate", ["planner=5"], "planner=5: is a section"),
     ("evaluate", ["evaluate.n_episodes=many"], "evaluate.n_episodes='many': must be an integer"),
+    # safety.*: an event the robot does not define, a threshold out of range, a word where a list belongs
+    ("collect", ["safety.events=[explode]"], "safety.events: embodiment metaworld does not define 'explode'"),
+    ("collect", ["safety.table_force_n=-1"], "safety.table_force_n=-1.0 must be > 0"),
+    ("evaluate", ["safety.events=strike"], "safety.events='strike': must be all or a list of the robot's safety events"),
     # values of the right type out of range
     ("collect", ["collect.expert_noise=-1"], "collect.expert_noise=-1"),
     ("train-world-model", ["world_model.elites=9"], "world_model.elites=9"),

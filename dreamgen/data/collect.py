@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from dreamgen.errors import ConfigError
+from dreamgen.safety import SafetySpec
 from dreamgen.seeding import derive_seed, make_rng
 from dreamgen.sim.base import Embodiment, Expert
 from dreamgen.spaces import Cameras
@@ -39,6 +40,7 @@ class CollectSpec:
     post_success_steps: int  # expert demos are cut this many frames after first success
     max_steps: int  # hard cap on any episode
     cameras: Cameras | None = None  # render these with every observation (an image store); None: state only
+    safety: SafetySpec | None = None  # label these safety events on every frame (``Episode.unsafe``); None: none
 
     def __post_init__(self) -> None:
         self.embodiment.check_tasks(self.tasks, field="tasks")
@@ -66,9 +68,10 @@ class CollectSpec:
 
 
 def _rollout(env: gym.Env, act, *, seed: int, max_steps: int, stop_after_success: int | None,
-             meta: dict, render: Any = None) -> Episode:
+             meta: dict, render: Any = None, label: Any = None) -> Episode:
     obs, info = env.reset(seed=seed)
     frames: dict[str, list] = {"obs": [], "action": [], "reward": [], "success": [], "done": []}
+    unsafe: list[np.ndarray] = []
     images: list[np.ndarray] = []
     first_success: int | None = None
     for t in range(max_steps):
@@ -81,6 +84,8 @@ def _rollout(env: gym.Env, act, *, seed: int, max_steps: int, stop_after_success
         frames["reward"].append(reward)
         frames["success"].append(bool(info["success"]))
         frames["done"].append(bool(terminated))
+        if label is not None:  # the state after the action, as success is
+            unsafe.append(label(env, next_obs))
         obs = next_obs
         if info["success"] and first_success is None:
             first_success = t
@@ -95,11 +100,13 @@ def _rollout(env: gym.Env, act, *, seed: int, max_steps: int, stop_after_success
         done=np.asarray(frames["done"], dtype=bool),
         meta={**meta, "seed": seed, "start_ref": f"seed:{seed}"},
         images=np.stack(images) if render is not None else None,
+        unsafe=np.stack(unsafe).astype(bool) if label is not None else None,
     )
 
 
 def rollout_expert(env: gym.Env, expert: Expert, rng: np.random.Generator, *, seed: int, noise: float,
-                   max_steps: int, post_success_steps: int, meta: dict, render: Any = None) -> Episode:
+                   max_steps: int, post_success_steps: int, meta: dict, render: Any = None,
+                   label: Any = None) -> Episode:
     """One scripted-expert demo with Gaussian action noise, cut ``post_success_steps`` after success."""
 
     def act(obs: np.ndarray) -> np.ndarray:
@@ -107,11 +114,11 @@ def rollout_expert(env: gym.Env, expert: Expert, rng: np.random.Generator, *, se
         return np.clip(action + rng.normal(0.0, noise, action.shape), -1, 1).astype(np.float32)
 
     return _rollout(env, act, seed=seed, max_steps=max_steps, stop_after_success=post_success_steps,
-                    meta={**meta, "kind": "expert", "sampler": f"expert+N(0,{noise})"}, render=render)
+                    meta={**meta, "kind": "expert", "sampler": f"expert+N(0,{noise})"}, render=render, label=label)
 
 
 def rollout_play(env: gym.Env, expert: Expert, rng: np.random.Generator, *, seed: int, noise: float,
-                 random_prob: float, steps: int, meta: dict, render: Any = None) -> Episode:
+                 random_prob: float, steps: int, meta: dict, render: Any = None, label: Any = None) -> Episode:
     """Cheap non-expert interaction: a heavily perturbed expert with random actions mixed in."""
 
     def act(obs: np.ndarray) -> np.ndarray:
@@ -122,7 +129,8 @@ def rollout_play(env: gym.Env, expert: Expert, rng: np.random.Generator, *, seed
 
     return _rollout(env, act, seed=seed, max_steps=steps, stop_after_success=None,
                     meta={**meta, "kind": "play",
-                          "sampler": f"play(expert+N(0,{noise}), random p={random_prob})"}, render=render)
+                          "sampler": f"play(expert+N(0,{noise}), random p={random_prob})"}, render=render,
+                    label=label)
 
 
 def collect_real(spec: CollectSpec, run_seed: int) -> Iterator[Episode]:
@@ -132,6 +140,7 @@ def collect_real(spec: CollectSpec, run_seed: int) -> Iterator[Episode]:
     for task_index, task in enumerate(spec.tasks):
         env, expert = robot.make_env(task, max_episode_steps=spec.max_steps), robot.make_expert(task)
         render = robot.cameras(env, spec.cameras) if spec.cameras is not None else None
+        label = spec.safety.labeller(robot, task) if spec.safety is not None else None
         instructions: Sequence[str] = robot.tasks[task].instructions
         for kind, count in (("expert", spec.n_expert), ("play", spec.n_play)):
             for i in range(count):
@@ -142,11 +151,13 @@ def collect_real(spec: CollectSpec, run_seed: int) -> Iterator[Episode]:
                 if kind == "expert":
                     yield rollout_expert(env, expert, rng, seed=seed, noise=spec.expert_noise,
                                          max_steps=spec.max_steps,
-                                         post_success_steps=spec.post_success_steps, meta=meta, render=render)
+                                         post_success_steps=spec.post_success_steps, meta=meta, render=render,
+                                         label=label)
                 else:
                     yield rollout_play(env, expert, rng, seed=seed, noise=spec.play_noise,
                                        random_prob=spec.play_random_prob,
-                                       steps=min(spec.play_steps, spec.max_steps), meta=meta, render=render)
+                                       steps=min(spec.play_steps, spec.max_steps), meta=meta, render=render,
+                                       label=label)
         if render is not None:
             render.close()
         env.close()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,13 @@ FPS = 80  # the default control rate (Meta-World's: frame_skip 5 x 2.5 ms); an e
 IMAGES = "observation.images."
 
 
+UNSAFE = "next.unsafe"  # bool[E]: the safety events after the action, named by the feature's names
+LABELLED = "next.unsafe_labelled"  # bool[1]: False where the frame has no labels (a dream's): ignore its next.unsafe
 PROVENANCE = ("episode_id", "kind", "sampler", "world_model_id", "job_id", "verdict", "quality")
 
 
-def _features(obs_dim: int, action_dim: int, cameras: Any = None, split: Any = None) -> dict:
+def _features(obs_dim: int, action_dim: int, cameras: Any = None, split: Any = None,
+              events: Sequence[str] = ()) -> dict:
     images = {f"{IMAGES}{name}": {"dtype": "image", "shape": (cameras.height, cameras.width, 3),
                                   "names": ["height", "width", "channels"]} for name in cameras.names} if cameras else {}
     state = {"observation.state": {"dtype": "float32", "shape": (obs_dim,), "names": None}} if split is None else {
@@ -50,6 +53,8 @@ def _features(obs_dim: int, action_dim: int, cameras: Any = None, split: Any = N
         "next.reward": {"dtype": "float32", "shape": (1,), "names": None},
         "next.done": {"dtype": "bool", "shape": (1,), "names": None},
         "next.success": {"dtype": "bool", "shape": (1,), "names": None},
+        **({UNSAFE: {"dtype": "bool", "shape": (len(events),), "names": list(events)},
+            LABELLED: {"dtype": "bool", "shape": (1,), "names": None}} if events else {}),
     }
 
 
@@ -66,11 +71,12 @@ def provenance(meta: dict[str, Any]) -> str:
 
 def export_lerobot(episodes: Iterable[Episode], root: str | Path, *, repo_id: str, obs_dim: int,
                    action_dim: int, fps: int = FPS, robot_type: str = "sawyer", cameras: Any = None,
-                   split: tuple[list[int], list[int]] | None = None) -> int:
+                   split: tuple[list[int], list[int]] | None = None, events: Sequence[str] = ()) -> int:
     """Write ``episodes`` as a LeRobotDataset v3 at ``root`` (must not exist); return the count. With
     ``cameras`` (an image store's), every frame's images go in as ``observation.images.<camera>``; with
     ``split``, the state is written as ``observation.state`` (its first dims) and
-    ``observation.environment_state`` (its second)."""
+    ``observation.environment_state`` (its second); with ``events`` (a labelled store's), each frame's safety
+    labels go in as ``next.unsafe`` (False with ``next.unsafe_labelled`` False for an episode without them)."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     root = Path(root)
@@ -80,7 +86,7 @@ def export_lerobot(episodes: Iterable[Episode], root: str | Path, *, repo_id: st
     shutil.rmtree(partial, ignore_errors=True)
     count = 0
     try:
-        dataset = LeRobotDataset.create(repo_id, fps=fps, features=_features(obs_dim, action_dim, cameras, split),
+        dataset = LeRobotDataset.create(repo_id, fps=fps, features=_features(obs_dim, action_dim, cameras, split, events),
                                         root=partial, robot_type=robot_type, use_videos=False)
         for episode in episodes:
             instruction = str(episode.meta.get("instruction") or episode.meta.get("task") or "")
@@ -88,8 +94,11 @@ def export_lerobot(episodes: Iterable[Episode], root: str | Path, *, repo_id: st
             obs = episode.obs.astype(np.float32)
             state = {"observation.state": obs} if split is None else {
                 "observation.state": obs[:, split[0]], "observation.environment_state": obs[:, split[1]]}
+            unsafe = episode.unsafe if episode.unsafe is not None else np.zeros((len(episode), len(events)), bool)
+            labelled = np.array([episode.unsafe is not None])
             for t in range(len(episode)):
                 dataset.add_frame({
+                    **({UNSAFE: unsafe[t], LABELLED: labelled} if events else {}),
                     **{key: value[t] for key, value in state.items()},
                     "source": source, "provenance": record,
                     "action": episode.action[t].astype(np.float32),
@@ -170,10 +179,11 @@ def image_cameras(features: dict[str, Any], root: Path) -> Any:
 
 
 def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int, action_dim: int, robot: str,
-                   resolve_task: Callable[[str], str]) -> tuple[list[Episode], str, Any]:
+                   resolve_task: Callable[[str], str]) -> tuple[list[Episode], str, Any, dict[str, Any] | None]:
     """Read every episode of a local LeRobotDataset; check all of them before returning any. Returns the
     episodes, where their success labels came from (recorded in the store; the quality model says it) and
-    the ``Cameras`` of its image features (None: state only; the episodes then carry no images).
+    the ``Cameras`` of its image features (None: state only; the episodes then carry no images), and the
+    safety description of its ``next.unsafe`` feature (None: no safety labels; else each episode's ``unsafe``).
 
     ``resolve_task(instruction) -> task`` maps each episode's LeRobot task text to a known task (it
     raises for text it cannot resolve). Rewards and done come from ``next.*`` when present; success from
@@ -192,7 +202,8 @@ def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int
     table = dataset.hf_dataset.with_format("numpy")
     columns = {key: np.asarray(table[key]) for key in [obs_key, "action", "episode_index", "task_index",
                                                         *[k for k in ("next.reward", "next.done",
-                                                                      "next.success") if k in features]]}
+                                                                      "next.success", UNSAFE, LABELLED)
+                                                        if k in features]]}
     cameras = image_cameras(features, root)
     frames = None if cameras is None else np.stack(
         [np.stack([np.asarray(image, np.uint8) for image in table[f"{IMAGES}{name}"]]) for name in cameras.names], 1)
@@ -226,7 +237,9 @@ def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int
                   "task": resolve_task(instruction), "sampler": f"lerobot:{repo_id}",
                   "start_ref": f"lerobot:{repo_id}#{int(episode_index)}"},
             images=None if frames is None else frames[rows],
+            unsafe=None if UNSAFE not in columns else columns[UNSAFE][rows].reshape(n, -1).astype(bool),
         ))
+    safety = imported_safety(features, columns, root)
     if "next.success" in features:
         source = "next.success"
     elif "next.reward" in features:
@@ -235,7 +248,22 @@ def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int
     else:
         source = "none: the dataset has no next.success or next.reward"
     log.info("read %d episodes (%d frames) from %s", len(episodes), len(columns["action"]), root)
-    return episodes, source, cameras
+    return episodes, source, cameras, safety
+
+
+def imported_safety(features: dict[str, Any], columns: dict[str, np.ndarray], root: Path) -> dict[str, Any] | None:
+    """The safety description of a dataset's ``next.unsafe`` feature (None: it has none), or a refusal for
+    one dreamgen cannot keep: unnamed events, or frames marked unlabelled (a dream's, not a robot's)."""
+    if UNSAFE not in features:
+        return None
+    names = features[UNSAFE].get("names")
+    if not isinstance(names, list) or len(names) != int(features[UNSAFE]["shape"][0]) or not names:
+        raise StoreError(f"{root}: feature {UNSAFE} needs one name per event in its names (got {names!r}); name "
+                         "the events (e.g. [\"table_strike\"]), nothing was imported")
+    if LABELLED in columns and not np.asarray(columns[LABELLED]).astype(bool).all():
+        raise StoreError(f"{root}: some frames have {LABELLED}=False (exported dreams carry no safety labels); "
+                         "import the real episodes only, nothing was imported")
+    return {"events": [str(n) for n in names], "source": f"imported from {root.name}"}
 
 
 def reward_success(episodes: list[Episode]) -> None:

@@ -7,6 +7,8 @@ Layout::
     <path>/data/<key>           per-frame arrays concatenated over time (obs, action, reward, ...)
     <path>/data/images          image stores only: uint8[N, C, H, W, 3], one chunk per frame; the root's
                                 ``cameras`` attribute names the C cameras and the resolution
+    <path>/data/unsafe          labelled stores only: bool[N, E], the safety events after each action; the
+                                root's ``safety`` attribute names the E events and their thresholds
     <path>/meta/episode_ends    int64[E], exclusive end frame of each episode
     <path>/meta/<field>         per-episode metadata (episode_id, source, task, instruction, seed, ...)
 
@@ -103,7 +105,9 @@ class TrajectoryStore:
         self.obs_dim = int(attrs["obs_dim"])
         self.action_dim = int(attrs["action_dim"])
         self.cameras = Cameras.from_json(attrs.get("cameras"))  # None: a state store
-        self.frame_keys = [*FRAME_KEYS, *(["images"] if self.cameras else [])]
+        self.safety = attrs.get("safety")  # None: no safety labels; else {"events": [...], thresholds}
+        self.events: tuple[str, ...] = tuple(self.safety["events"]) if self.safety else ()
+        self.frame_keys = [*FRAME_KEYS, *(["images"] if self.cameras else []), *(["unsafe"] if self.events else [])]
         self._swept = False  # leftover *.partial files of a killed writer are removed once per handle
         self._digest: tuple[tuple[int, int], str] | None = None  # (committed lengths, digest)
         self._arrays: dict[str, Any] = {}  # array handles of this writer (opening one costs ~1 ms)
@@ -111,8 +115,10 @@ class TrajectoryStore:
     # ------------------------------------------------------------------ opening
     @classmethod
     def create(cls, path: str | Path, *, obs_dim: int, action_dim: int,
-               info: dict[str, Any] | None = None, cameras: Cameras | None = None) -> TrajectoryStore:
-        """Create an empty store at ``path`` (which must not exist); with ``cameras``, an image store."""
+               info: dict[str, Any] | None = None, cameras: Cameras | None = None,
+               safety: dict[str, Any] | None = None) -> TrajectoryStore:
+        """Create an empty store at ``path`` (which must not exist); with ``cameras``, an image store; with
+        ``safety`` (``SafetySpec.describe()``), one whose frames carry the safety events ``unsafe``."""
         import zarr
 
         path = Path(path)
@@ -132,6 +138,10 @@ class TrajectoryStore:
         if cameras is not None:  # one chunk per frame: reading one frame decodes one frame
             data.create_array("images", shape=(0, *cameras.shape), chunks=(1, *cameras.shape), dtype="uint8",
                               compressors=_codecs())
+        if safety is not None:
+            events = len(safety["events"])
+            data.create_array("unsafe", shape=(0, events), chunks=(CHUNK_FRAMES, events), dtype="bool",
+                              compressors=_codecs())
         meta.create_array("episode_ends", shape=(0,), chunks=(CHUNK_EPISODES,), dtype="int64",
                           compressors=_codecs())
         for key, (dtype, _) in EPISODE_META.items():
@@ -141,6 +151,7 @@ class TrajectoryStore:
             "format": FORMAT, "schema_version": SCHEMA_VERSION, "obs_dim": int(obs_dim),
             "action_dim": int(action_dim), "n_episodes": 0, "n_frames": 0, "info": info or {},
             **({"cameras": cameras.to_json()} if cameras is not None else {}),
+            **({"safety": safety} if safety is not None else {}),
         })
         try:
             building.rename(path)
@@ -181,6 +192,11 @@ class TrajectoryStore:
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"{path}/zarr.json: attribute cameras={attrs.get('cameras')!r} is not a camera "
                              "description ({names, height, width}); restore the store from a copy") from exc
+        safety = attrs.get("safety")
+        if safety is not None and not (isinstance(safety, dict) and isinstance(safety.get("events"), list)
+                                       and all(isinstance(e, str) for e in safety["events"]) and safety["events"]):
+            raise StoreError(f"{path}/zarr.json: attribute safety={safety!r} is not a safety description "
+                             "({events: [names], thresholds}); restore the store from a copy")
         store = cls(path, group)
         store._check_layout()
         return store
@@ -196,6 +212,9 @@ class TrajectoryStore:
             if arrays[f"data/{key}"].shape[1:] != (dim,):
                 raise StoreError(f"{self.path}: damaged store, zarr.json says {key}_dim={dim} but data/{key} holds "
                                  f"rows of shape {arrays[f'data/{key}'].shape[1:]}; restore it from a copy")
+        if self.events and arrays["data/unsafe"].shape[1:] != (len(self.events),):
+            raise StoreError(f"{self.path}: damaged store, zarr.json names {len(self.events)} safety events but "
+                             f"data/unsafe holds rows of shape {arrays['data/unsafe'].shape[1:]}; restore it from a copy")
         for name, array in arrays.items():
             need = n_frames if name.startswith("data/") else n_episodes
             if array.shape[0] < need:
@@ -281,7 +300,7 @@ class TrajectoryStore:
                       batch_frames: int | None = None, images: bool = True) -> Iterator[Episode]:
         """Stream episodes ``[start, stop)``, reading about ``batch_frames`` frames at a time (default: 65536,
         or 1024 with images). ``images=False`` skips an image store's frames (``Episode.images`` is None)."""
-        keys = self.frame_keys if images else list(FRAME_KEYS)
+        keys = [k for k in self.frame_keys if images or k != "images"]
         batch_frames = batch_frames or (1024 if "images" in keys else 65536)
         ends = self.episode_ends()
         stop = len(ends) if stop is None else min(stop, len(ends))
@@ -363,20 +382,34 @@ class TrajectoryStore:
                     bad = int(np.argwhere(~np.isfinite(value.reshape(length, -1)))[0, 0])
                     raise StoreError(f"{self.path}: {name}: {key} is not finite (NaN/inf) at frame {bad}; "
                                      "nothing was written")
-            images = episode.images
-            if self.cameras is not None:
-                if images is None or np.asarray(images).shape != (length, *self.cameras.shape) \
-                        or np.asarray(images).dtype != np.uint8:
-                    got = "none" if images is None else f"{np.asarray(images).dtype}{list(np.asarray(images).shape)}"
-                    raise StoreError(f"{self.path}: {name}: images are {got}; this image store needs uint8 "
-                                     f"{[length, *self.cameras.shape]} (cameras {self.cameras.describe()})")
-            elif images is not None:
-                raise StoreError(f"{self.path}: {name} carries images, but this is a state store (no cameras); "
-                                 "write it to an image store")
+            self._check_extras(name, episode, length)
             unknown = set(episode.meta) - set(EPISODE_META)
             if unknown:
                 raise StoreError(f"{self.path}: {name}: unknown metadata {sorted(unknown)}; "
                                  f"known: {', '.join(EPISODE_META)}")
+
+    def _check_extras(self, name: str, episode: Episode, length: int) -> None:
+        """The frame arrays only some stores hold: an image store's images, a labelled store's safety events."""
+        images = episode.images
+        if self.cameras is not None:
+            if images is None or np.asarray(images).shape != (length, *self.cameras.shape) \
+                    or np.asarray(images).dtype != np.uint8:
+                got = "none" if images is None else f"{np.asarray(images).dtype}{list(np.asarray(images).shape)}"
+                raise StoreError(f"{self.path}: {name}: images are {got}; this image store needs uint8 "
+                                 f"{[length, *self.cameras.shape]} (cameras {self.cameras.describe()})")
+        elif images is not None:
+            raise StoreError(f"{self.path}: {name} carries images, but this is a state store (no cameras); "
+                             "write it to an image store")
+        unsafe = episode.unsafe
+        if self.events:
+            if unsafe is None or np.asarray(unsafe).shape != (length, len(self.events)) \
+                    or np.asarray(unsafe).dtype != np.bool_:
+                got = "none" if unsafe is None else f"{np.asarray(unsafe).dtype}{list(np.asarray(unsafe).shape)}"
+                raise StoreError(f"{self.path}: {name}: its safety labels are {got}; this store needs bool "
+                                 f"{[length, len(self.events)]} (events {', '.join(self.events)})")
+        elif unsafe is not None:
+            raise StoreError(f"{self.path}: {name} carries safety labels, but this store has none; write it "
+                             "to a store created with safety events, or drop its labels")
 
     def append(self, episodes: Iterable[Episode]) -> int:
         """Append whole episodes atomically (all or none); return how many were committed."""
@@ -403,6 +436,8 @@ class TrajectoryStore:
             self._array(f"data/{key}").append(rows, axis=0)
         if self.cameras is not None:
             self._array("data/images").append(np.concatenate([e.images for e in episodes]), axis=0)  # type: ignore[misc]
+        if self.events:
+            self._array("data/unsafe").append(np.concatenate([e.unsafe for e in episodes]), axis=0)  # type: ignore[misc]
         self._array("meta/episode_ends").append(n_frames + np.cumsum(lengths))
         metas = [e.full_meta() for e in episodes]
         for key, (dtype, _) in EPISODE_META.items():

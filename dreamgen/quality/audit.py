@@ -62,12 +62,13 @@ def sample_for_audit(meta: Mapping[str, np.ndarray], per_task: int, seed: int) -
     return np.sort(np.concatenate(pick)) if pick else np.zeros(0, np.int64)
 
 
-def replay_episode(episode: Episode, robot: Embodiment, env: Any = None) -> dict[str, Any]:
+def replay_episode(episode: Episode, robot: Embodiment, env: Any = None, safety: Any = None) -> dict[str, Any]:
     """Replay one dream's actions from its start seed in ``robot``'s simulator: real success, start-state
-    mismatch, real obs."""
-    out = robot.replay(str(episode.meta["task"]), int(episode.meta["seed"]), episode.action, env=env)
+    mismatch, real obs (with ``safety``: the safety events the real replay raised, ``unsafe[T, E]``)."""
+    out = robot.replay(str(episode.meta["task"]), int(episode.meta["seed"]), episode.action, env=env, safety=safety)
     start_err = float(np.abs(out["obs"][0] - episode.obs[0]).max())
-    return {"real_success": bool(out["success"]), "start_error": start_err, "real_obs": out["obs"]}
+    return {"real_success": bool(out["success"]), "start_error": start_err, "real_obs": out["obs"],
+            **({"unsafe": out["unsafe"]} if safety is not None else {})}
 
 
 def load_labels(path: Path) -> dict[str, dict[str, Any]]:
@@ -87,8 +88,10 @@ def load_labels(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def replay_dreams(episodes: Iterable[Episode], labels: dict[str, dict[str, Any]], robot: Embodiment,
-                  on_episode: Callable[[], None] | None = None) -> int:
+                  on_episode: Callable[[], None] | None = None, safety: Any = None) -> int:
     """Add a label for every episode not in ``labels`` (keyed by episode_id); return how many were replayed.
+    With ``safety`` (a ``SafetySpec``), each label says which events the real replay raised (``unsafe``: the
+    event names, ``unsafe_frames``: how many frames raised any).
     The caller assigns folds (``assign_folds``), so a changed test fraction re-folds old labels too."""
     done, envs = 0, {}
     for episode in episodes:
@@ -97,10 +100,14 @@ def replay_dreams(episodes: Iterable[Episode], labels: dict[str, dict[str, Any]]
             task = str(episode.meta["task"])
             if task not in envs or len(episode) > robot.max_steps:
                 envs[task] = robot.make_env(task, max_episode_steps=max(robot.max_steps, len(episode)))
-            result = replay_episode(episode, robot, envs[task])
+            result = replay_episode(episode, robot, envs[task], safety)
             labels[eid] = {"task": str(episode.meta["task"]), "real_success": result["real_success"],
                            "dream_success": bool(episode.success.any()), "length": len(episode),
                            "start_error": result["start_error"]}
+            if safety is not None:
+                raised = result["unsafe"]
+                labels[eid].update(unsafe=[e for i, e in enumerate(safety.events) if raised[:, i].any()],
+                                   unsafe_frames=int(raised.any(axis=1).sum()))
             done += 1
         if on_episode is not None:
             on_episode()

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from dreamgen.errors import ConfigError
+from dreamgen.safety import SafetyDefaults
 from dreamgen.sim import LEGACY
 from dreamgen.sim.camera import cameras_from_config
 from dreamgen.spaces import Cameras, ObsLayout
@@ -44,6 +45,7 @@ class TaskSpec:
     name: str
     instructions: tuple[str, ...]
     polarity: str = ""  # "open" | "close" | "": lets the resolver keep opposites apart
+    has_object: bool = True  # False: the ``object`` part holds nothing here (no object_off_table event)
 
 
 class Embodiment:
@@ -61,6 +63,9 @@ class Embodiment:
     has_simulator: bool = True
     has_expert: bool = True
     camera_names: tuple[str, ...] = ()  # cameras ``cameras`` can render (empty: no cameras)
+    safety: SafetyDefaults | None = None  # what unsafe means by default (dreamgen/safety.py); None: no events
+    robot_bodies: tuple[str, ...] = ()  # MuJoCo body-name prefixes of the robot (for ``table_force``)
+    table_bodies: tuple[str, ...] = ()  # MuJoCo body names of the table (empty: no table_strike event)
 
     def __repr__(self) -> str:
         return f"<embodiment {self.name}>"
@@ -129,6 +134,28 @@ class Embodiment:
         """A renderer of ``env``'s (a ``make_env`` env) current frame: ``renderer() -> uint8 [C, H, W, 3]``."""
         raise ConfigError(f"embodiment {self.name} has no cameras; leave camera.names empty")
 
+    def table_force(self, env: Any) -> float:
+        """The largest normal force (N) of any contact between a robot body and the table in ``env`` (a
+        ``make_env`` env, after its last step), read from MuJoCo's contacts."""
+        import mujoco
+
+        raw = env.unwrapped
+        model, data = raw.model, raw.data
+        cache = getattr(raw, "_dreamgen_bodies", None)
+        if cache is None:  # which bodies are the robot's and which the table's, once per env
+            names = [model.body(i).name for i in range(model.nbody)]
+            cache = (np.array([n.startswith(self.robot_bodies) for n in names]),
+                     np.array([n in self.table_bodies for n in names]))
+            raw._dreamgen_bodies = cache
+        robot, table = cache
+        force, wrench = 0.0, np.zeros(6)
+        for i in range(data.ncon):
+            a, b = model.geom_bodyid[data.contact[i].geom1], model.geom_bodyid[data.contact[i].geom2]
+            if (robot[a] and table[b]) or (robot[b] and table[a]):
+                mujoco.mj_contactForce(model, data, i, wrench)
+                force = max(force, abs(float(wrench[0])))
+        return force
+
     def success_rule(self, task: str) -> Callable[[np.ndarray], np.ndarray] | None:
         """The task's own success as a function of observations ``obs[..., O] -> bool[...]`` (the simulator's
         criterion, applied to any state: a dream's too), or None where this robot does not know it."""
@@ -139,9 +166,10 @@ class Embodiment:
                           "generate.sampler.kind=expert); import demonstrations instead (collect.import_root)")
 
     def replay(self, task: str, seed: int, actions: Sequence[np.ndarray] | np.ndarray, *,
-               env: Any = None, cameras: Cameras | None = None) -> dict[str, Any]:
+               env: Any = None, cameras: Cameras | None = None, safety: Any = None) -> dict[str, Any]:
         """Replay ``actions`` open-loop from the layout of ``seed``: real success and the observations
-        (with ``cameras``: also their ``images[T+1, C, H, W, 3]``).
+        (with ``cameras``: also their ``images[T+1, C, H, W, 3]``; with ``safety``, a ``SafetySpec``: the
+        events after each action, ``unsafe[T, E]``).
 
         ``env``: a ``make_env(task)`` env to reuse (its limit must be at least ``len(actions)``)."""
         own = env is None
@@ -149,10 +177,12 @@ class Embodiment:
         obs, _ = env.reset(seed=seed)
         render = self.cameras(env, cameras) if cameras is not None else None
         observations, images = [obs], [render()] if render is not None else []
-        success = False
+        success, unsafe = False, []
         for action in actions:
             obs, _, _, _, info = env.step(np.asarray(action, dtype=np.float32))
             observations.append(obs)
+            if safety is not None:
+                unsafe.append(safety.label_step(self, env, obs, task))
             if render is not None:
                 images.append(render())
             success = success or bool(info["success"])
@@ -161,4 +191,6 @@ class Embodiment:
         if own:
             env.close()
         return {"success": success, "obs": np.stack(observations),
-                **({"images": np.stack(images)} if render is not None else {})}
+                **({"images": np.stack(images)} if render is not None else {}),
+                **({"unsafe": np.asarray(unsafe, bool).reshape(len(unsafe), len(safety.events))}
+                   if safety is not None else {})}

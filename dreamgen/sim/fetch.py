@@ -25,6 +25,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from dreamgen.safety import SafetyDefaults
 from dreamgen.sim.base import Embodiment, Expert, TaskSpec
 from dreamgen.spaces import ObsLayout
 
@@ -43,7 +44,7 @@ TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
         TaskSpec("FetchReach-v4", ("move the gripper to the target", "reach the target position with the gripper",
-                                   "bring the gripper to the red target")),
+                                   "bring the gripper to the red target"), has_object=False),
         TaskSpec("FetchPush-v4", ("push the block to the target", "slide the cube across the table to the target",
                                   "shove the block onto the red target")),
         TaskSpec("FetchPickAndPlace-v4", ("pick up the block and place it at the target",
@@ -142,6 +143,13 @@ class Fetch(Embodiment):
     robot_type = "fetch"
     tasks = TASKS
     parts = {"hand": GRIP, "object": OBJECT, "goal": GOAL}
+    # The table top is z ≈ 0.42 (a block rests at 0.425); the scripted experts' grippers stay in x 1.17-1.52,
+    # y 0.56-0.90, z 0.41-0.80. Fetch's mocap presses hard: the reach expert touches the table at up to
+    # 1.7 kN, a gripper driven down at 9-14 kN, so a strike is a contact above 2.5 kN.
+    safety = SafetyDefaults(workspace_low=(1.0, 0.4, 0.38), workspace_high=(1.7, 1.1, 1.0),
+                            object_min_z=0.35, table_force_n=2500.0)
+    robot_bodies = ("robot0:",)
+    table_bodies = ("table0",)
 
     def make_env(self, task: str, *, max_episode_steps: int | None = None, **render: Any) -> gym.Env:
         return make_env(task, max_episode_steps=max_episode_steps or DEFAULT_STEPS, **render)

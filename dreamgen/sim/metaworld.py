@@ -14,6 +14,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from dreamgen.safety import SafetyDefaults
 from dreamgen.sim.base import Embodiment, Expert, TaskSpec
 from dreamgen.sim.camera import MujocoCameras
 from dreamgen.spaces import Cameras, ObsLayout
@@ -174,6 +175,14 @@ class MetaWorld(Embodiment):
     tasks = TASKS
     parts = {"hand": HAND_SLICE, "object": OBJECT_SLICE, "goal": GOAL_SLICE}
     camera_names = CAMERAS
+    # The box the scripted experts' hands stay in on the 15 tasks, with margin (their hands span x ±0.11,
+    # y 0.48-0.89, z 0.05-0.38); the table top is z = 0 (a puck rests at z ≈ 0.02). No expert touches the
+    # table; a hand driven down into it strikes at 10-36 N and then rests on it at 2-9 N, so a strike is a
+    # contact above 5 N (docs/benchmarks.md, "Safety events").
+    safety = SafetyDefaults(workspace_low=(-0.35, 0.35, 0.0), workspace_high=(0.35, 0.95, 0.40),
+                            object_min_z=-0.05, table_force_n=5.0)
+    robot_bodies = ("right_", "hand", "rightclaw", "rightpad", "leftclaw", "leftpad")
+    table_bodies = ("tablelink",)
 
     def cameras(self, env: gym.Env, cameras: Cameras) -> MujocoCameras:
         return MujocoCameras(env, cameras, flip=CAMERAS)  # MuJoCo returns Meta-World's views upside down
