@@ -16,7 +16,7 @@ import collections
 import numpy as np
 from omegaconf import DictConfig
 
-from jobs.common import embodiment, hydra_main, log, progress, run_verb
+from jobs.common import embodiment, hydra_main, log, progress, run_verb, safety
 
 VERDICTS = ("accept", "reject")  # the verdict column's values (why: the reason column)
 VERDICT_FIELDS = ("quality", "reason", "verdict")  # the columns the filter writes; its record fingerprints them
@@ -74,8 +74,9 @@ def judge(cfg: DictConfig, store, on_episode=None) -> dict:
     """Score every dream of ``store``: physical reason, disagreement (max, mean), quality probability."""
     from dreamgen.data.store import TrajectoryStore
     from dreamgen.language import default_encoder
-    from dreamgen.quality.filter import Support, disagreement, physical_reason
+    from dreamgen.quality.filter import PASSED, Support, disagreement, physical_reason
     from dreamgen.quality.model import QualityModel
+    from dreamgen.safety import OBS_EVENTS
     from dreamgen.world_model.checkpoint import load_world_model
 
     f = cfg.filter
@@ -91,9 +92,17 @@ def judge(cfg: DictConfig, store, on_episode=None) -> dict:
     meta = store.meta(["instruction"])
     texts = sorted(set(meta["instruction"].tolist()))
     embedding = dict(zip(texts, default_encoder().encode(texts), strict=True))
-    physical, dis_max, dis_mean, obs, action = [], [], [], [], []
+    rules = safety(cfg, robot)  # the safety events that are rules on the state: a dreamed state is judged too
+    rule_events = [e for e in OBS_EVENTS if rules is not None and e in rules.events]
+    physical, dis_max, dis_mean, obs, action, unsafe = [], [], [], [], [], []
     for episode in store.iter_episodes():
-        physical.append(physical_reason(episode, support, config, dynamic))
+        reason = physical_reason(episode, support, config, dynamic)
+        raised = [e for e, hit in rules.label_obs(np.nan_to_num(episode.obs), str(episode.meta["task"])).items()
+                  if hit.any()] if rule_events else []  # type: ignore[union-attr]
+        unsafe.append(raised)
+        if reason == PASSED and raised and f.reject_unsafe:
+            reason = f"unsafe:{raised[0]}"
+        physical.append(reason)
         d = disagreement(model, episode, embedding[episode.meta["instruction"]])
         dis_max.append(float(np.max(d)))
         dis_mean.append(float(np.mean(d)))
@@ -106,7 +115,19 @@ def judge(cfg: DictConfig, store, on_episode=None) -> dict:
     return {"config": config, "bound": model.disagreement_bound, "world_model_id": model.info.get("world_model_id"),
             "quality": quality, "episode_id": store.meta(["episode_id"])["episode_id"],
             "physical": np.array(physical, dtype=object), "dis_max": np.array(dis_max),
-            "dis_mean": np.array(dis_mean), "score": np.array(score)}
+            "dis_mean": np.array(dis_mean), "score": np.array(score), "unsafe": unsafe, "rule_events": rule_events,
+            "task": store.meta(["task"])["task"]}
+
+
+def unsafe_rates(judged: dict) -> dict[str, dict[str, float]]:
+    """Per task, the share of dreams whose dreamed states break each safety rule (the events that are rules
+    on the state: ``dreamgen.safety.OBS_EVENTS``), and ``any``."""
+    out: dict[str, dict[str, float]] = {}
+    for task in sorted(set(judged["task"].tolist())):
+        rows = [u for u, t in zip(judged["unsafe"], judged["task"], strict=True) if t == task]
+        out[task] = {e: sum(e in u for u in rows) / len(rows) for e in judged["rule_events"]}
+        out[task]["any"] = sum(bool(u) for u in rows) / len(rows)
+    return out
 
 
 def choose_threshold(judged: dict) -> dict:
@@ -143,6 +164,11 @@ def run(cfg: DictConfig) -> dict:
     from dreamgen.quality.filter import PASSED, REASONS, verdicts
 
     filter_config(cfg)
+    safety(cfg)  # safety.* refused before anything runs
+    if not isinstance(cfg.filter.reject_unsafe, bool):
+        from dreamgen.errors import ConfigError
+
+        raise ConfigError(f"filter.reject_unsafe={cfg.filter.reject_unsafe!r}: must be true or false")
     store = TrajectoryStore.open(cfg.filter.store, mode="r+")
     with run_verb(cfg, "filter", inputs={"dream": store}) as (run_dir, tracker):
         bar = progress(None, cfg, total=len(store), desc="filter", unit="ep")
@@ -161,11 +187,16 @@ def run(cfg: DictConfig) -> dict:
                   "choice": chosen, "quality_model": str(cfg.filter.quality),
                   "quality_model_digest": recorded_digest(cfg.filter.quality, "quality.json"), "world_model_id": judged["world_model_id"],
                   "store_digest": digest, "accepted": int(accepted.sum()), "episodes": len(store),
-                  "reasons": dict(counts), "verdict_digest": store.meta_digest(VERDICT_FIELDS)}
+                  "reasons": dict(counts), "verdict_digest": store.meta_digest(VERDICT_FIELDS),
+                  "reject_unsafe": bool(cfg.filter.reject_unsafe), "unsafe_rates": unsafe_rates(judged)}
         store.set_info("filter", record)  # the commit: verdicts not matching this record are never trained on
         metrics = {"filter/accept_rate": float(accepted.mean()) if len(store) else 0.0,
                    "filter/accepted": float(accepted.sum()), "filter/quality_threshold": float(chosen["threshold"])}
-        metrics.update({f"filter/rate_{r}": counts.get(r, 0) / max(len(store), 1) for r in (*REASONS, PASSED)})
+        unsafe_reasons = [f"unsafe:{e}" for e in judged["rule_events"]] if cfg.filter.reject_unsafe else []
+        metrics.update({f"filter/rate_{r.replace(':', '-')}": counts.get(r, 0) / max(len(store), 1)
+                        for r in (*REASONS, *unsafe_reasons, PASSED)})
+        metrics.update({f"filter/unsafe/{task}/{event}": rate for task, row in record["unsafe_rates"].items()
+                        for event, rate in row.items()})
         tracker.log_metrics(metrics)
         tracker.log_dict(record, "filter.json")
         log.info("filter %s: accepted %d of %d (quality threshold %.3f, %s); reasons: %s", cfg.filter.store,

@@ -426,3 +426,25 @@ def test_a_sweep_judged_both_ways_says_how_far_the_dreams_ranking_holds_and_one_
 
     code, err = in_process("sweep", [*args, "sweep.judge=oracle"], capsys)
     assert code == 2 and "sweep.judge='oracle'; accepted: real, dream, both" in err
+
+
+def test_the_filter_rejects_dreams_that_break_a_safety_rule_by_name_and_counts_them(pipeline_run, tmp_path):
+    """filter.reject_unsafe=true with a workspace no hand is ever in: every dream that passes the physical
+    checks is rejected as unsafe:hand_out_of_workspace; the record counts the share per task either way."""
+    source = pipeline_run["run_dir"]
+    dreams = tmp_path / "dream.zarr"
+    shutil.copytree(source / "dream.zarr", dreams)  # the pipeline's own store keeps its verdicts
+    common = ["experiment=smoke", f"run_dir={tmp_path / 'run'}", f"tracking.uri=sqlite:///{tmp_path / 'm.db'}",
+              "progress=false", f"filter.store={dreams}", f"filter.real_store={source / 'real.zarr'}",
+              f"filter.world_model={source / 'world_model'}", f"filter.quality={source / 'quality'}"]
+    nowhere = ["safety.workspace_low=[5,5,5]", "safety.workspace_high=[6,6,6]"]
+    code, _ = in_process("filter", [*common, *LOOSE, *nowhere, "filter.reject_unsafe=true"])
+    assert code == 0
+    store = TrajectoryStore.open(dreams)
+    meta = store.meta(["reason", "verdict", "task"])
+    assert set(meta["reason"]) == {"unsafe:hand_out_of_workspace"}  # LOOSE passes every other check
+    assert set(meta["verdict"]) == {"reject"}
+    record = store.info["filter"]
+    assert record["reject_unsafe"] is True
+    assert {t: r["hand_out_of_workspace"] for t, r in record["unsafe_rates"].items()} == {
+        t: 1.0 for t in set(meta["task"])}

@@ -11,6 +11,8 @@ them is accepted with reason ``passed``:
   lets them drift slightly, which is meaningless to every task here;
 - ``disagreement-step`` / ``disagreement-total``: the world model's ensemble disagreement on the dream's
   own transitions, per step (max) and accumulated (mean), above a multiple of its halting bound;
+- ``unsafe:<event>`` (only with ``filter.reject_unsafe=true``, checked by the filter job right after the
+  physical checks): a dreamed state breaks a safety rule of ``safety.*`` (``dreamgen.safety.OBS_EVENTS``);
 - ``low-quality``: the quality model's real-success probability below ``quality_threshold``.
 
 Deterministic: the same store, models and thresholds give the same verdicts. Nothing is deleted and no
