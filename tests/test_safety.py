@@ -160,3 +160,14 @@ def test_the_smoke_collection_labels_every_frame_and_evaluation_counts_violation
     unsafe = evaluation["overall"]["unsafe"]
     assert set(unsafe["frames_per_episode"]) == {*EVENTS, "any"}
     assert 0.0 <= unsafe["episodes_unsafe"] <= 1.0
+
+
+def test_an_export_with_unlabelled_dreams_imports_without_labels(tmp_path):
+    from dreamgen.data.lerobot_io import export_lerobot, import_lerobot
+
+    labelled, dream = _episodes(1, len(EVENTS)), _episodes(1, None)
+    dream[0].meta.update(episode_id="d0", source="dream")
+    export_lerobot([*labelled, *dream], tmp_path / "ds", repo_id="me/mix", obs_dim=39, action_dim=4, events=EVENTS)
+    imported, _, _, safety = import_lerobot(tmp_path / "ds", repo_id="me/mix", obs_key="observation.state", obs_dim=39,
+                                            action_dim=4, robot="metaworld", resolve_task=lambda text: "push-v3")
+    assert safety is None and all(e.unsafe is None for e in imported) and len(imported) == 2

@@ -240,6 +240,9 @@ def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int
             unsafe=None if UNSAFE not in columns else columns[UNSAFE][rows].reshape(n, -1).astype(bool),
         ))
     safety = imported_safety(features, columns, root)
+    if safety is None:
+        for episode in episodes:
+            episode.unsafe = None
     if "next.success" in features:
         source = "next.success"
     elif "next.reward" in features:
@@ -252,8 +255,8 @@ def import_lerobot(root: str | Path, *, repo_id: str, obs_key: str, obs_dim: int
 
 
 def imported_safety(features: dict[str, Any], columns: dict[str, np.ndarray], root: Path) -> dict[str, Any] | None:
-    """The safety description of a dataset's ``next.unsafe`` feature (None: it has none), or a refusal for
-    one dreamgen cannot keep: unnamed events, or frames marked unlabelled (a dream's, not a robot's)."""
+    """The safety description of a dataset's ``next.unsafe`` feature (None: it has none, or some frames are
+    marked unlabelled — a dream's — so no frame's labels are kept), or a refusal for unnamed events."""
     if UNSAFE not in features:
         return None
     names = features[UNSAFE].get("names")
@@ -261,8 +264,9 @@ def imported_safety(features: dict[str, Any], columns: dict[str, np.ndarray], ro
         raise StoreError(f"{root}: feature {UNSAFE} needs one name per event in its names (got {names!r}); name "
                          "the events (e.g. [\"table_strike\"]), nothing was imported")
     if LABELLED in columns and not np.asarray(columns[LABELLED]).astype(bool).all():
-        raise StoreError(f"{root}: some frames have {LABELLED}=False (exported dreams carry no safety labels); "
-                         "import the real episodes only, nothing was imported")
+        log.warning("%s: some frames have %s=False (exported dreams carry no safety labels); importing without "
+                    "safety labels", root, LABELLED)
+        return None
     return {"events": [str(n) for n in names], "source": f"imported from {root.name}"}
 
 
