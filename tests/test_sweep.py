@@ -428,6 +428,7 @@ def test_a_sweep_judged_both_ways_says_how_far_the_dreams_ranking_holds_and_one_
     assert code == 2 and "sweep.judge='oracle'; accepted: real, dream, both" in err
 
 
+@pytest.mark.slow  # loads the world and quality models again (~30 s); the default suite keeps its 15-minute budget
 def test_the_filter_rejects_dreams_that_break_a_safety_rule_by_name_and_counts_them(pipeline_run, tmp_path):
     """filter.reject_unsafe=true with a workspace no hand is ever in: every dream that passes the physical
     checks is rejected as unsafe:hand_out_of_workspace; the record counts the share per task either way."""
