@@ -119,7 +119,7 @@ def judge(cfg: DictConfig, store, on_episode=None) -> dict:
             "task": store.meta(["task"])["task"]}
 
 
-def unsafe_rates(judged: dict) -> dict[str, dict[str, float]]:
+def dream_unsafe_rates(judged: dict) -> dict[str, dict[str, float]]:
     """Per task, the share of dreams whose dreamed states break each safety rule (the events that are rules
     on the state: ``dreamgen.safety.OBS_EVENTS``), and ``any``."""
     out: dict[str, dict[str, float]] = {}
@@ -188,7 +188,7 @@ def run(cfg: DictConfig) -> dict:
                   "quality_model_digest": recorded_digest(cfg.filter.quality, "quality.json"), "world_model_id": judged["world_model_id"],
                   "store_digest": digest, "accepted": int(accepted.sum()), "episodes": len(store),
                   "reasons": dict(counts), "verdict_digest": store.meta_digest(VERDICT_FIELDS),
-                  "reject_unsafe": bool(cfg.filter.reject_unsafe), "unsafe_rates": unsafe_rates(judged)}
+                  "reject_unsafe": bool(cfg.filter.reject_unsafe), "unsafe_rates": dream_unsafe_rates(judged)}
         store.set_info("filter", record)  # the commit: verdicts not matching this record are never trained on
         metrics = {"filter/accept_rate": float(accepted.mean()) if len(store) else 0.0,
                    "filter/accepted": float(accepted.sum()), "filter/quality_threshold": float(chosen["threshold"])}

@@ -390,24 +390,20 @@ class TrajectoryStore:
 
     def _check_extras(self, name: str, episode: Episode, length: int) -> None:
         """The frame arrays only some stores hold: an image store's images, a labelled store's safety events."""
-        images = episode.images
         if self.cameras is not None:
-            if images is None or np.asarray(images).shape != (length, *self.cameras.shape) \
-                    or np.asarray(images).dtype != np.uint8:
-                got = "none" if images is None else f"{np.asarray(images).dtype}{list(np.asarray(images).shape)}"
+            got = _mismatch(episode.images, (length, *self.cameras.shape), np.uint8)
+            if got:
                 raise StoreError(f"{self.path}: {name}: images are {got}; this image store needs uint8 "
                                  f"{[length, *self.cameras.shape]} (cameras {self.cameras.describe()})")
-        elif images is not None:
+        elif episode.images is not None:
             raise StoreError(f"{self.path}: {name} carries images, but this is a state store (no cameras); "
                              "write it to an image store")
-        unsafe = episode.unsafe
         if self.events:
-            if unsafe is None or np.asarray(unsafe).shape != (length, len(self.events)) \
-                    or np.asarray(unsafe).dtype != np.bool_:
-                got = "none" if unsafe is None else f"{np.asarray(unsafe).dtype}{list(np.asarray(unsafe).shape)}"
+            got = _mismatch(episode.unsafe, (length, len(self.events)), np.bool_)
+            if got:
                 raise StoreError(f"{self.path}: {name}: its safety labels are {got}; this store needs bool "
                                  f"{[length, len(self.events)]} (events {', '.join(self.events)})")
-        elif unsafe is not None:
+        elif episode.unsafe is not None:
             raise StoreError(f"{self.path}: {name} carries safety labels, but this store has none; write it "
                              "to a store created with safety events, or drop its labels")
 
@@ -497,6 +493,15 @@ class TrajectoryStore:
         info = self.info
         info[key] = value
         self._group.update_attributes({"info": info})
+
+
+def _mismatch(value: np.ndarray | None, shape: tuple[int, ...], dtype: Any) -> str:
+    """What an optional frame array is, in words ("none", "float32[3, 2]"), where it is not ``dtype`` ``shape``;
+    "" where it is."""
+    if value is None:
+        return "none"
+    value = np.asarray(value)
+    return "" if value.shape == shape and value.dtype == dtype else f"{value.dtype}{list(value.shape)}"
 
 
 def _py(value: Any) -> Any:
