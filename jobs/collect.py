@@ -17,6 +17,7 @@ def collect_spec(cfg: DictConfig):
     c = cfg.collect
     robot = embodiment(cfg)
     return CollectSpec(embodiment=robot, cameras=cameras(cfg, robot), safety=safety(cfg, robot), tasks=tuple(cfg.tasks), n_expert=c.n_expert, n_play=c.n_play,
+                       n_risky=c.n_risky,
                        expert_noise=c.expert_noise, play_noise=c.play_noise,
                        play_random_prob=c.play_random_prob, play_steps=c.play_steps,
                        post_success_steps=c.post_success_steps, max_steps=c.max_steps)

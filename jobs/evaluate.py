@@ -41,7 +41,38 @@ def check_config(cfg: DictConfig) -> list[str]:
                           f"{e.max_steps} in [1, {robot.max_steps}] ({robot.name}'s episode limit)")
     if e.instructions not in ("canonical", "sampled"):
         raise ConfigError(f"evaluate.instructions={e.instructions!r}; accepted: canonical, sampled")
+    if e.shield.enabled is not False:
+        if e.shield.enabled is not True:
+            raise ConfigError(f"evaluate.shield.enabled={e.shield.enabled!r} must be true or false")
+        if e.where != "real":
+            raise ConfigError("evaluate.shield.enabled=true shields a policy on the real simulator; with "
+                              "evaluate.where=dream nothing real is at risk (set evaluate.where=real)")
     return tasks
+
+
+def make_shield(cfg: DictConfig) -> Any:
+    """``evaluate.shield`` as a ``dreamgen.shield.Shield`` (None when off), refused before anything runs when its
+    world model is missing, of another robot, or has no safety head."""
+    from dreamgen.errors import ConfigError
+    from dreamgen.shield import Shield
+    from dreamgen.world_model.checkpoint import load_world_model
+
+    s = cfg.evaluate.shield
+    if not s.enabled:
+        return None
+    if not Path(str(s.world_model), "world_model.json").is_file():
+        raise ConfigError(f"evaluate.shield.world_model={s.world_model} holds no world model (world_model.json); "
+                          "train one with world_model.safety_head.enabled=true")
+    model = load_world_model(s.world_model)
+    embodiment(cfg).check_recorded(model.info.get("embodiment"), f"evaluate.shield.world_model={s.world_model}")
+    if s.threshold is not None and not (isinstance(s.threshold, int | float) and 0 < s.threshold < 1):
+        raise ConfigError(f"evaluate.shield.threshold={s.threshold!r} must be a probability in (0, 1), or null for "
+                          "the safety head's own")
+    try:
+        return Shield(model, threshold=s.threshold, candidates=int(s.candidates), noise=float(s.noise),
+                      seed=int(cfg.seed))
+    except ConfigError as exc:
+        raise ConfigError(f"evaluate.shield ({s.world_model}): {exc}") from None
 
 
 def by_rule(cfg: DictConfig) -> bool:
@@ -138,16 +169,36 @@ def evaluate_policy(cfg: DictConfig, policy: Any, on_task: Callable[[Any], None]
     encoder, robot = default_encoder(), embodiment(cfg)
     labels = safety(cfg, robot)
     stateful, act = hasattr(policy, "reset"), acting(policy)
-    results = []
+    shield = make_shield(cfg)
+    reset = policy.reset if stateful else None
+    if shield is not None:
+        act, policy_reset = shield.wrap(act), reset
+
+        def reset(rows: int) -> None:
+            shield.reset(rows)
+            if policy_reset is not None:
+                policy_reset(rows)
+
+    results, shielded = [], {}
     for index, task in enumerate(tasks):
         result = evaluate_task(act, task, index, embodiment=robot, n_episodes=e.n_episodes, max_steps=e.max_steps,
                                run_seed=cfg.seed, embed=encoder.encode, instructions=e.instructions,
-                               exclude_seeds=train_seeds, reset=policy.reset if stateful else None,
+                               exclude_seeds=train_seeds, reset=reset,
                                cameras=getattr(policy, "cameras", None), safety=labels)
         results.append(result)
+        if shield is not None:
+            shielded[task] = shield.stats()
         if on_task is not None:
             on_task(result)
-    return summarise(results)
+    summary = summarise(results)
+    if shield is not None:
+        checks, hits = sum(v["checks"] for v in shielded.values()), sum(v["interventions"] for v in shielded.values())
+        summary["shield"] = {"world_model": str(e.shield.world_model), "world_model_id": shield.model.info.get(
+            "world_model_id", ""), "threshold": shield.threshold, "tasks": shielded,
+            "overall": {"checks": checks, "interventions": hits, "intervention_share": hits / checks if checks else 0.0,
+                        "unresolved": sum(v["unresolved"] for v in shielded.values()),
+                        "interventions_per_episode": hits / max(1, sum(r.episodes for r in results))}}
+    return summary
 
 
 def judging_model(cfg: DictConfig, policy: Any = None) -> Any:
@@ -183,6 +234,7 @@ def in_the_dream(cfg: DictConfig) -> DictConfig:
     """The same config with ``evaluate.where=dream`` (a sweep judges its arms both ways)."""
     out = cfg.copy()
     out.evaluate.where = "dream"
+    out.evaluate.shield.enabled = False  # a shield guards real actions only
     return out
 
 
@@ -239,6 +291,7 @@ def run(cfg: DictConfig) -> dict:
     tasks = check_config(cfg)
     policy = load_evaluated(cfg)
     judge = judging_model(cfg, policy) if e.where == "dream" else None  # refused before the run dir is touched
+    make_shield(cfg)
     with run_verb(cfg, "evaluate", inputs={"real": TrajectoryStore.open(e.store)}) as (run_dir, tracker):
         bar = progress(None, cfg, total=len(tasks), desc="evaluate", unit="task")
 
@@ -261,6 +314,14 @@ def run(cfg: DictConfig) -> dict:
             tracker.log_metrics({"policy/unsafe_episodes": overall["unsafe"]["episodes_unsafe"],
                                  **{f"policy/unsafe_frames_per_episode/{k}": v
                                     for k, v in overall["unsafe"]["frames_per_episode"].items()}})
+        if "shield" in summary:
+            shield = summary["shield"]["overall"]
+            tracker.log_metrics({"shield/interventions_per_episode": shield["interventions_per_episode"],
+                                 "shield/intervention_share": shield["intervention_share"],
+                                 "shield/unresolved": shield["unresolved"]})
+            log.info("shield (%s, risk >= %.3f or unsure): %d interventions in %d checked steps (%d with no safe "
+                     "candidate)", e.shield.world_model, summary["shield"]["threshold"], shield["interventions"],
+                     shield["checks"], shield["unresolved"])
         if e.where == "dream":
             tracker.log_metrics({"dream/unjudged": overall["unjudged"]})
             log.info("success judged in the dream of %s (%s; %d starts per task x %d members; unjudged = halted "

@@ -72,6 +72,36 @@ def model_kind(cfg: DictConfig):
     return kind
 
 
+def safety_head(cfg: DictConfig, kind: Any, store: Any, episodes: list) -> tuple[tuple[str, ...], Any] | None:
+    """``world_model.safety_head`` as ``(events, RiskConfig)`` to train, or None when it is off; refused for a
+    kind that cannot train one or a store without safety labels or without a single unsafe frame."""
+    from dreamgen.errors import ConfigError
+    from dreamgen.world_model.risk import RiskConfig
+
+    h = plain(cfg.world_model.safety_head)
+    enabled = h.pop("enabled")
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"world_model.safety_head.enabled={enabled!r} must be true or false")
+    try:
+        config = RiskConfig(**h)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"world_model.safety_head: {exc}") from None
+    if not enabled:
+        return None
+    if not kind.safety_head:
+        raise ConfigError(f"world_model.safety_head.enabled=true: world-model kind {kind.name} has no safety head "
+                          "(kind ensemble has)")
+    if not store.events:
+        raise ConfigError(f"world_model.safety_head.enabled=true needs safety labels, and world_model.store="
+                          f"{store.path} has none; collect with safety.events set (the default: all), or set "
+                          "world_model.safety_head.enabled=false")
+    if not any(e.unsafe.any() for e in episodes):
+        raise ConfigError(f"world_model.safety_head.enabled=true: world_model.store={store.path} has no unsafe frame "
+                          f"among its {len(episodes)} real episodes (events {', '.join(store.events)}), so there is "
+                          "nothing to learn; collect deliberately risky episodes too (collect.n_risky=10)")
+    return tuple(store.events), config
+
+
 def dream_config(cfg: DictConfig):
     from dreamgen.dream.core import DreamConfig
 
@@ -122,6 +152,7 @@ def run(cfg: DictConfig) -> dict:
     kind = model_kind(cfg)
     config = dataclasses.replace(config, gate=contact_gate(cfg, robot, kind.images))
     store, episodes = load_episodes(cfg, robot, images=kind.images)
+    risk = safety_head(cfg, kind, store, episodes)
     texts = sorted({e.meta["instruction"] for e in episodes})
     task_of = {e.meta["instruction"]: e.meta["task"] for e in episodes}
     table = InstructionTable(texts, [task_of[t] for t in texts], default_encoder().encode(texts))
@@ -142,7 +173,7 @@ def run(cfg: DictConfig) -> dict:
                 "episodes": {name: [e.meta["episode_id"] for e in part]
                              for name, part in (("train", train), ("val", val), ("test", test))}}
         model = kind.fit(FitRequest(train, val, table, robot.layout, robot.parts, store.cameras, plain(w), config,
-                                    cfg.seed, w.halt_quantile, info, on_epoch))
+                                    cfg.seed, w.halt_quantile, info, on_epoch, risk))
         bar.close()
         with staged(run_dir / "world_model") as partial:
             world_model_id = save_world_model(model, partial)
@@ -156,6 +187,13 @@ def run(cfg: DictConfig) -> dict:
                 plot_reliability(report["fidelity"]["calibration"], partial / "reliability.png")
             if model.cameras is not None:  # the decoded frames of an open-loop dream above the real camera frames
                 open_loop_strip(model, max(test, key=len), partial / "open_loop_strip.png")
+            if risk is not None:  # the safety head on the held-out real episodes (never trained or calibrated on)
+                from dreamgen.world_model.risk import audit
+
+                report["safety_head"] = {"fit": model.risk.report, "held_out": audit(model, test)}
+                plot_reliability({f"risk ({e})": {"ece": v["ece"], "bins": v["bins"]}
+                                  for e, v in report["safety_head"]["held_out"]["events"].items() if v["positives"]},
+                                 partial / "risk_reliability.png", what="safety event")
             seeds = [derive_seed(cfg.seed, "world-model-check", i) for i in range(w.check_episodes)]
             report["expert_in_dream"] = check_expert_in_dream(model, sorted(set(table.tasks)), seeds, dream, robot) \
                 if robot.has_simulator and robot.has_expert else {}
@@ -174,6 +212,11 @@ def run(cfg: DictConfig) -> dict:
         tracker.log_artifact(run_dir / "world_model" / "fidelity.png")
         if report["fidelity"]["calibration"]:
             tracker.log_artifact(run_dir / "world_model" / "reliability.png")
+        if "safety_head" in report:
+            tracker.log_artifact(run_dir / "world_model" / "risk_reliability.png")
+            for name, e in report["safety_head"]["held_out"]["events"].items():
+                metrics.update({f"wm/risk/{name}/{k}": e[k] for k in ("auroc", "balanced_accuracy", "tpr_at_5fpr",
+                                                                      "lead_median") if np.isfinite(e[k])})
         log.info("world model %s -> %s\n%s", world_model_id, run_dir / "world_model", format_report(report))
         return {"world_model": str(run_dir / "world_model"), "world_model_id": world_model_id, **metrics}
 
@@ -199,6 +242,13 @@ def format_report(report: dict) -> str:
                 lines.append(f"         object at rest drifts {e['object_still_drift']['median']:.1f} mm "
                              f"({e['object_still_starts']} starts); moved objects followed "
                              f"{e['object_moved_followed']:.2f} ({e['object_moved_starts']} starts)")
+    if "safety_head" in report:
+        held = report["safety_head"]["held_out"]
+        lines.append(f"safety head on {held['frames']} held-out real frames (event within {held['horizon']} steps; "
+                     f"unsure {held['unsure_share']:.2f}): AUROC, balanced accuracy, TPR@5%FPR, median lead (steps)")
+        for name, e in held["events"].items():
+            lines.append(f"  {name:24s} {e['auroc']:.3f}  {e['balanced_accuracy']:.3f}  {e['tpr_at_5fpr']:.3f}  "
+                         f"{e['lead_median']:.0f}   ({e['positives']} positive frames, {e['onsets']} onsets)")
     if not report["expert_in_dream"]:
         return "\n".join(lines)
     lines.append("expert in the dream: task, dream success, replayed real success, agreement")

@@ -16,6 +16,8 @@ LAYERS = {name: PACKAGES[:i + 1] for i, name in enumerate(PACKAGES)}
 FORBIDDEN = {
     "dreamgen.spaces": ("dreamgen.sim", "dreamgen.data", "dreamgen.world_model"),
     "dreamgen.safety": ("dreamgen.sim", "dreamgen.data", "dreamgen.world_model"),
+    "dreamgen.shield": ("dreamgen.sim", "dreamgen.data", "dreamgen.dream"),
+    "dreamgen.world_model.risk": ("dreamgen.sim", "dreamgen.dream", "dreamgen.quality"),
     "dreamgen.sim": ("dreamgen.world_model", "dreamgen.data", "dreamgen.dream", "dreamgen.quality"),
     "dreamgen.world_model": ("dreamgen.sim", "dreamgen.data", "dreamgen.dream", "dreamgen.quality"),
     "dreamgen.cli": (),

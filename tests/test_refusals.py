@@ -121,6 +121,15 @@ CASES = [
     ("collect", ["safety.events=[explode]"], "safety.events: embodiment metaworld does not define 'explode'"),
     ("collect", ["safety.table_force_n=-1"], "safety.table_force_n=-1.0 must be > 0"),
     ("evaluate", ["safety.events=strike"], "safety.events='strike': must be all or a list of the robot's safety events"),
+    # the shield: a world model without a safety head, a dream evaluation, a threshold that is no probability
+    ("evaluate", ["evaluate.shield.enabled=true", "evaluate.shield.world_model={smoke}/world_model",
+                  "evaluate.policy={smoke}/policy", "evaluate.store={smoke}/real.zarr"], "has no safety head"),
+    ("evaluate", ["evaluate.shield.enabled=true", "evaluate.where=dream"], "nothing real is at risk"),
+    ("evaluate", ["evaluate.shield.enabled=true", "evaluate.shield.world_model={missing}",
+                  "evaluate.policy={smoke}/policy", "evaluate.store={smoke}/real.zarr"],
+     "holds no world model (world_model.json)"),
+    ("train-world-model", ["world_model.safety_head.horizon=0", "world_model.store={smoke}/real.zarr"],
+     "world_model.safety_head: horizon=0 must be an integer >= 1"),
     # values of the right type out of range
     ("collect", ["collect.expert_noise=-1"], "collect.expert_noise=-1"),
     ("train-world-model", ["world_model.elites=9"], "world_model.elites=9"),

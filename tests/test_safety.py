@@ -28,7 +28,7 @@ def test_hand_made_states_get_their_known_labels():
     inside = spec.label(_state(), "push-v3", table_force=0.0)
     assert not inside.any()
     # one event at a time, each by the rule that names it
-    hand_out = spec.label(_state(hand=(0.5, 0.6, 0.2)), "push-v3", table_force=0.0)
+    hand_out = spec.label(_state(hand=(0.6, 0.6, 0.2)), "push-v3", table_force=0.0)
     fallen = spec.label(_state(obj=(0.0, 0.7, -0.2)), "push-v3", table_force=0.0)
     struck = spec.label(_state(), "push-v3", table_force=spec.table_force_n + 1)
     pressed = spec.label(_state(), "push-v3", table_force=spec.table_force_n)  # at the threshold: not a strike

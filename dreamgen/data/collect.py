@@ -1,9 +1,12 @@
-"""Real-world collection: scripted-expert demos (with action noise) and cheap noisy "play", in the
-simulator of the embodiment the spec names (``dreamgen.sim.base.Embodiment``).
+"""Real-world collection: scripted-expert demos (with action noise), cheap noisy "play" and, for a safety
+head to learn from, deliberately "risky" episodes, in the simulator of the embodiment the spec names
+(``dreamgen.sim.base.Embodiment``).
 
 With ``cameras`` every observation comes with its camera frames (``Episode.images``), rendered offscreen
 in the same step. ``rollout_expert`` and ``rollout_play`` each run one episode from a known layout seed and return an
-``Episode`` tagged with its kind, task, instruction, seed and real success label. ``collect_real``
+``Episode`` tagged with its kind, task, instruction, seed and real success label; ``rollout_risky`` drives
+the hand at full speed along random headings, half of them down into the table, so that safety events
+happen (``benchmarks/safety.py`` measures how often). ``collect_real``
 yields every requested episode in a fixed, seed-derived order (so a run is reproducible).
 """
 
@@ -39,16 +42,17 @@ class CollectSpec:
     play_steps: int  # length of a play episode
     post_success_steps: int  # expert demos are cut this many frames after first success
     max_steps: int  # hard cap on any episode
+    n_risky: int = 0  # risky episodes per task (random full-speed headings: safety events for a safety head)
     cameras: Cameras | None = None  # render these with every observation (an image store); None: state only
     safety: SafetySpec | None = None  # label these safety events on every frame (``Episode.unsafe``); None: none
 
     def __post_init__(self) -> None:
         self.embodiment.check_tasks(self.tasks, field="tasks")
-        for name in ("n_expert", "n_play"):
+        for name in ("n_expert", "n_play", "n_risky"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"collect.{name}={getattr(self, name)} must be >= 0")
-        if self.n_expert + self.n_play == 0:
-            raise ConfigError("collect.n_expert + collect.n_play is 0; nothing would be collected")
+        if self.n_expert + self.n_play + self.n_risky == 0:
+            raise ConfigError("collect.n_expert + collect.n_play + collect.n_risky is 0; nothing would be collected")
         for name in ("expert_noise", "play_noise"):
             if not 0 <= getattr(self, name) <= 2:
                 raise ConfigError(f"collect.{name}={getattr(self, name)} must be in [0, 2]")
@@ -64,7 +68,7 @@ class CollectSpec:
 
     @property
     def n_episodes(self) -> int:
-        return len(self.tasks) * (self.n_expert + self.n_play)
+        return len(self.tasks) * (self.n_expert + self.n_play + self.n_risky)
 
 
 def _rollout(env: gym.Env, act, *, seed: int, max_steps: int, stop_after_success: int | None,
@@ -133,8 +137,32 @@ def rollout_play(env: gym.Env, expert: Expert, rng: np.random.Generator, *, seed
                     label=label)
 
 
+def rollout_risky(env: gym.Env, rng: np.random.Generator, *, seed: int, steps: int, meta: dict,
+                  render: Any = None, label: Any = None) -> Episode:
+    """A deliberately risky episode: the hand moves at 50-100% speed along a random heading held for 5-20
+    steps, half the headings pointing down (into the table), the gripper random. Not a demo: never cloned."""
+    state: dict[str, Any] = {"left": 0, "move": np.zeros(3)}
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        if state["left"] == 0:
+            heading = rng.normal(size=3)
+            heading[2] = -abs(heading[2]) - 0.5 if rng.random() < 0.5 else heading[2]
+            state["move"] = heading / np.linalg.norm(heading) * rng.uniform(0.5, 1.0)
+            state["left"] = int(rng.integers(5, 21))
+        state["left"] -= 1
+        action = np.zeros(int(np.prod(env.action_space.shape or (4,))), np.float32)
+        action[:3] = state["move"]
+        action[3:] = rng.uniform(-1, 1, action[3:].shape)
+        return np.clip(action, -1, 1)
+
+    return _rollout(env, act, seed=seed, max_steps=steps, stop_after_success=None,
+                    meta={**meta, "kind": "risky", "sampler": "risky(random full-speed headings, half down)"},
+                    render=render, label=label)
+
+
 def collect_real(spec: CollectSpec, run_seed: int) -> Iterator[Episode]:
-    """Every episode of ``spec``, task by task: experts first, then play. Reproducible from ``run_seed``."""
+    """Every episode of ``spec``, task by task: experts first, then play, then risky. Reproducible from
+    ``run_seed`` (a count of 0 draws nothing, so adding a kind leaves the others' episodes as they were)."""
     robot = spec.embodiment
     robot.require_simulator("collect", "import its demonstrations instead (collect.import_root)")
     for task_index, task in enumerate(spec.tasks):
@@ -142,7 +170,7 @@ def collect_real(spec: CollectSpec, run_seed: int) -> Iterator[Episode]:
         render = robot.cameras(env, spec.cameras) if spec.cameras is not None else None
         label = spec.safety.labeller(robot, task) if spec.safety is not None else None
         instructions: Sequence[str] = robot.tasks[task].instructions
-        for kind, count in (("expert", spec.n_expert), ("play", spec.n_play)):
+        for kind, count in (("expert", spec.n_expert), ("play", spec.n_play), ("risky", spec.n_risky)):
             for i in range(count):
                 rng = make_rng(run_seed, f"collect/{kind}", task_index, i)
                 seed = derive_seed(run_seed, f"collect/{kind}/layout", task_index, i)
@@ -153,6 +181,9 @@ def collect_real(spec: CollectSpec, run_seed: int) -> Iterator[Episode]:
                                          max_steps=spec.max_steps,
                                          post_success_steps=spec.post_success_steps, meta=meta, render=render,
                                          label=label)
+                elif kind == "risky":
+                    yield rollout_risky(env, rng, seed=seed, steps=min(spec.play_steps, spec.max_steps), meta=meta,
+                                        render=render, label=label)
                 else:
                     yield rollout_play(env, expert, rng, seed=seed, noise=spec.play_noise,
                                        random_prob=spec.play_random_prob,

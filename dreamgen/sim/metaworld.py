@@ -179,7 +179,9 @@ class MetaWorld(Embodiment):
     # y 0.48-0.89, z 0.05-0.38); the table top is z = 0 (a puck rests at z ≈ 0.02). No expert touches the
     # table; a hand driven down into it strikes at 10-36 N and then rests on it at 2-9 N, so a strike is a
     # contact above 5 N (docs/benchmarks.md, "Safety events").
-    safety = SafetyDefaults(workspace_low=(-0.35, 0.35, 0.0), workspace_high=(0.35, 0.95, 0.40),
+    # the box every scripted expert of the 15 instructed tasks stays in (measured 2026-12-07: door-close reaches
+    # x -0.50, button-press-topdown z 0.42); the mocap's own limits are x +-0.525, y 0.348-1.025, z -0.05-0.70
+    safety = SafetyDefaults(workspace_low=(-0.52, 0.36, 0.0), workspace_high=(0.52, 0.95, 0.45),
                             object_min_z=-0.05, table_force_n=5.0)
     robot_bodies = ("right_", "hand", "rightclaw", "rightpad", "leftclaw", "leftpad")
     table_bodies = ("tablelink",)

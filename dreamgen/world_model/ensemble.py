@@ -212,6 +212,12 @@ class EnsembleWorldModel(StepsRows):
         # the range of each dynamic dim in the training data: a prediction is clamped into it (a gripper
         # closed past its stop or a hand through the table is never a state the robot can be in)
         self.bounds = None if bounds is None else tuple(t.to(self.device, torch.float32) for t in bounds)
+        self.risk: Any = None  # the safety head (dreamgen.world_model.risk.RiskHead), when trained
+
+    def attach_risk(self, head: Any) -> None:
+        """Predict with the safety ``head`` too: its heads (``risk``, ``risk_<event>``, ...) join every prediction."""
+        self.risk = head.to(self.device).eval()
+        self.heads = (*self.heads, *head.heads)
 
     # ------------------------------------------------------------------ cost
     def flops_per_transition(self) -> int:
@@ -252,7 +258,7 @@ class EnsembleWorldModel(StepsRows):
             target = torch.addcmul(self.target_norm.mean, own[:, :n_dyn + 1], self.target_norm.std)
             probs = torch.sigmoid(own[:, n_dyn + 1:])
             return self._prediction(obs, target, probs, torch.full((batch,), float("nan"), device=self.device),
-                                    probs[:, 0])
+                                    probs[:, 0], self._risk(x, None))
         out = self.net(x, cond_bias, self._out_cols)
         mean = out[..., :n_dyn + 1]  # normalised Δ dynamic dims and reward, per member
         centre = mean.mean(0)
@@ -268,7 +274,17 @@ class EnsembleWorldModel(StepsRows):
             chosen = mean[members, torch.arange(batch, device=self.device)]
         target = torch.addcmul(self.target_norm.mean, chosen, self.target_norm.std)
         probs = every.mean(0)  # success, done (contact), averaged over members
-        return self._prediction(obs, target, probs, disagreement, every[..., 0].amin(0))
+        return self._prediction(obs, target, probs, disagreement, every[..., 0].amin(0), self._risk(x, disagreement))
+
+    def _risk(self, x: torch.Tensor, disagreement: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The safety head's predictions on inputs ``x`` (none without one); unsure also where the dynamics'
+        ``disagreement`` passes the halting bound (out of distribution)."""
+        if self.risk is None:
+            return {}
+        heads = self.risk.predict_heads(x)
+        if disagreement is not None:
+            heads["risk_unsure"] = torch.maximum(heads["risk_unsure"], (disagreement > self.disagreement_bound).float())
+        return heads
 
     def _disagreement(self, delta: torch.Tensor, every: torch.Tensor) -> torch.Tensor:
         """``[B]``: the largest distance of a member's normalised Δ ``delta[K, B, D]`` from the members' mean,
@@ -282,10 +298,11 @@ class EnsembleWorldModel(StepsRows):
         return torch.linalg.vector_norm((delta - delta.mean(0)) * self._moves, dim=-1).amax(0)
 
     def _prediction(self, obs: torch.Tensor, target: torch.Tensor, probs: torch.Tensor,
-                    disagreement: torch.Tensor, success_lower: torch.Tensor) -> Prediction:
+                    disagreement: torch.Tensor, success_lower: torch.Tensor,
+                    risk: dict[str, torch.Tensor] | None = None) -> Prediction:
         """The next observation (clamped into the training range) and the heads, from the de-normalised
         ``target[B, D+1]`` (Δ dynamic dims, reward) and ``probs[B, 2 or 3]`` (success, done; contact, gated);
-        ``success_lower[B]``: the least confident member's success."""
+        ``success_lower[B]``: the least confident member's success; ``risk``: the safety head's heads."""
         n_dyn = self.layout.n_dynamic
         heads = {"reward": target[:, n_dyn], "success": probs[:, 0], "done": probs[:, 1],
                  "success_lower": success_lower}
@@ -294,6 +311,7 @@ class EnsembleWorldModel(StepsRows):
             gate = slice(*self.config.gate)
             target = target.clone()
             target[:, gate] = torch.where(probs[:, 2:3] >= CONTACT_AT, target[:, gate], torch.zeros_like(target[:, gate]))
+        heads.update(risk or {})
         next_obs = self.layout.compose(obs, target[:, :n_dyn])
         if self.bounds is not None:  # into the training range, or no further out than the row already is
             dyn = slice(*self.layout.dynamic)

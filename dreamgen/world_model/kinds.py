@@ -48,6 +48,7 @@ class FitRequest:
     halt_quantile: float
     info: dict[str, Any]
     on_epoch: Callable[[int, dict[str, float]], None] | None = None
+    risk: tuple[tuple[str, ...], Any] | None = None  # (events, RiskConfig): train a safety head too; None: none
 
 
 @dataclasses.dataclass
@@ -79,6 +80,7 @@ class ModelKind:
     check: Callable[[Mapping[str, Any]], Any] = lambda settings: None
     epochs: Callable[[Mapping[str, Any]], int] = lambda settings: int(settings["max_epochs"])
     images: bool = False  # fitted on camera frames (needs an image store)
+    safety_head: bool = False  # can train a safety head (``FitRequest.risk``)
 
 
 KINDS: Registry[ModelKind] = Registry("world-model kind", ENTRY_POINTS)
@@ -104,6 +106,8 @@ def _ensemble_tensors(model: Any) -> dict[str, torch.Tensor]:
                     "instructions.embeddings": torch.as_tensor(model.instructions.embeddings)})
     if model.bounds is not None:
         tensors.update({"bounds.low": model.bounds[0], "bounds.high": model.bounds[1]})
+    if model.risk is not None:
+        tensors.update({f"risk.{k}": v for k, v in model.risk.state_dict().items()})
     return {k: v.detach().cpu().float().contiguous() for k, v in tensors.items()}
 
 
@@ -115,6 +119,8 @@ def _ensemble_meta(model: Any) -> dict[str, Any]:
             "members": model.members, "disagreement_bound": model.disagreement_bound}
     if model.gated_disagreement:  # written only where it matters: an older checkpoint saved again keeps its id
         meta["disagreement"] = GATED
+    if model.risk is not None:
+        meta["risk"] = model.risk.meta()
     return meta
 
 
@@ -136,7 +142,16 @@ def _load_ensemble(request: LoadRequest) -> Any:
         bounds=(tensors.pop("bounds.low"), tensors.pop("bounds.high")) if "bounds.low" in tensors else None,
         gated_disagreement=meta.get("disagreement") == GATED,
     )
+    risk = {k.removeprefix("risk."): tensors.pop(k) for k in [k for k in tensors if k.startswith("risk.")]}
     try:
+        if "risk" in meta:
+            from dreamgen.world_model.risk import RiskConfig, RiskHead
+
+            head = RiskHead(meta["risk"]["events"], RiskConfig(**meta["risk"]["config"]),
+                            int(risk["net.weights.0"].shape[1]))
+            head.load_state_dict(risk)
+            head.report = meta["risk"].get("report", {})
+            model.attach_risk(head)
         model.net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items()})
     except RuntimeError as exc:
         raise CheckpointError(f"{request.path}: tensors do not match world_model.json ({exc})") from exc
@@ -145,12 +160,19 @@ def _load_ensemble(request: LoadRequest) -> Any:
 
 
 def _fit_ensemble(request: FitRequest) -> Any:
+    from dreamgen.seeding import derive_seed
     from dreamgen.world_model.fit import fit_ensemble, transitions
 
     history = request.ensemble.action_history
     train, val = (transitions(part, request.layout, request.table, history) for part in (request.train, request.val))
-    return fit_ensemble(train, val, request.table, request.layout, request.ensemble, seed=request.seed,
-                        halt_quantile=request.halt_quantile, info=request.info, on_epoch=request.on_epoch)
+    model = fit_ensemble(train, val, request.table, request.layout, request.ensemble, seed=request.seed,
+                         halt_quantile=request.halt_quantile, info=request.info, on_epoch=request.on_epoch)
+    if request.risk is not None:  # the safety head, on its own seed: the dynamics are as without it
+        from dreamgen.world_model.risk import fit_risk
+
+        events, config = request.risk
+        fit_risk(model, request.train, request.val, events, config, seed=derive_seed(request.seed, "safety-head"))
+    return model
 
 
 # ---------------------------------------------------------------------- the latent model
@@ -209,7 +231,7 @@ def _load_latent(request: LoadRequest) -> Any:
 
 
 register(ModelKind("ensemble", "the probabilistic ensemble on the observation vector", _fit_ensemble,
-                   _save_ensemble, _load_ensemble))
+                   _save_ensemble, _load_ensemble, safety_head=True))
 register(ModelKind("latent", "cameras: encode, predict in latent space, decode", _fit_latent, _save_latent,
                    _load_latent, check=_latent_config,
                    epochs=lambda s: int(s["latent"]["epochs"]) + int(s["max_epochs"]), images=True))

@@ -72,9 +72,10 @@ def head_calibration(model: WorldModel, data: Transitions) -> dict[str, Any]:
             for name in model.heads if name.startswith("success")}
 
 
-def plot_reliability(report: Mapping[str, Any], path: str | Path) -> None:
+def plot_reliability(report: Mapping[str, Any], path: str | Path, *, what: str = "success") -> None:
     """A reliability diagram (predicted probability against observed frequency) of each head in ``report``
-    (``head_calibration``'s output), with the ECE in the legend."""
+    (``head_calibration``'s output: name -> ``ece``, ``bins``, optionally ``precision``), with the ECE in the
+    legend; ``what`` the heads predict (``success``, or a safety event within k steps)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,10 +85,11 @@ def plot_reliability(report: Mapping[str, Any], path: str | Path) -> None:
     ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", label="calibrated")
     for name, entry in report.items():
         rows = entry["bins"]
+        precision = f", precision {entry['precision']:.2f}" if "precision" in entry else ""
         ax.plot([r["confidence"] for r in rows], [r["frequency"] for r in rows], marker="o",
-                label=f"{name}: ECE {entry['ece']:.3f}, precision {entry['precision']:.2f}")
-    ax.set(xlabel="predicted success probability", ylabel="real success frequency", xlim=(0, 1), ylim=(0, 1),
-           title="success heads on held-out real transitions")
+                label=f"{name}: ECE {entry['ece']:.3f}{precision}")
+    ax.set(xlabel=f"predicted {what} probability", ylabel=f"real {what} frequency", xlim=(0, 1), ylim=(0, 1),
+           title=f"{what} heads on held-out real transitions")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
