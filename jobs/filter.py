@@ -95,6 +95,8 @@ def judge(cfg: DictConfig, store, on_episode=None) -> dict:
     rules = safety(cfg, robot)  # the safety events that are rules on the state: a dreamed state is judged too
     rule_events = [e for e in OBS_EVENTS if rules is not None and e in rules.events]
     physical, dis_max, dis_mean, obs, action, unsafe = [], [], [], [], [], []
+    head = "risk" in tuple(model.heads) and model.cameras is None  # the world model predicts risk: every dream's
+    predicted: list[list[str]] = []
     for episode in store.iter_episodes():
         reason = physical_reason(episode, support, config, dynamic)
         raised = [e for e, hit in rules.label_obs(np.nan_to_num(episode.obs), str(episode.meta["task"])).items()
@@ -102,6 +104,15 @@ def judge(cfg: DictConfig, store, on_episode=None) -> dict:
         unsafe.append(raised)
         if reason == PASSED and raised and f.reject_unsafe:
             reason = f"unsafe:{raised[0]}"
+        if head:  # the safety head on the dream's own transitions: events it predicts within k steps
+            from dreamgen.world_model.risk import episode_risk, predicted_events
+
+            foreseen = predicted_events(model, episode_risk(model, np.nan_to_num(episode.obs, posinf=0, neginf=0),
+                                                            np.clip(np.nan_to_num(episode.action), -1, 1),
+                                                            embedding[episode.meta["instruction"]]))
+            predicted.append(foreseen)
+            if reason == PASSED and foreseen and f.reject_risk:
+                reason = f"unsafe:{foreseen[0]}"
         physical.append(reason)
         d = disagreement(model, episode, embedding[episode.meta["instruction"]])
         dis_max.append(float(np.max(d)))
@@ -116,16 +127,18 @@ def judge(cfg: DictConfig, store, on_episode=None) -> dict:
             "quality": quality, "episode_id": store.meta(["episode_id"])["episode_id"],
             "physical": np.array(physical, dtype=object), "dis_max": np.array(dis_max),
             "dis_mean": np.array(dis_mean), "score": np.array(score), "unsafe": unsafe, "rule_events": rule_events,
-            "task": store.meta(["task"])["task"]}
+            "task": store.meta(["task"])["task"], "predicted": predicted,
+            "risk_events": list(model.risk.events) if head else []}
 
 
-def dream_unsafe_rates(judged: dict) -> dict[str, dict[str, float]]:
+def dream_unsafe_rates(judged: dict, key: str = "unsafe", events: str = "rule_events") -> dict[str, dict[str, float]]:
     """Per task, the share of dreams whose dreamed states break each safety rule (the events that are rules
-    on the state: ``dreamgen.safety.OBS_EVENTS``), and ``any``."""
+    on the state: ``dreamgen.safety.OBS_EVENTS``), and ``any``; with ``key="predicted"``, ``events=
+    "risk_events"``: the share the safety head predicts to raise each event."""
     out: dict[str, dict[str, float]] = {}
     for task in sorted(set(judged["task"].tolist())):
-        rows = [u for u, t in zip(judged["unsafe"], judged["task"], strict=True) if t == task]
-        out[task] = {e: sum(e in u for u in rows) / len(rows) for e in judged["rule_events"]}
+        rows = [u for u, t in zip(judged[key], judged["task"], strict=True) if t == task]
+        out[task] = {e: sum(e in u for u in rows) / len(rows) for e in judged[events]}
         out[task]["any"] = sum(bool(u) for u in rows) / len(rows)
     return out
 
@@ -165,10 +178,17 @@ def run(cfg: DictConfig) -> dict:
 
     filter_config(cfg)
     safety(cfg)  # safety.* refused before anything runs
-    if not isinstance(cfg.filter.reject_unsafe, bool):
-        from dreamgen.errors import ConfigError
+    from dreamgen.errors import ConfigError
 
-        raise ConfigError(f"filter.reject_unsafe={cfg.filter.reject_unsafe!r}: must be true or false")
+    for name in ("reject_unsafe", "reject_risk"):
+        if not isinstance(cfg.filter[name], bool):
+            raise ConfigError(f"filter.{name}={cfg.filter[name]!r}: must be true or false")
+    if cfg.filter.reject_risk:  # refused before the store is touched
+        from dreamgen.shield import require_safety_head
+        from dreamgen.world_model.checkpoint import load_world_model
+
+        require_safety_head(load_world_model(cfg.filter.world_model), f"filter.reject_risk=true (filter.world_model="
+                                                                       f"{cfg.filter.world_model})")
     store = TrajectoryStore.open(cfg.filter.store, mode="r+")
     with run_verb(cfg, "filter", inputs={"dream": store}) as (run_dir, tracker):
         bar = progress(None, cfg, total=len(store), desc="filter", unit="ep")
@@ -189,14 +209,20 @@ def run(cfg: DictConfig) -> dict:
                   "store_digest": digest, "accepted": int(accepted.sum()), "episodes": len(store),
                   "reasons": dict(counts), "verdict_digest": store.meta_digest(VERDICT_FIELDS),
                   "reject_unsafe": bool(cfg.filter.reject_unsafe), "unsafe_rates": dream_unsafe_rates(judged)}
+        if judged["risk_events"]:  # the safety head's view of every dream, rejected or not
+            record.update(reject_risk=bool(cfg.filter.reject_risk),
+                          predicted_unsafe_rates=dream_unsafe_rates(judged, "predicted", "risk_events"))
         store.set_info("filter", record)  # the commit: verdicts not matching this record are never trained on
         metrics = {"filter/accept_rate": float(accepted.mean()) if len(store) else 0.0,
                    "filter/accepted": float(accepted.sum()), "filter/quality_threshold": float(chosen["threshold"])}
-        unsafe_reasons = [f"unsafe:{e}" for e in judged["rule_events"]] if cfg.filter.reject_unsafe else []
+        unsafe_reasons = sorted({*(f"unsafe:{e}" for e in judged["rule_events"] if cfg.filter.reject_unsafe),
+                                 *(f"unsafe:{e}" for e in judged["risk_events"] if cfg.filter.reject_risk)})
         metrics.update({f"filter/rate_{r.replace(':', '-')}": counts.get(r, 0) / max(len(store), 1)
                         for r in (*REASONS, *unsafe_reasons, PASSED)})
         metrics.update({f"filter/unsafe/{task}/{event}": rate for task, row in record["unsafe_rates"].items()
                         for event, rate in row.items()})
+        metrics.update({f"filter/predicted_unsafe/{task}/{event}": rate
+                        for task, row in record.get("predicted_unsafe_rates", {}).items() for event, rate in row.items()})
         tracker.log_metrics(metrics)
         tracker.log_dict(record, "filter.json")
         log.info("filter %s: accepted %d of %d (quality threshold %.3f, %s); reasons: %s", cfg.filter.store,

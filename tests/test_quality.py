@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 
@@ -13,7 +14,7 @@ from dreamgen.quality.audit import assign_folds, rates
 from dreamgen.quality.filter import PASSED, FilterConfig, Support, physical_reason, pick_threshold, verdicts
 from dreamgen.quality.model import QualityConfig, QualityData, QualityModel, auc, calibration, fit_quality
 from dreamgen.types import Episode
-from tests.conftest import dreamgen
+from tests.conftest import dreamgen, in_process
 
 DYNAMIC = slice(0, 18)
 
@@ -153,7 +154,8 @@ def test_quality_model_learns_real_outcome_and_round_trips(tmp_path):
 
 # ---------------------------------------------------------------- the verbs on a real smoke run
 def test_audit_train_quality_filter_on_real_dreams(smoke_run, tmp_path):
-    """generate → audit → train-quality → filter (twice) → audit, with planted bad dreams in the store."""
+    """generate → audit → train-quality → filter (twice) → audit, with planted bad dreams in the store (the first
+    two through the CLI, the rest through the same entrypoint in this process)."""
     work, common = smoke_run["work"], smoke_run["common"]
     run_dir = tmp_path / "run"
     shutil.copytree(smoke_run["run_dir"], run_dir)
@@ -188,12 +190,16 @@ def test_audit_train_quality_filter_on_real_dreams(smoke_run, tmp_path):
     assert "learned-filter" not in json.loads((run_dir / "audit" / "audit.json").read_text())["filters"]
     assert "replayed" in audit.stderr + audit.stdout
 
-    dreamgen("train-quality", *common, cwd=work)
+    def verb(name: str) -> None:  # the same entrypoint in this process (no interpreter start-up)
+        with contextlib.chdir(work):
+            assert in_process(name, common)[0] == 0, name
+
+    verb("train-quality")
     spec = json.loads((run_dir / "quality" / "quality.json").read_text())
     assert spec["info"]["oof"] and "quality/oof_auc_real" in spec["info"]["metrics"]
-    dreamgen("filter", *common, cwd=work)
+    verb("filter")
     first = TrajectoryStore.open(run_dir / "dream.zarr").meta(["episode_id", "verdict", "reason", "quality"])
-    dreamgen("filter", *common, cwd=work)
+    verb("filter")
     again = TrajectoryStore.open(run_dir / "dream.zarr")
     second = again.meta(["episode_id", "verdict", "reason", "quality"])
     assert again.digest() == before  # filtering never changes an episode's data
@@ -207,7 +213,7 @@ def test_audit_train_quality_filter_on_real_dreams(smoke_run, tmp_path):
     info = again.info["filter"]
     assert info["store_digest"] == before and "quality_threshold" in info["thresholds"]
 
-    dreamgen("audit", *common, cwd=work)
+    verb("audit")
     report = json.loads((run_dir / "audit" / "audit.json").read_text())
     assert report["replayed"] == 0 and report["filtered"]
     learned = report["filters"]["learned-filter"]["overall"]

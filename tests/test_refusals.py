@@ -125,6 +125,7 @@ CASES = [
     ("evaluate", ["evaluate.shield.enabled=true", "evaluate.shield.world_model={smoke}/world_model",
                   "evaluate.policy={smoke}/policy", "evaluate.store={smoke}/real.zarr"], "has no safety head"),
     ("evaluate", ["evaluate.shield.enabled=true", "evaluate.where=dream"], "nothing real is at risk"),
+    ("filter", ["filter.reject_risk=true", "filter.world_model={smoke}/world_model"], "has no safety head"),
     ("evaluate", ["evaluate.shield.enabled=true", "evaluate.shield.world_model={missing}",
                   "evaluate.policy={smoke}/policy", "evaluate.store={smoke}/real.zarr"],
      "holds no world model (world_model.json)"),

@@ -19,8 +19,10 @@ from dreamgen.world_model.risk import (
     auroc,
     balanced_accuracy,
     check,
+    episode_risk,
     fit_risk,
     lead_times,
+    predicted_events,
     tpr_at_fpr,
     within,
 )
@@ -138,6 +140,14 @@ def test_the_head_round_trips_through_the_ensemble_checkpoint(tmp_path):
     assert answer["risk"].shape == (3,) and answer["obs"].shape == (3, 3)
     first = loaded.predict(obs[:1], action[:1], cond[:1], propagation="mean")
     assert answer["risk_table_strike"][0] == pytest.approx(float(first.head("risk_table_strike")[0]), abs=1e-6)
+    # the filter's view of a recorded episode: the heads on its own transitions, as one batched prediction
+    episode = _rule_episodes(1, 3)[0]
+    heads = episode_risk(loaded, episode.obs, episode.action, _Model.instructions.embeddings[0])
+    batch = loaded.predict(torch.as_tensor(episode.obs), torch.as_tensor(episode.action),
+                           torch.as_tensor(_Model.instructions.embeddings).expand(len(episode.obs), -1), propagation="mean")
+    assert np.allclose(heads["risk_table_strike"], batch.head("risk_table_strike").numpy(), atol=1e-6)
+    assert predicted_events(loaded, heads) == (["table_strike"] if (
+        heads["risk_table_strike"] >= float(loaded.risk.thresholds[0])).any() else [])
     with pytest.raises(ConfigError, match="check names head 'risk'"):
         check(EnsembleWorldModel(model.config, layout, 4, _Model.instructions, norm, Normaliser(torch.zeros(0), torch.ones(0)),
                                  Normaliser(torch.zeros(4), torch.ones(4))), obs[0].numpy(), action[:1].numpy(), "push it")

@@ -361,3 +361,24 @@ def check(model: Any, obs: np.ndarray, actions: np.ndarray, instruction: str) ->
             out[name].append(pred.head(name).cpu().numpy()[0])
         out["obs"].append(pred.next_obs.cpu().numpy()[0])
     return {name: np.asarray(values) for name, values in out.items()}
+
+
+@torch.no_grad()
+def episode_risk(model: Any, obs: np.ndarray, action: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
+    """The safety heads ``[T]`` on one recorded episode's own transitions ``obs[T,O]``, ``action[T,A]``
+    (a dream's, as the dream env saw them; the episode's previous actions as context), instruction
+    embedding ``cond[C]``: what the filter reads."""
+    dev = model.device
+    history = model.context_dim // model.action_dim
+    obs_t = torch.as_tensor(np.asarray(obs, np.float32), device=dev)
+    act = np.asarray(action, np.float32)
+    c = model.condition(torch.as_tensor(np.broadcast_to(cond, (len(obs_t), len(cond))).copy(), device=dev))
+    pred = model.predict(obs_t, torch.as_tensor(act, device=dev), c, propagation="mean",
+                         context=torch.as_tensor(action_context(act, history), device=dev))
+    return {name: pred.head(name).cpu().numpy() for name in model.risk.heads}
+
+
+def predicted_events(model: Any, heads: dict[str, np.ndarray]) -> list[str]:
+    """The events whose predicted risk reaches the head's threshold on some step of ``episode_risk``'s output."""
+    head: RiskHead = model.risk
+    return [e for i, e in enumerate(head.events) if (heads[f"risk_{e}"] >= float(head.thresholds[i])).any()]
