@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dreamgen.data.collect import rollout_expert, rollout_play, rollout_risky  # noqa: E402
+from dreamgen.data.collect import risky_actor, rollout_expert, rollout_play, rollout_risky  # noqa: E402
 from dreamgen.data.store import TrajectoryStore  # noqa: E402
 from dreamgen.evaluate import evaluate_task  # noqa: E402
 from dreamgen.language import default_encoder  # noqa: E402
@@ -122,20 +122,14 @@ def main() -> None:
     for name in args.policies.split(","):
         for shielded in (False, True):
             rng = np.random.default_rng(5)
-            state: dict = {}
+            actors: dict = {}  # the risky sampler: one per evaluated episode, all drawing from rng
 
-            def act(obs, cond, rows, images, name=name, rng=rng, state=state):
-                if name == "risky":  # the risky sampler, one heading per row held 5-20 steps
-                    out = np.zeros((len(rows), robot.action_dim), np.float32)
-                    for j, r in enumerate(rows):
-                        left, move = state.get(r, (0, None))
-                        if left == 0:
-                            h = rng.normal(size=3)
-                            h[2] = -abs(h[2]) - 0.5 if rng.random() < 0.5 else h[2]
-                            move, left = h / np.linalg.norm(h) * rng.uniform(0.5, 1.0), int(rng.integers(5, 21))
-                        state[r] = (left - 1, move)
-                        out[j, :3], out[j, 3:] = move, rng.uniform(-1, 1, robot.action_dim - 3)
-                    return out
+            def act(obs, cond, rows, images, name=name, rng=rng, actors=actors):
+                if name == "risky":
+                    for r in rows:
+                        if r not in actors:
+                            actors[r] = risky_actor(rng, robot.action_dim)
+                    return np.stack([actors[r](o) for r, o in zip(rows, obs, strict=True)])
                 a = policy.act(obs, cond, deterministic=True)
                 if name != "bc":
                     a = np.clip(a + rng.normal(0, 0.5, a.shape), -1, 1).astype(np.float32)
@@ -145,7 +139,7 @@ def main() -> None:
             results, hits, checks, unresolved = [], 0, 0, 0
             t0 = time.perf_counter()
             for ti, task in enumerate(tasks):
-                state.clear()
+                actors.clear()
                 r = evaluate_task(shield.wrap(act) if shield else act, task, ti, embodiment=robot,
                                   n_episodes=args.episodes, max_steps=args.steps, run_seed=0, embed=encoder.encode,
                                   instructions="canonical", exclude_seeds=train_seeds,

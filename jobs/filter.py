@@ -74,10 +74,11 @@ def judge(cfg: DictConfig, store, on_episode=None) -> dict:
     """Score every dream of ``store``: physical reason, disagreement (max, mean), quality probability."""
     from dreamgen.data.store import TrajectoryStore
     from dreamgen.language import default_encoder
-    from dreamgen.quality.filter import PASSED, Support, disagreement, physical_reason
+    from dreamgen.quality.filter import PASSED, Support, disagreement, physical_reason, prediction
     from dreamgen.quality.model import QualityModel
     from dreamgen.safety import OBS_EVENTS
     from dreamgen.world_model.checkpoint import load_world_model
+    from dreamgen.world_model.risk import predicted_events
 
     f = cfg.filter
     config = filter_config(cfg)
@@ -95,7 +96,7 @@ def judge(cfg: DictConfig, store, on_episode=None) -> dict:
     rules = safety(cfg, robot)  # the safety events that are rules on the state: a dreamed state is judged too
     rule_events = [e for e in OBS_EVENTS if rules is not None and e in rules.events]
     physical, dis_max, dis_mean, obs, action, unsafe = [], [], [], [], [], []
-    head = "risk" in tuple(model.heads) and model.cameras is None  # the world model predicts risk: every dream's
+    head = "risk" in tuple(model.heads)  # a safety head: the events it foresees on every dream (``predicted``)
     predicted: list[list[str]] = []
     for episode in store.iter_episodes():
         reason = physical_reason(episode, support, config, dynamic)
@@ -104,17 +105,17 @@ def judge(cfg: DictConfig, store, on_episode=None) -> dict:
         unsafe.append(raised)
         if reason == PASSED and raised and f.reject_unsafe:
             reason = f"unsafe:{raised[0]}"
-        if head:  # the safety head on the dream's own transitions: events it predicts within k steps
-            from dreamgen.world_model.risk import episode_risk, predicted_events
-
-            foreseen = predicted_events(model, episode_risk(model, np.nan_to_num(episode.obs, posinf=0, neginf=0),
-                                                            np.clip(np.nan_to_num(episode.action), -1, 1),
-                                                            embedding[episode.meta["instruction"]]))
+        instruction = embedding[episode.meta["instruction"]]
+        if head:  # one prediction on the dream's own transitions: its disagreement, and the events the head foresees
+            pred = prediction(model, episode, instruction)
+            d = pred.disagreement.cpu().numpy()
+            foreseen = predicted_events(model, {name: pred.head(name).cpu().numpy() for name in model.risk.heads})
             predicted.append(foreseen)
             if reason == PASSED and foreseen and f.reject_risk:
                 reason = f"unsafe:{foreseen[0]}"
+        else:
+            d = disagreement(model, episode, instruction)
         physical.append(reason)
-        d = disagreement(model, episode, embedding[episode.meta["instruction"]])
         dis_max.append(float(np.max(d)))
         dis_mean.append(float(np.mean(d)))
         obs.append(np.nan_to_num(episode.obs))

@@ -10,16 +10,15 @@ import pytest
 import torch
 
 from dreamgen.errors import ConfigError
+from dreamgen.scores import auc as auroc
 from dreamgen.shield import Shield
 from dreamgen.types import Episode
 from dreamgen.world_model.base import HEADS, InstructionTable, Prediction
 from dreamgen.world_model.risk import (
     RiskConfig,
     audit,
-    auroc,
     balanced_accuracy,
     check,
-    episode_risk,
     fit_risk,
     lead_times,
     predicted_events,
@@ -142,7 +141,8 @@ def test_the_head_round_trips_through_the_ensemble_checkpoint(tmp_path):
     assert answer["risk_table_strike"][0] == pytest.approx(float(first.head("risk_table_strike")[0]), abs=1e-6)
     # the filter's view of a recorded episode: the heads on its own transitions, as one batched prediction
     episode = _rule_episodes(1, 3)[0]
-    heads = episode_risk(loaded, episode.obs, episode.action, _Model.instructions.embeddings[0])
+    pred = loaded.episode_prediction(episode.obs, None, episode.action, _Model.instructions.embeddings[0])
+    heads = {name: pred.head(name).numpy() for name in loaded.risk.heads}
     batch = loaded.predict(torch.as_tensor(episode.obs), torch.as_tensor(episode.action),
                            torch.as_tensor(_Model.instructions.embeddings).expand(len(episode.obs), -1), propagation="mean")
     assert np.allclose(heads["risk_table_strike"], batch.head("risk_table_strike").numpy(), atol=1e-6)

@@ -137,10 +137,10 @@ def rollout_play(env: gym.Env, expert: Expert, rng: np.random.Generator, *, seed
                     label=label)
 
 
-def rollout_risky(env: gym.Env, rng: np.random.Generator, *, seed: int, steps: int, meta: dict,
-                  render: Any = None, label: Any = None) -> Episode:
-    """A deliberately risky episode: the hand moves at 50-100% speed along a random heading held for 5-20
-    steps, half the headings pointing down (into the table), the gripper random. Not a demo: never cloned."""
+def risky_actor(rng: np.random.Generator, action_dim: int) -> Any:
+    """``obs -> action`` of the deliberately risky behaviour (one episode's: it keeps its heading): the hand
+    moves at 50-100% speed along a random heading held for 5-20 steps, half the headings pointing down (into
+    the table), the gripper random."""
     state: dict[str, Any] = {"left": 0, "move": np.zeros(3)}
 
     def act(obs: np.ndarray) -> np.ndarray:
@@ -150,11 +150,18 @@ def rollout_risky(env: gym.Env, rng: np.random.Generator, *, seed: int, steps: i
             state["move"] = heading / np.linalg.norm(heading) * rng.uniform(0.5, 1.0)
             state["left"] = int(rng.integers(5, 21))
         state["left"] -= 1
-        action = np.zeros(int(np.prod(env.action_space.shape or (4,))), np.float32)
+        action = np.zeros(action_dim, np.float32)
         action[:3] = state["move"]
         action[3:] = rng.uniform(-1, 1, action[3:].shape)
         return np.clip(action, -1, 1)
 
+    return act
+
+
+def rollout_risky(env: gym.Env, rng: np.random.Generator, *, seed: int, steps: int, meta: dict,
+                  render: Any = None, label: Any = None) -> Episode:
+    """A deliberately risky episode (``risky_actor``). Not a demo: never cloned."""
+    act = risky_actor(rng, int(np.prod(env.action_space.shape or (4,))))
     return _rollout(env, act, seed=seed, max_steps=steps, stop_after_success=None,
                     meta={**meta, "kind": "risky", "sampler": "risky(random full-speed headings, half down)"},
                     render=render, label=label)

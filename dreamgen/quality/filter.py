@@ -89,11 +89,21 @@ def physical_reason(episode: Episode, support: Support, config: FilterConfig, dy
     return PASSED
 
 
+def _as_seen(episode: Episode) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """A dream's states, frames and actions as the dream env saw them (non-finite values zeroed, actions clipped)."""
+    return np.nan_to_num(episode.obs, posinf=0, neginf=0), episode.images, np.clip(np.nan_to_num(episode.action), -1, 1)
+
+
 def disagreement(model: Any, episode: Episode, cond: np.ndarray) -> np.ndarray:
     """The world model's disagreement ``[T]`` on the dream's own transitions (as the dream env saw them; a
     latent model's on the latents of the dream's frames)."""
-    return model.episode_disagreement(np.nan_to_num(episode.obs, posinf=0, neginf=0), episode.images,
-                                      np.clip(np.nan_to_num(episode.action), -1, 1), cond)
+    return model.episode_disagreement(*_as_seen(episode), cond)
+
+
+def prediction(model: Any, episode: Episode, cond: np.ndarray) -> Any:
+    """The world model's whole prediction on the dream's own transitions (``disagreement``'s, with every head:
+    a safety head's risk too), for a model with ``episode_prediction``."""
+    return model.episode_prediction(*_as_seen(episode), cond)
 
 
 def verdicts(physical: np.ndarray, dis_step: np.ndarray, dis_mean: np.ndarray, quality: np.ndarray,

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from dreamgen.nets import mlp_blocks
+from dreamgen.scores import auc  # noqa: F401  (the quality model's AUC: jobs.train_quality, tests)
 
 STEP_SCALE = 150.0  # t / STEP_SCALE is the time feature
 
@@ -243,25 +244,6 @@ def cross_fit(data: QualityData, config: QualityConfig, *, seed: int, folds: int
         held_data = data.subset(held)
         oof[held] = model.score(held_data.obs, held_data.action, held_data.cond)[0]
     return oof
-
-
-def auc(score: np.ndarray, label: np.ndarray) -> float:
-    """Area under the ROC curve (rank statistic, ties averaged); nan with one class only."""
-    score, label = np.asarray(score, float), np.asarray(label, bool)
-    n_pos, n_neg = int(label.sum()), int((~label).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(score, kind="mergesort")
-    ranks = np.empty(len(score))
-    sorted_scores = score[order]
-    i = 0
-    while i < len(score):
-        j = i
-        while j + 1 < len(score) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[label].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def calibration(score: np.ndarray, label: np.ndarray, bins: int = 10) -> dict[str, Any]:

@@ -220,18 +220,23 @@ class OwnsRows:
         return None
 
     @torch.no_grad()
-    def episode_disagreement(self, obs: np.ndarray, images: np.ndarray | None, action: np.ndarray,
-                             cond: np.ndarray) -> np.ndarray:
-        """The members' disagreement ``[T]`` on one recorded episode's transitions ``obs[T,O]`` (a latent
-        model: seen as ``images``), ``action[T,A]``, instruction embedding ``cond[C]`` (ensemble mean, the
-        episode's own previous actions as context)."""
+    def episode_prediction(self, obs: np.ndarray, images: np.ndarray | None, action: np.ndarray,
+                           cond: np.ndarray) -> Prediction:
+        """The model's prediction (ensemble mean, the episode's own previous actions as context) on one recorded
+        episode's transitions ``obs[T,O]`` (a latent model: seen as ``images``), ``action[T,A]``, instruction
+        embedding ``cond[C]``: its disagreement and every head, ``[T]`` each."""
         dev = self.device
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=dev)
         history = self.context_dim // self.action_dim
         context = torch.as_tensor(action_context(np.asarray(action, np.float32), history), device=dev)
         c = self.condition(torch.as_tensor(np.broadcast_to(cond, (len(obs_t), len(cond))).copy(), device=dev))
         return self.predict(obs_t, torch.as_tensor(action, dtype=torch.float32, device=dev), c,
-                            propagation="mean", context=context).disagreement.cpu().numpy()
+                            propagation="mean", context=context)
+
+    def episode_disagreement(self, obs: np.ndarray, images: np.ndarray | None, action: np.ndarray,
+                             cond: np.ndarray) -> np.ndarray:
+        """The members' disagreement ``[T]`` on one recorded episode (``episode_prediction``'s)."""
+        return self.episode_prediction(obs, images, action, cond).disagreement.cpu().numpy()
 
 
 class StepsRows(OwnsRows):

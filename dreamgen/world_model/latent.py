@@ -217,10 +217,10 @@ class LatentWorldModel(OwnsRows):
                                   torch.zeros(rows, self.cond_dim, device=dev), generator=generator,
                                   images=np.zeros((rows, *self.cameras.shape), np.uint8))
 
-    def episode_disagreement(self, obs: np.ndarray, images: np.ndarray | None, action: np.ndarray,
-                             cond: np.ndarray) -> np.ndarray:
-        """The latent ensemble's disagreement on the latents of the episode's frames."""
-        return self.dynamics.episode_disagreement(self.observe(obs, images), None, action, cond)
+    def episode_prediction(self, obs: np.ndarray, images: np.ndarray | None, action: np.ndarray,
+                           cond: np.ndarray) -> Any:
+        """The latent ensemble's prediction on the latents of the episode's frames."""
+        return self.dynamics.episode_prediction(self.observe(obs, images), None, action, cond)
 
     @torch.no_grad()
     def render(self, state: RowState) -> np.ndarray:

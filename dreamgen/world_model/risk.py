@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dreamgen.scores import auc
 from dreamgen.types import Episode
 from dreamgen.world_model.base import action_context
 
@@ -246,18 +247,6 @@ def fit_risk(model: Any, train: Sequence[Episode], val: Sequence[Episode], event
 
 
 # ---------------------------------------------------------------------- scoring against reality
-def auroc(score: np.ndarray, y: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney, ties counted half); NaN without both classes."""
-    from scipy.stats import rankdata
-
-    y = np.asarray(y, bool)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if not n_pos or not n_neg:
-        return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def balanced_accuracy(predicted: np.ndarray, y: np.ndarray) -> float:
     """Mean of the true-positive and true-negative rates; NaN without both classes."""
     predicted, y = np.asarray(predicted, bool), np.asarray(y, bool)
@@ -301,31 +290,29 @@ def audit(model: Any, episodes: Sequence[Episode], *, by_task: bool = True) -> d
     head: RiskHead = model.risk
     config = head.config
     data = risk_data(episodes, model.context_dim // model.action_dim, config.horizon)
-    x = _inputs(model, data)
-    with torch.no_grad():
-        heads = head.predict_heads(x)
-        tasks = np.array([episodes[i].meta["task"] for i in data.episode])
-        table = model.instructions
-        cond = torch.as_tensor(table.embeddings[table.lookup([episodes[i].meta["instruction"] for i in data.episode])],
-                               device=model.device)
-        as_t = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=model.device)  # noqa: E731
-        disagreement = model.predict(as_t(data.obs), as_t(data.action), model.condition(cond), propagation="mean",
-                                     context=as_t(data.context)).disagreement.cpu().numpy()
-    unsure = (heads["risk_unsure"].cpu().numpy() > 0) | (disagreement > model.disagreement_bound)
+    tasks = np.array([episodes[i].meta["task"] for i in data.episode])
+    table = model.instructions
+    as_t = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=model.device)  # noqa: E731
+    cond = as_t(table.embeddings[table.lookup([episodes[i].meta["instruction"] for i in data.episode])])
+    with torch.no_grad():  # one prediction: the safety heads, unsure where the dynamics disagree too
+        pred = model.predict(as_t(data.obs), as_t(data.action), model.condition(cond), propagation="mean",
+                             context=as_t(data.context))
+    heads = {name: pred.head(name).cpu().numpy() for name in head.heads}
+    unsure = heads["risk_unsure"] > 0
     names = [*head.events, ANY]
     out: dict[str, Any] = {"horizon": config.horizon, "frames": len(data), "episodes": len(episodes),
                            "unsure_share": float(unsure.mean()), "events": {}}
 
     def score(rows: np.ndarray, j: int) -> dict[str, Any]:
         name = names[j]
-        prob = heads["risk" if name == ANY else f"risk_{name}"].cpu().numpy()[rows]
+        prob = heads["risk" if name == ANY else f"risk_{name}"][rows]
         y = data.y[rows, j]
         thr = float(head.thresholds[j])
         warn = (prob >= thr) | unsure[rows]
         frame_events = data.unsafe[rows].any(1) if name == ANY else data.unsafe[rows, j]
         leads = lead_times(warn, frame_events, data.episode[rows], config.horizon)
         cal = calibration(prob, y)
-        return {"frames": int(len(rows)), "positives": int(y.sum()), "auroc": auroc(prob, y),
+        return {"frames": int(len(rows)), "positives": int(y.sum()), "auroc": auc(prob, y),
                 "balanced_accuracy": balanced_accuracy(warn, y),
                 "balanced_accuracy_head": balanced_accuracy(prob >= thr, y), "threshold": thr,
                 "tpr_at_5fpr": tpr_at_fpr(prob, y), "onsets": len(leads),
@@ -363,22 +350,8 @@ def check(model: Any, obs: np.ndarray, actions: np.ndarray, instruction: str) ->
     return {name: np.asarray(values) for name, values in out.items()}
 
 
-@torch.no_grad()
-def episode_risk(model: Any, obs: np.ndarray, action: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
-    """The safety heads ``[T]`` on one recorded episode's own transitions ``obs[T,O]``, ``action[T,A]``
-    (a dream's, as the dream env saw them; the episode's previous actions as context), instruction
-    embedding ``cond[C]``: what the filter reads."""
-    dev = model.device
-    history = model.context_dim // model.action_dim
-    obs_t = torch.as_tensor(np.asarray(obs, np.float32), device=dev)
-    act = np.asarray(action, np.float32)
-    c = model.condition(torch.as_tensor(np.broadcast_to(cond, (len(obs_t), len(cond))).copy(), device=dev))
-    pred = model.predict(obs_t, torch.as_tensor(act, device=dev), c, propagation="mean",
-                         context=torch.as_tensor(action_context(act, history), device=dev))
-    return {name: pred.head(name).cpu().numpy() for name in model.risk.heads}
-
-
 def predicted_events(model: Any, heads: dict[str, np.ndarray]) -> list[str]:
-    """The events whose predicted risk reaches the head's threshold on some step of ``episode_risk``'s output."""
+    """The events whose predicted risk reaches the head's threshold on some step of ``heads`` (``risk_<event>``
+    ``[T]`` each: a recorded episode's, from ``episode_prediction``)."""
     head: RiskHead = model.risk
     return [e for i, e in enumerate(head.events) if (heads[f"risk_{e}"] >= float(head.thresholds[i])).any()]
