@@ -200,6 +200,10 @@ _SIGNALLED: list[int] = []  # termination signals received during the current ve
 def _terminate(signum: int, frame: Any) -> None:
     """SIGINT and SIGTERM: unwind like Ctrl-C (every ``finally`` and ``staged`` cleans up on the way out)."""
     _SIGNALLED.append(signum)
+    # A library that catches the interrupt mid-call logs it as its own error, traceback and all (MLflow's
+    # database layer does, landing in a SQLite write); from here on such reports are the interruption, not
+    # errors, and the one line below is what the user reads.
+    logging.disable(logging.ERROR)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -253,6 +257,7 @@ def entrypoint(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], None]
             sys.stderr.flush()
             os._exit(130)
         finally:
+            logging.disable(logging.NOTSET)
             sys.unraisablehook = unraisable
             for sig, handler in before.items():
                 signal.signal(sig, handler)
