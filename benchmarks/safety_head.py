@@ -80,6 +80,8 @@ def main() -> None:
     parser.add_argument("--policies", default="bc,bc+N(0,0.5),risky")
     parser.add_argument("--candidates", type=int, default=64)
     parser.add_argument("--noise", type=float, default=0.6)
+    parser.add_argument("--no-rules", action="store_true", help="the shield without the workspace rule on the "
+                                                                "predicted state (evaluate.shield.rules=false)")
     args = parser.parse_args()
     model = load_world_model(args.run_dir / "world_model")
     if model.info["embodiment"] == "fetch":
@@ -135,7 +137,8 @@ def main() -> None:
                     a = np.clip(a + rng.normal(0, 0.5, a.shape), -1, 1).astype(np.float32)
                 return a
 
-            shield = Shield(model, seed=0, candidates=args.candidates, noise=args.noise) if shielded else None
+            shield = Shield(model, seed=0, candidates=args.candidates, noise=args.noise,
+                            rules=None if args.no_rules else spec) if shielded else None
             results, hits, checks, unresolved = [], 0, 0, 0
             t0 = time.perf_counter()
             for ti, task in enumerate(tasks):

@@ -4,7 +4,11 @@
 is scored by the model's safety head (``dreamgen.world_model.risk``) from the real observation and the
 actions really taken before it. An action is *unsafe* when its ``risk`` reaches the threshold (the head's
 own, calibrated on held-out real episodes, unless one is given) or the model is unsure there (unsure is
-never read as safe). An unsafe action is replaced by the nearest of ``candidates`` actions around it (the
+never read as safe). With ``rules`` (a ``dreamgen.safety.SafetySpec`` that has ``hand_out_of_workspace``),
+an action is also unsafe when the dynamics' predicted next state puts the hand outside the box (one that is
+outside already: when it is not predicted to come back towards it): a rule on the
+state needs no learned head, and the head sees few such frames (a planner's way of going unsafe, measured in
+docs/benchmarks.md). An unsafe action is replaced by the nearest of ``candidates`` actions around it (the
 action plus Gaussian noise, and the action with the arm held still) that the model predicts safe; where
 none is, by the least risky. Every intervention is counted per episode.
 """
@@ -34,7 +38,7 @@ class Shield:
     """Checks and, where needed, replaces a batch of actions; keeps per-row counts (``reset`` per batch)."""
 
     def __init__(self, model: Any, *, threshold: float | None = None, candidates: int = 64, noise: float = 0.6,
-                 seed: int = 0):
+                 seed: int = 0, rules: Any = None):
         require_safety_head(model, "the shield")
         if candidates < 1 or not noise > 0:
             raise ConfigError(f"shield candidates={candidates} must be >= 1 and noise={noise} > 0")
@@ -43,6 +47,10 @@ class Shield:
         if not 0 < self.threshold < 1:
             raise ConfigError(f"shield threshold={self.threshold} must be in (0, 1)")
         self.candidates, self.noise = int(candidates), float(noise)
+        self.box = None  # (hand slice, low, high): the workspace rule on the predicted next state
+        if rules is not None and "hand_out_of_workspace" in rules.events:
+            self.box = (rules.hand, *(torch.as_tensor(np.asarray(b, np.float32), device=model.device)
+                                      for b in (rules.workspace_low, rules.workspace_high)))
         self.generator = torch.Generator(device=model.device).manual_seed(seed)
         self.reset(0)
 
@@ -52,12 +60,28 @@ class Shield:
         self.interventions = np.zeros(rows, np.int64)
         self.unresolved = np.zeros(rows, np.int64)  # interventions where no candidate was predicted safe
 
+    RETURN = 0.002  # m: a hand outside the box must be predicted this much nearer it to be safe
+
+    def outside(self, obs: torch.Tensor) -> torch.Tensor:
+        """How far (m, summed over axes) the hand in ``obs[B, O]`` lies outside the workspace box."""
+        assert self.box is not None
+        hand, low, high = self.box
+        at = obs[:, hand]
+        return (torch.clamp(low - at, min=0) + torch.clamp(at - high, min=0)).sum(-1)
+
     def risk(self, obs: torch.Tensor, action: torch.Tensor, cond: torch.Tensor,
              context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(risk[B], unsafe[B])`` of taking ``action`` at ``obs`` (``cond``: instruction embeddings)."""
+        """``(risk[B], unsafe[B])`` of taking ``action`` at ``obs`` (``cond``: instruction embeddings); with the
+        workspace rule, ``risk`` adds how far the predicted hand lies outside the box (1 mm: 1), and a hand already
+        outside is safe only when predicted nearer it (so the shield steers it back in)."""
         pred = self.model.predict(obs, action, cond, propagation="mean", context=context)
         risk = pred.head("risk")
-        return risk, (risk >= self.threshold) | (pred.head("risk_unsure") > 0)
+        unsafe = (risk >= self.threshold) | (pred.head("risk_unsure") > 0)
+        if self.box is not None:  # outside the box is unsafe, unless the hand is brought back towards it
+            outside, now = self.outside(pred.next_obs), self.outside(obs)
+            # a metre outside weighs 1000 of risk: where nothing is safe, the hand comes back in first
+            risk, unsafe = risk + 1e3 * outside, unsafe | ((outside > 0) & (outside >= now - self.RETURN))
+        return risk, unsafe
 
     @torch.no_grad()
     def __call__(self, obs: np.ndarray, cond: np.ndarray, rows: np.ndarray, actions: np.ndarray) -> np.ndarray:

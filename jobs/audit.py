@@ -152,7 +152,8 @@ def audit_report(store, meta, picked, labels, cfg) -> dict:
     # disagreement-tuned: the learned filter's target-precision rule, on disagreement alone (fit fold)
     target = float(cfg.filter.target_precision)
     chosen = pick_threshold(-dis, real, dream_success & fit, target)
-    bound = load_world_model(cfg.filter.world_model).disagreement_bound * float(cfg.filter.disagreement_step)
+    model = load_world_model(cfg.filter.world_model)
+    bound = model.disagreement_bound * float(cfg.filter.disagreement_step)
     tasks = meta["task"][picked]
     good_tasks = [t for t in set(tasks[fit].tolist()) if real[fit & (tasks == t)].mean() >= target]
     filters = {"accept-all": np.ones(len(ids), bool), "dream-success": dream_success,
@@ -163,10 +164,34 @@ def audit_report(store, meta, picked, labels, cfg) -> dict:
     if filtered:
         filters["learned-filter"] = meta["verdict"][picked] == "accept"
     report = compare_filters({k: v[test] for k, v in filters.items()}, real[test], tasks[test])
-    return {"test_dreams": int(test.sum()), "fit_dreams": int(fit.sum()), "filters": report,
-            "disagreement_bound": bound, "disagreement_tuned_threshold": -chosen["threshold"],
-            "task_only_tasks": sorted(good_tasks), "filter_info": store.info.get("filter"),
-            "filtered": filtered}
+    result = {"test_dreams": int(test.sum()), "fit_dreams": int(fit.sum()), "filters": report,
+              "disagreement_bound": bound, "disagreement_tuned_threshold": -chosen["threshold"],
+              "task_only_tasks": sorted(good_tasks), "filter_info": store.info.get("filter"),
+              "filtered": filtered}
+    if "risk" in tuple(model.heads) and all("unsafe" in labels[e] for e in ids):
+        result["safety"] = safety_report(store, picked[test], labels, model,
+                                         meta["reason"][picked[test]] if filtered else None)
+    return result
+
+
+def safety_report(store, indices, labels, model, reasons) -> dict:
+    """The safety head's foresight on the held-out audited dreams against what their real replays raised
+    (``dreamgen.quality.audit.unsafe_audit``); with ``reasons`` (a filtered store's), the filter's ``unsafe:``
+    rejections too."""
+    from dreamgen.language import default_encoder
+    from dreamgen.quality.audit import unsafe_audit
+    from dreamgen.quality.filter import prediction
+    from dreamgen.world_model.risk import predicted_events
+
+    encoder = default_encoder()
+    predicted, raised = [], []
+    for i in indices:
+        episode = store.episode(int(i), images=False)
+        pred = prediction(model, episode, encoder.encode([str(episode.meta["instruction"])])[0])
+        predicted.append(predicted_events(model, {h: pred.head(h).cpu().numpy() for h in model.risk.heads}))
+        raised.append(labels[str(episode.meta["episode_id"])]["unsafe"])
+    report = unsafe_audit(predicted, raised, model.risk.events, reasons)
+    return {"world_model_id": model.info.get("world_model_id"), "dreams": len(indices), **report}
 
 
 def format_audit(result: dict) -> str:

@@ -65,12 +65,14 @@ def make_shield(cfg: DictConfig) -> Any:
                           "train one with world_model.safety_head.enabled=true")
     model = load_world_model(s.world_model)
     embodiment(cfg).check_recorded(model.info.get("embodiment"), f"evaluate.shield.world_model={s.world_model}")
+    if not isinstance(s.rules, bool):
+        raise ConfigError(f"evaluate.shield.rules={s.rules!r} must be true or false")
     if s.threshold is not None and not (isinstance(s.threshold, int | float) and 0 < s.threshold < 1):
         raise ConfigError(f"evaluate.shield.threshold={s.threshold!r} must be a probability in (0, 1), or null for "
                           "the safety head's own")
     try:
         return Shield(model, threshold=s.threshold, candidates=int(s.candidates), noise=float(s.noise),
-                      seed=int(cfg.seed))
+                      seed=int(cfg.seed), rules=safety(cfg, embodiment(cfg)) if s.rules else None)
     except ConfigError as exc:
         raise ConfigError(f"evaluate.shield ({s.world_model}): {exc}") from None
 

@@ -221,6 +221,24 @@ class RandomSampler:
         """Stateless: nothing to reset."""
 
 
+class RiskySampler:
+    """The collection's deliberately risky behaviour (``dreamgen.data.collect.risky_actor``), one per row:
+    dreams that go somewhere unsafe, to audit the safety head and the filter's ``unsafe:`` rejections on."""
+
+    def __init__(self, action_dim: int, rng: np.random.Generator):
+        self.action_dim, self.rng, self.actors = action_dim, rng, []
+
+    def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False,
+            rows: Any = None) -> np.ndarray:
+        rows = np.arange(len(obs)) if rows is None else np.asarray(rows, np.int64)
+        return np.stack([self.actors[r](o) for r, o in zip(rows, obs, strict=True)]).astype(np.float32)
+
+    def reset(self, rows: int) -> None:
+        from dreamgen.data.collect import risky_actor
+
+        self.actors = [risky_actor(self.rng, self.action_dim) for _ in range(rows)]
+
+
 class PlannerSampler(_Noisy):
     """MPC in the dream: the planner's first action each step (+ noise); the executed action is what the
     planner's model context records."""
@@ -481,6 +499,16 @@ class Random(SamplerKind):
         return RandomSampler(ctx.action_dim, ctx.rng)
 
 
+class Risky(SamplerKind):
+    name, summary = "risky", "the collection's risky behaviour: full-speed random headings, half into the table"
+
+    def label(self, spec: SamplerSpec) -> str:
+        return "risky"
+
+    def make(self, spec: SamplerSpec, ctx: SamplerContext) -> Any:
+        return RiskySampler(ctx.action_dim, ctx.rng)
+
+
 class PPOInDream(SamplerKind):
     name, summary = "sb3", "PPO trained in the state dream on the learned reward (or given), + noise"
     policy_setting, policy_required, trains_in_dream = SB3_SETTING, True, True
@@ -577,5 +605,5 @@ class Retarget(_Following):
                                goal=robot.part("goal"), history=history)
 
 
-for _kind in (Expert(), TrainedPolicy(), Random(), PPOInDream(), Planner(), Recovery(), Retarget()):
+for _kind in (Expert(), TrainedPolicy(), Random(), Risky(), PPOInDream(), Planner(), Recovery(), Retarget()):
     register(_kind)

@@ -97,7 +97,7 @@ def test_samplers_stay_in_bounds_depend_only_on_their_rng_and_refuse_novel_exper
     assert "oracle" in SamplerSpec("expert").name
     with pytest.raises(ConfigError, match="novel instruction"):
         make_sampler(SamplerSpec("expert"), "", np.random.default_rng(0), action_dim=4, robot=METAWORLD)
-    with pytest.raises(ConfigError, match="accepted: expert, policy, random, sb3"):
+    with pytest.raises(ConfigError, match="accepted: expert, policy, random, risky, sb3"):
         SamplerSpec("greedy")
 
 
@@ -178,7 +178,7 @@ def test_generate_refuses_unknown_instructions_listing_the_closest_and_writes_no
     assert novel.returncode == 0 and meta["novel"].all() and (meta["task"] == "").all() and len(meta["novel"]) == 2
     for bad, message in ((["generate.sampler.kind=policy", f"generate.sampler.policy={tmp_path / 'nope'}"],
                           "not a policy checkpoint"), (["generate.workers=-1"], "generate.workers=-1"),
-                         (["generate.sampler.kind=greedy"], "accepted: expert, policy, random, sb3")):
+                         (["generate.sampler.kind=greedy"], "accepted: expert, policy, random, risky, sb3")):
         code, err = in_process("generate", [*smoke_run["common"], f"generate.store={tmp_path / 'bad.zarr'}", *bad], capsys)
         assert code == 2 and message in err, err[-500:]
         assert not (tmp_path / "bad.zarr").exists()

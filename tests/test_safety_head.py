@@ -179,6 +179,44 @@ def test_the_shield_never_passes_an_action_predicted_unsafe_when_a_safe_one_is_n
     assert np.array_equal(executed[unsafe, 3], proposed[unsafe, 3]) or shield.candidates > 1
 
 
+class _Walls(_Fence):
+    """A head that never warns, and dynamics that move the hand (obs 0:3) by a tenth of the action."""
+
+    def predict(self, obs, action, cond, **_):
+        next_obs = obs.clone()
+        next_obs[:, :3] += 0.1 * action[:, :3]
+        return Prediction(next_obs, {"risk": torch.full((len(obs),), 0.1), "risk_unsure": torch.zeros(len(obs))},
+                          torch.zeros(len(obs)))
+
+
+def test_the_shield_keeps_the_predicted_hand_inside_the_workspace_box_where_the_head_is_silent():
+    """With the workspace rule, an action whose predicted next state puts the hand outside safety's box is
+    replaced — the head says nothing there — and one that stays inside passes; without the rule both pass."""
+    from dreamgen.safety import safety_spec
+    from dreamgen.sim.metaworld import METAWORLD
+
+    rules = safety_spec(None, METAWORLD)
+    obs = np.zeros((2, 39), np.float32)
+    obs[:, :3] = [0.0, 0.6, 0.02]  # 2 cm above the box's floor
+    proposed = np.array([[0.0, 0.0, -1.0, 0.0], [1.0, 0.0, 0.0, 0.0]], np.float32)  # down 10 cm | sideways 10 cm
+    for with_rules in (True, False):
+        shield = Shield(_Walls(), candidates=16, noise=0.3, seed=0, rules=rules if with_rules else None)
+        shield.reset(2)
+        executed = shield(obs, np.zeros((2, 3), np.float32), np.arange(2), proposed)
+        assert np.array_equal(executed[1], proposed[1])
+        if with_rules:
+            assert obs[0, 2] + 0.1 * executed[0, 2] >= rules.workspace_low[2] and shield.stats()["interventions"] == 1
+        else:
+            assert np.array_equal(executed[0], proposed[0]) and shield.stats()["interventions"] == 0
+    # a hand already 5 cm below the floor: a step back up passes (outside still, but nearer); one further down not
+    obs[:, 2] = -0.05
+    shield = Shield(_Walls(), candidates=16, noise=0.3, seed=0, rules=rules)
+    shield.reset(2)
+    up_down = np.array([[0.0, 0.0, 0.5, 0.0], [0.0, 0.0, -0.5, 0.0]], np.float32)
+    executed = shield(obs, np.zeros((2, 3), np.float32), np.arange(2), up_down)
+    assert np.array_equal(executed[0], up_down[0]) and executed[1, 2] > 0.02 and shield.stats()["interventions"] == 1
+
+
 def test_a_shield_without_a_safety_head_is_refused():
     model = _Model()
     with pytest.raises(ConfigError, match="has no safety head"):
@@ -214,10 +252,12 @@ def test_a_safety_head_is_refused_without_labels_or_unsafe_frames(store, unsafe,
 def test_a_shielded_smoke_evaluation_checks_every_real_step(smoke_run, tmp_path):
     """collect (with risky episodes) -> train-world-model with a safety head -> the smoke policy evaluated on
     the real simulator under the shield: every step checked, every intervention counted, the head's scores
-    in the world model's report."""
+    in the world model's report; then the audit of dreams by replay scores the head's foresight and the
+    filter's unsafe rejections against what the replays raised."""
     import contextlib
     import json
 
+    from dreamgen.data.store import TrajectoryStore
     from tests.conftest import in_process
 
     run = tmp_path / "safety"
@@ -233,7 +273,33 @@ def test_a_shielded_smoke_evaluation_checks_every_real_step(smoke_run, tmp_path)
                                           f"evaluate.policy={smoke_run['run_dir']}/policy",
                                           f"evaluate.store={smoke_run['run_dir']}/real.zarr",
                                           "evaluate.n_episodes=2", "evaluate.max_steps=40"])
-    assert code == 0
+        assert code == 0
+        # the collected episodes written back as dreams (their own actions from their own seeds): a replay
+        # is the episode itself, so what the audit reads off the replays is known — the recorded labels
+        real = TrajectoryStore.open(run / "real.zarr")
+        episodes = list(real.iter_episodes(images=False))
+        for i, episode in enumerate(episodes):
+            risky = episode.meta["kind"] == "risky"
+            episode.meta.update(source="dream", episode_id=f"d{i}", verdict="reject" if risky else "accept",
+                                reason="unsafe:table_strike" if risky else "passed")
+        dreams = TrajectoryStore.create(tmp_path / "dreams.zarr", obs_dim=real.obs_dim, action_dim=real.action_dim,
+                                        info=real.info, safety=real.safety)
+        dreams.append(episodes)
+        audited, _ = in_process("audit", [*common, f"run_dir={tmp_path / 'audited'}", f"filter.world_model={run}/world_model",
+                                         f"audit.store={tmp_path / 'dreams.zarr'}", f"audit.dir={tmp_path / 'audit'}",
+                                         "audit.per_task=100", "audit.plots=0"])
+    assert audited == 0
+    labels = json.loads((tmp_path / "audit" / "labels.json").read_text())
+    safety = json.loads((tmp_path / "audit" / "audit.json").read_text())["safety"]
+    recorded = {f"d{i}": sorted(e for e, hit in zip(real.events, episode.unsafe.any(0), strict=True) if hit)
+                for i, episode in enumerate(episodes)}
+    assert {k: sorted(v["unsafe"]) for k, v in labels.items()} == recorded
+    test = [k for k, v in labels.items() if v["fold"] == "test"]
+    assert safety["dreams"] == len(test) > 0 and set(safety["events"]) == {*real.events, "any"}
+    assert safety["events"]["any"]["real_successes"] == sum(bool(recorded[k]) for k in test)  # "real": replay raised
+    rejected = [k for k in test if episodes[int(k[1:])].meta["kind"] == "risky"]
+    assert safety["rejections"]["accepted"] == len(rejected)
+    assert safety["rejections"]["precision"]["hits"] == sum(bool(recorded[k]) for k in rejected)
     report = json.loads((run / "world_model" / "report.json").read_text())["safety_head"]
     assert report["fit"]["train_positives"]["any"] > 0 and "any" in report["held_out"]["events"]
     summary = json.loads((tmp_path / "shielded" / "eval.json").read_text())
@@ -243,3 +309,21 @@ def test_a_shielded_smoke_evaluation_checks_every_real_step(smoke_run, tmp_path)
     assert 0 <= shield["overall"]["interventions"] <= steps
     assert shield["world_model_id"].startswith("wm-") and 0 < shield["threshold"] < 1
     assert "unsafe" in summary["overall"]  # the real violations are counted beside the interventions
+
+
+def test_the_dream_audit_of_foreseen_events_on_a_known_answer():
+    """Four dreams: the head flags 1 and 2, the replays raised events in 2 and 3 — precision 1/2, recall 1/2
+    for ``any``; per event, a flag of another event is no hit; the filter rejected the second as unsafe, whose
+    replay raised nothing: precision 0/1."""
+    from dreamgen.quality.audit import unsafe_audit
+
+    report = unsafe_audit(predicted=[[], ["table_strike"], ["hand_out_of_workspace"], []],
+                          raised=[[], [], ["hand_out_of_workspace"], ["table_strike"]],
+                          events=["hand_out_of_workspace", "table_strike"],
+                          rejected=["passed", "unsafe:table_strike", "low_quality", "passed"])
+    assert report["events"]["any"]["precision"]["value"] == 0.5 and report["events"]["any"]["recall"]["value"] == 0.5
+    assert report["events"]["table_strike"]["precision"]["value"] == 0.0
+    assert report["events"]["table_strike"]["recall"]["value"] == 0.0
+    assert report["events"]["hand_out_of_workspace"]["precision"]["value"] == 1.0
+    assert report["rejections"]["precision"] == {"value": 0.0, "ci95": report["rejections"]["precision"]["ci95"],
+                                                 "hits": 0, "of": 1}

@@ -140,3 +140,22 @@ def compare_filters(filters: Mapping[str, np.ndarray], real: np.ndarray, tasks: 
                              for t in sorted(set(tasks_arr.tolist()))}
         report[name] = entry
     return report
+
+
+def unsafe_audit(predicted: Sequence[Sequence[str]], raised: Sequence[Sequence[str]], events: Sequence[str],
+                 rejected: Sequence[str] | None = None) -> dict[str, Any]:
+    """The safety head's foresight on dreams against their real replays: per event and ``any``, ``rates`` with
+    "accepted" read as "predicted unsafe" and "real" as "the replay raised it" — precision is the share of dreams
+    the head flags whose replay really goes unsafe, recall the share of really unsafe ones it flags. With
+    ``rejected`` (each dream's filter reason), ``rejections``: the same for the dreams the filter rejected as
+    ``unsafe:<event>`` (a hit is a replay raising any event)."""
+    out: dict[str, Any] = {}
+    for event in [*events, "any"]:
+        flag = np.array([bool(p) if event == "any" else event in p for p in predicted], bool)
+        real = np.array([bool(r) if event == "any" else event in r for r in raised], bool)
+        out[event] = rates(flag, real)
+    report: dict[str, Any] = {"events": out}
+    if rejected is not None:
+        report["rejections"] = rates(np.array([str(r).startswith("unsafe:") for r in rejected], bool),
+                                     np.array([bool(r) for r in raised], bool))
+    return report
