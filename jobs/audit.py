@@ -106,9 +106,12 @@ def run(cfg: DictConfig, *, report: bool = True) -> dict:
         labels = load_labels(labels_path)
         todo = [int(i) for i in picked if meta["episode_id"][i] not in labels]
         bar = progress(None, cfg, total=len(todo), desc="audit replay", unit="ep")
+        kept: list | None = [] if labels_safety is not None else None
         replayed = replay_dreams((store.episode(i, images=False) for i in todo), labels, robot, on_episode=lambda: bar.update(1),
-                                 safety=labels_safety)
+                                 safety=labels_safety, keep=kept)
         bar.close()
+        if kept:  # the replays are real, labelled episodes: what a safety head can learn from too
+            keep_replays(out / "replays.zarr", kept, store, labels_safety)
         assign_folds(labels, a.test_fraction)  # the folds follow the configured fraction
         write_json(labels_path, labels)
         log.info("audit: replayed %d dreams (%d labelled in all) in the real simulator", replayed, len(labels))
@@ -136,6 +139,23 @@ def run(cfg: DictConfig, *, report: bool = True) -> dict:
             tracker.log_metrics(metrics)
             log.info("audit on %d held-out dreams:\n%s", result["test_dreams"], format_audit(result))
         return result
+
+
+def keep_replays(path: Path, episodes: list, dreams: Any, safety: Any) -> None:
+    """Append the replays to ``path`` (a labelled real store, made on first use), each id once: a rerun after
+    an interruption between this and ``labels.json`` replays those dreams again, and they are kept once.
+    ``world_model.safety_head.replays`` trains a safety head on the ``fit`` fold's."""
+    from dreamgen.data.store import TrajectoryStore
+
+    if path.exists():
+        replays = TrajectoryStore.open(path, mode="r+")
+        have = set(replays.meta(["episode_id"])["episode_id"].tolist())
+    else:
+        replays = TrajectoryStore.create(path, obs_dim=dreams.obs_dim, action_dim=dreams.action_dim,
+                                         info={"embodiment": dreams.info.get("embodiment"),
+                                               "replays_of": str(dreams.path)}, safety=safety.describe())
+        have = set()
+    replays.append([e for e in episodes if e.meta["episode_id"] not in have])
 
 
 def audit_report(store, meta, picked, labels, cfg) -> dict:

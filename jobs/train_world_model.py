@@ -10,6 +10,7 @@ embodiment has both). The observation layout is the embodiment's; the checkpoint
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,14 +73,14 @@ def model_kind(cfg: DictConfig):
     return kind
 
 
-def safety_head(cfg: DictConfig, kind: Any, store: Any, episodes: list) -> tuple[tuple[str, ...], Any] | None:
-    """``world_model.safety_head`` as ``(events, RiskConfig)`` to train, or None when it is off; refused for a
-    kind that cannot train one or a store without safety labels or without a single unsafe frame."""
+def safety_head(cfg: DictConfig, kind: Any, store: Any, episodes: list) -> tuple[tuple[str, ...], Any, list] | None:
+    """``world_model.safety_head`` as ``(events, RiskConfig, replays)`` to train, or None when it is off; refused
+    for a kind that cannot train one or a store without safety labels or without a single unsafe frame."""
     from dreamgen.errors import ConfigError
     from dreamgen.world_model.risk import RiskConfig
 
     h = plain(cfg.world_model.safety_head)
-    enabled = h.pop("enabled")
+    enabled, replays = h.pop("enabled"), h.pop("replays")
     if not isinstance(enabled, bool):
         raise ConfigError(f"world_model.safety_head.enabled={enabled!r} must be true or false")
     try:
@@ -99,7 +100,29 @@ def safety_head(cfg: DictConfig, kind: Any, store: Any, episodes: list) -> tuple
         raise ConfigError(f"world_model.safety_head.enabled=true: world_model.store={store.path} has no unsafe frame "
                           f"among its {len(episodes)} real episodes (events {', '.join(store.events)}), so there is "
                           "nothing to learn; collect deliberately risky episodes too (collect.n_risky=10)")
-    return tuple(store.events), config
+    return tuple(store.events), config, audited_replays(replays, store) if replays is not None else []
+
+
+def audited_replays(audit_dir: Any, store: Any) -> list:
+    """The real replays of an audit's ``fit``-fold dreams (``audit_dir/replays.zarr``, ``labels.json``), refused
+    unless they carry the same safety events as ``store`` and come from the same robot."""
+    from dreamgen.data.store import TrajectoryStore
+    from dreamgen.errors import ConfigError
+    from dreamgen.quality.audit import load_labels
+
+    where = f"world_model.safety_head.replays={audit_dir}"
+    path = Path(str(audit_dir))
+    if not (path / "replays.zarr").is_dir():
+        raise ConfigError(f"{where} holds no replays.zarr; give an audit's dir (audit.dir) whose `dreamgen audit` "
+                          "ran with safety labels (safety.events), or set it to null")
+    replays = TrajectoryStore.open(path / "replays.zarr")
+    if replays.events != store.events or replays.info.get("embodiment") != store.info.get("embodiment"):
+        raise ConfigError(f"{where}: its replays carry events {list(replays.events)} of robot "
+                          f"{replays.info.get('embodiment')}, world_model.store has {list(store.events)} of "
+                          f"{store.info.get('embodiment')}; audit dreams of this robot with the same safety.events")
+    labels = load_labels(path / "labels.json")
+    fit = {f"replay-{k}" for k, v in labels.items() if v.get("fold") == "fit"}
+    return [e for e in replays.iter_episodes(images=False) if e.meta["episode_id"] in fit]
 
 
 def dream_config(cfg: DictConfig):
@@ -190,7 +213,10 @@ def run(cfg: DictConfig) -> dict:
             if risk is not None:  # the safety head on the held-out real episodes (never trained or calibrated on)
                 from dreamgen.world_model.risk import audit
 
-                report["safety_head"] = {"fit": model.risk.report, "held_out": audit(model, test)}
+                report["safety_head"] = {"fit": model.risk.report, "held_out": audit(model, test),
+                                         "replays": {"dir": cfg.world_model.safety_head.replays,
+                                                     "episodes": len(risk[2]),
+                                                     "unsafe_episodes": sum(bool(e.unsafe.any()) for e in risk[2])}}
                 plot_reliability({f"risk ({e})": {"ece": v["ece"], "bins": v["bins"]}
                                   for e, v in report["safety_head"]["held_out"]["events"].items() if v["positives"]},
                                  partial / "risk_reliability.png", what="safety event")

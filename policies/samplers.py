@@ -226,7 +226,8 @@ class RiskySampler:
     dreams that go somewhere unsafe, to audit the safety head and the filter's ``unsafe:`` rejections on."""
 
     def __init__(self, action_dim: int, rng: np.random.Generator):
-        self.action_dim, self.rng, self.actors = action_dim, rng, []
+        self.action_dim, self.rng = action_dim, rng
+        self.actors: list[Any] = []
 
     def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False,
             rows: Any = None) -> np.ndarray:

@@ -237,7 +237,7 @@ def test_a_safety_head_is_refused_without_labels_or_unsafe_frames(store, unsafe,
     from dreamgen.world_model import kinds
     from jobs.train_world_model import safety_head
 
-    cfg = OmegaConf.create({"world_model": {"safety_head": {"enabled": True, **{
+    cfg = OmegaConf.create({"world_model": {"safety_head": {"enabled": True, "replays": None, **{
         k: v for k, v in RiskConfig().__dict__.items()}}}})
     episodes = [types.SimpleNamespace(unsafe=np.zeros((3, 1), bool)) for _ in range(2)]
     with pytest.raises(ConfigError, match=says):
@@ -249,11 +249,12 @@ def test_a_safety_head_is_refused_without_labels_or_unsafe_frames(store, unsafe,
         safety_head(cfg, kinds.get("ensemble"), _store(store), episodes)
 
 
-def test_a_shielded_smoke_evaluation_checks_every_real_step(smoke_run, tmp_path):
+def test_a_shielded_smoke_evaluation_checks_every_real_step(smoke_run, tmp_path, capsys):
     """collect (with risky episodes) -> train-world-model with a safety head -> the smoke policy evaluated on
     the real simulator under the shield: every step checked, every intervention counted, the head's scores
     in the world model's report; then the audit of dreams by replay scores the head's foresight and the
-    filter's unsafe rejections against what the replays raised."""
+    filter's unsafe rejections against what the replays raised, and keeps the replays, on which a second head
+    trains (the fit fold's)."""
     import contextlib
     import json
 
@@ -288,8 +289,24 @@ def test_a_shielded_smoke_evaluation_checks_every_real_step(smoke_run, tmp_path)
         audited, _ = in_process("audit", [*common, f"run_dir={tmp_path / 'audited'}", f"filter.world_model={run}/world_model",
                                          f"audit.store={tmp_path / 'dreams.zarr'}", f"audit.dir={tmp_path / 'audit'}",
                                          "audit.per_task=100", "audit.plots=0"])
-    assert audited == 0
+        assert audited == 0
+        again = [*common, f"run_dir={tmp_path / 'again'}", f"world_model.store={run}/real.zarr"]
+        code, err = in_process("train-world-model", [*again, f"world_model.safety_head.replays={tmp_path}"], capsys)
+        assert code == 2 and "holds no replays.zarr" in err and not (tmp_path / "again" / "world_model").exists()
+        code, _ = in_process("train-world-model", [*again, f"world_model.safety_head.replays={tmp_path / 'audit'}"])
+        assert code == 0
     labels = json.loads((tmp_path / "audit" / "labels.json").read_text())
+    # the replays, read back: each dream once, the real episode it replays (the same actions from the same seed)
+    replays = {e.meta["episode_id"]: e for e in TrajectoryStore.open(tmp_path / "audit" / "replays.zarr").iter_episodes()}
+    assert sorted(replays) == sorted(f"replay-{k}" for k in labels)
+    for i, episode in enumerate(episodes):
+        replay = replays[f"replay-d{i}"]
+        assert replay.meta["kind"] == "replay" and replay.meta["source"] == "real"
+        assert np.array_equal(replay.action, episode.action) and np.array_equal(replay.unsafe, episode.unsafe)
+        assert np.allclose(replay.obs, episode.obs, atol=1e-5)
+    fit = sum(v["fold"] == "fit" for v in labels.values())
+    trained = json.loads((tmp_path / "again" / "world_model" / "report.json").read_text())["safety_head"]
+    assert trained["replays"]["episodes"] == fit > 0
     safety = json.loads((tmp_path / "audit" / "audit.json").read_text())["safety"]
     recorded = {f"d{i}": sorted(e for e, hit in zip(real.events, episode.unsafe.any(0), strict=True) if hit)
                 for i, episode in enumerate(episodes)}

@@ -68,7 +68,19 @@ def replay_episode(episode: Episode, robot: Embodiment, env: Any = None, safety:
     out = robot.replay(str(episode.meta["task"]), int(episode.meta["seed"]), episode.action, env=env, safety=safety)
     start_err = float(np.abs(out["obs"][0] - episode.obs[0]).max())
     return {"real_success": bool(out["success"]), "start_error": start_err, "real_obs": out["obs"],
+            "reward": out["reward"], "successes": out["successes"], "done": out["done"],
             **({"unsafe": out["unsafe"]} if safety is not None else {})}
+
+
+def replayed_episode(dream: Episode, result: Mapping[str, Any]) -> Episode:
+    """The real episode a dream's replay was (``replay_episode``'s ``result``): the real states before each of
+    the dream's actions, the real rewards, success and safety events; ``kind`` replay, id ``replay-<dream's>``."""
+    meta: dict[str, Any] = {k: dream.meta[k] for k in ("task", "instruction", "seed") if k in dream.meta}
+    return Episode(obs=np.asarray(result["real_obs"][:-1], np.float32), action=np.asarray(dream.action, np.float32),
+                   reward=result["reward"], success=result["successes"], done=result["done"],
+                   meta={**meta, "episode_id": f"replay-{dream.meta['episode_id']}", "source": "real", "kind": "replay",
+                         "start_ref": f"seed:{int(dream.meta['seed'])}", "sampler": f"replay of {dream.meta['episode_id']}"},
+                   unsafe=result.get("unsafe"))
 
 
 def load_labels(path: Path) -> dict[str, dict[str, Any]]:
@@ -88,10 +100,12 @@ def load_labels(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def replay_dreams(episodes: Iterable[Episode], labels: dict[str, dict[str, Any]], robot: Embodiment,
-                  on_episode: Callable[[], None] | None = None, safety: Any = None) -> int:
+                  on_episode: Callable[[], None] | None = None, safety: Any = None,
+                  keep: list[Episode] | None = None) -> int:
     """Add a label for every episode not in ``labels`` (keyed by episode_id); return how many were replayed.
     With ``safety`` (a ``SafetySpec``), each label says which events the real replay raised (``unsafe``: the
     event names, ``unsafe_frames``: how many frames raised any).
+    With ``keep``, each replay is appended to it as a real episode (``replayed_episode``).
     The caller assigns folds (``assign_folds``), so a changed test fraction re-folds old labels too."""
     done, envs = 0, {}
     for episode in episodes:
@@ -101,6 +115,8 @@ def replay_dreams(episodes: Iterable[Episode], labels: dict[str, dict[str, Any]]
             if task not in envs or len(episode) > robot.max_steps:
                 envs[task] = robot.make_env(task, max_episode_steps=max(robot.max_steps, len(episode)))
             result = replay_episode(episode, robot, envs[task], safety)
+            if keep is not None:
+                keep.append(replayed_episode(episode, result))
             labels[eid] = {"task": str(episode.meta["task"]), "real_success": result["real_success"],
                            "dream_success": bool(episode.success.any()), "length": len(episode),
                            "start_error": result["start_error"]}

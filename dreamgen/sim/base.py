@@ -167,7 +167,8 @@ class Embodiment:
 
     def replay(self, task: str, seed: int, actions: Sequence[np.ndarray] | np.ndarray, *,
                env: Any = None, cameras: Cameras | None = None, safety: Any = None) -> dict[str, Any]:
-        """Replay ``actions`` open-loop from the layout of ``seed``: real success and the observations
+        """Replay ``actions`` open-loop from the layout of ``seed``: real success, the observations and the
+        per-step ``reward``, ``successes`` and ``done``
         (with ``cameras``: also their ``images[T+1, C, H, W, 3]``; with ``safety``, a ``SafetySpec``: the
         events after each action, ``unsafe[T, E]``).
 
@@ -177,10 +178,13 @@ class Embodiment:
         obs, _ = env.reset(seed=seed)
         render = self.cameras(env, cameras) if cameras is not None else None
         observations, images = [obs], [render()] if render is not None else []
-        success, unsafe = False, []
+        success, unsafe, rewards, successes, dones = False, [], [], [], []
         for action in actions:
-            obs, _, _, _, info = env.step(np.asarray(action, dtype=np.float32))
+            obs, reward, terminated, _, info = env.step(np.asarray(action, dtype=np.float32))
             observations.append(obs)
+            rewards.append(float(reward))
+            successes.append(bool(info["success"]))
+            dones.append(bool(terminated))
             if safety is not None:
                 unsafe.append(safety.label_step(self, env, obs, task))
             if render is not None:
@@ -190,7 +194,8 @@ class Embodiment:
             render.close()
         if own:
             env.close()
-        return {"success": success, "obs": np.stack(observations),
+        return {"success": success, "obs": np.stack(observations), "reward": np.asarray(rewards, np.float32),
+                "successes": np.asarray(successes, bool), "done": np.asarray(dones, bool),
                 **({"images": np.stack(images)} if render is not None else {}),
                 **({"unsafe": np.asarray(unsafe, bool).reshape(len(unsafe), len(safety.events))}
                    if safety is not None else {})}

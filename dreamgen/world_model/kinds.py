@@ -48,7 +48,8 @@ class FitRequest:
     halt_quantile: float
     info: dict[str, Any]
     on_epoch: Callable[[int, dict[str, float]], None] | None = None
-    risk: tuple[tuple[str, ...], Any] | None = None  # (events, RiskConfig): train a safety head too; None: none
+    risk: tuple[tuple[str, ...], Any, list] | None = None  # (events, RiskConfig, replays): train a safety head too
+    # (on the train episodes + the audited replays); None: none
 
 
 @dataclasses.dataclass
@@ -170,8 +171,9 @@ def _fit_ensemble(request: FitRequest) -> Any:
     if request.risk is not None:  # the safety head, on its own seed: the dynamics are as without it
         from dreamgen.world_model.risk import fit_risk
 
-        events, config = request.risk
-        fit_risk(model, request.train, request.val, events, config, seed=derive_seed(request.seed, "safety-head"))
+        events, config, replays = request.risk  # replays: audited dreams' real replays, for training only
+        fit_risk(model, [*request.train, *replays], request.val, events, config,
+                 seed=derive_seed(request.seed, "safety-head"))
     return model
 
 
