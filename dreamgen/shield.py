@@ -37,6 +37,8 @@ def require_safety_head(model: Any, where: str) -> None:
 class Shield:
     """Checks and, where needed, replaces a batch of actions; keeps per-row counts (``reset`` per batch)."""
 
+    RETURN = 0.002  # m: a hand outside the box must be predicted this much nearer it to be safe
+
     def __init__(self, model: Any, *, threshold: float | None = None, candidates: int = 64, noise: float = 0.6,
                  seed: int = 0, rules: Any = None):
         require_safety_head(model, "the shield")
@@ -59,8 +61,6 @@ class Shield:
         self.checks = np.zeros(rows, np.int64)
         self.interventions = np.zeros(rows, np.int64)
         self.unresolved = np.zeros(rows, np.int64)  # interventions where no candidate was predicted safe
-
-    RETURN = 0.002  # m: a hand outside the box must be predicted this much nearer it to be safe
 
     def outside(self, obs: torch.Tensor) -> torch.Tensor:
         """How far (m, summed over axes) the hand in ``obs[B, O]`` lies outside the workspace box."""

@@ -203,13 +203,11 @@ def safety_report(store, indices, labels, model, reasons) -> dict:
     from dreamgen.quality.filter import prediction
     from dreamgen.world_model.risk import predicted_events
 
-    encoder = default_encoder()
-    predicted, raised = [], []
-    for i in indices:
-        episode = store.episode(int(i), images=False)
-        pred = prediction(model, episode, encoder.encode([str(episode.meta["instruction"])])[0])
-        predicted.append(predicted_events(model, {h: pred.head(h).cpu().numpy() for h in model.risk.heads}))
-        raised.append(labels[str(episode.meta["episode_id"])]["unsafe"])
+    episodes = [store.episode(int(i), images=False) for i in indices]
+    texts = sorted({str(e.meta["instruction"]) for e in episodes})
+    embedding = dict(zip(texts, default_encoder().encode(texts), strict=True)) if texts else {}
+    predicted = [predicted_events(model, prediction(model, e, embedding[str(e.meta["instruction"])])) for e in episodes]
+    raised = [labels[str(e.meta["episode_id"])]["unsafe"] for e in episodes]
     report = unsafe_audit(predicted, raised, model.risk.events, reasons)
     return {"world_model_id": model.info.get("world_model_id"), "dreams": len(indices), **report}
 

@@ -63,8 +63,8 @@ def make_shield(cfg: DictConfig) -> Any:
     if not Path(str(s.world_model), "world_model.json").is_file():
         raise ConfigError(f"evaluate.shield.world_model={s.world_model} holds no world model (world_model.json); "
                           "train one with world_model.safety_head.enabled=true")
-    model = load_world_model(s.world_model)
-    embodiment(cfg).check_recorded(model.info.get("embodiment"), f"evaluate.shield.world_model={s.world_model}")
+    model, robot = load_world_model(s.world_model), embodiment(cfg)
+    robot.check_recorded(model.info.get("embodiment"), f"evaluate.shield.world_model={s.world_model}")
     if not isinstance(s.rules, bool):
         raise ConfigError(f"evaluate.shield.rules={s.rules!r} must be true or false")
     if s.threshold is not None and not (isinstance(s.threshold, int | float) and 0 < s.threshold < 1):
@@ -72,7 +72,7 @@ def make_shield(cfg: DictConfig) -> Any:
                           "the safety head's own")
     try:
         return Shield(model, threshold=s.threshold, candidates=int(s.candidates), noise=float(s.noise),
-                      seed=int(cfg.seed), rules=safety(cfg, embodiment(cfg)) if s.rules else None)
+                      seed=int(cfg.seed), rules=safety(cfg, robot) if s.rules else None)
     except ConfigError as exc:
         raise ConfigError(f"evaluate.shield ({s.world_model}): {exc}") from None
 

@@ -109,7 +109,7 @@ def judge(cfg: DictConfig, store, on_episode=None) -> dict:
         if head:  # one prediction on the dream's own transitions: its disagreement, and the events the head foresees
             pred = prediction(model, episode, instruction)
             d = pred.disagreement.cpu().numpy()
-            foreseen = predicted_events(model, {name: pred.head(name).cpu().numpy() for name in model.risk.heads})
+            foreseen = predicted_events(model, pred)
             predicted.append(foreseen)
             if reason == PASSED and foreseen and f.reject_risk:
                 reason = f"unsafe:{foreseen[0]}"

@@ -146,7 +146,7 @@ def test_the_head_round_trips_through_the_ensemble_checkpoint(tmp_path):
     batch = loaded.predict(torch.as_tensor(episode.obs), torch.as_tensor(episode.action),
                            torch.as_tensor(_Model.instructions.embeddings).expand(len(episode.obs), -1), propagation="mean")
     assert np.allclose(heads["risk_table_strike"], batch.head("risk_table_strike").numpy(), atol=1e-6)
-    assert predicted_events(loaded, heads) == (["table_strike"] if (
+    assert predicted_events(loaded, pred) == (["table_strike"] if (
         heads["risk_table_strike"] >= float(loaded.risk.thresholds[0])).any() else [])
     with pytest.raises(ConfigError, match="check names head 'risk'"):
         check(EnsembleWorldModel(model.config, layout, 4, _Model.instructions, norm, Normaliser(torch.zeros(0), torch.ones(0)),

@@ -350,8 +350,10 @@ def check(model: Any, obs: np.ndarray, actions: np.ndarray, instruction: str) ->
     return {name: np.asarray(values) for name, values in out.items()}
 
 
-def predicted_events(model: Any, heads: dict[str, np.ndarray]) -> list[str]:
-    """The events whose predicted risk reaches the head's threshold on some step of ``heads`` (``risk_<event>``
-    ``[T]`` each: a recorded episode's, from ``episode_prediction``)."""
+def predicted_events(model: Any, pred: Any) -> list[str]:
+    """The events whose predicted risk reaches the head's threshold on some step of ``pred`` (a ``Prediction``
+    over a recorded episode's ``T`` transitions, from ``episode_prediction``: what the filter rejects on and the
+    audit scores)."""
     head: RiskHead = model.risk
-    return [e for i, e in enumerate(head.events) if (heads[f"risk_{e}"] >= float(head.thresholds[i])).any()]
+    return [e for i, e in enumerate(head.events)
+            if (pred.head(f"risk_{e}").cpu().numpy() >= float(head.thresholds[i])).any()]
