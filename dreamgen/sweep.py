@@ -146,6 +146,13 @@ def format_sweep(report: dict[str, Any]) -> str:
         cells = [row["tasks"][task] for row in report["per_cap"].values()]
         lines.append(f"{task:28s}" + "".join(
             f" {c['success_rate']:5.2f} [{c['ci95_low']:.2f}, {c['ci95_high']:.2f}]" for c in cells))
+    timed = [a["seconds"] for a in report.get("arms", []) if a.get("seconds")]
+    if timed:  # arms written before arms were timed carry none
+        train = [t["train"] for t in timed]
+        lines.append("")
+        lines.append(f"time per arm ({report.get('family', '?')}, {len(timed)} arms timed): training "
+                     f"{sum(train) / len(train):.0f} s (min {min(train):.0f}, max {max(train):.0f}), evaluation "
+                     f"{sum(t['evaluate'] for t in timed) / len(timed):.0f} s")
     lines.append("")
     lines.append(report["verdict"])
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,17 +130,20 @@ def run_arm(config: dict[str, Any], threads: int | None = None) -> dict[str, Any
     cfg = OmegaConf.create(config)
     with open_run_dir(cfg.run_dir, identity(cfg)) as run_dir:
         losses: list[float] = []
+        started = time.perf_counter()
         policy, metrics = train_policy.train(cfg, on_epoch=lambda _, loss: losses.append(loss))
+        trained = time.perf_counter()
         with staged(run_dir / "policy") as partial:
             policy.save(partial)
         way = judge(cfg)
         dream = evaluate.evaluate_policy(evaluate.in_the_dream(cfg), policy) if way != "real" else None
         summary = evaluate.evaluate_policy(real_cfg(cfg), policy) if way != "dream" else dream_view(dream)
+        seconds = {"train": trained - started, "evaluate": time.perf_counter() - trained}
         result = {"cap": float(cfg.policy.max_dream_fraction), "seed": int(cfg.policy.seed),
                   "control": bool(cfg.policy.control), "judged_in": "dream" if way == "dream" else "real",
                   "run_dir": str(run_dir), "tasks": summary["tasks"], "overall": summary["overall"],
                   "achieved_fraction": metrics["policy/achieved_dream_fraction"], "metrics": metrics,
-                  "train_mse": losses, "dream_selection": policy.info["dream_selection"]}
+                  "train_mse": losses, "dream_selection": policy.info["dream_selection"], "seconds": seconds}
         if dream is not None:
             result["dream"] = dream
         write_json(run_dir / ARM_FILE, result)
@@ -341,6 +345,7 @@ def run(cfg: DictConfig) -> dict:
                         child.log_metrics({"policy/train_mse": loss}, step=epoch)
                 in_dream = arm.get("judged_in") == "dream"
                 prefix = "dream" if in_dream else "policy"  # never a dream as real success
+                child.log_metrics({f"arm/{k}_seconds": v for k, v in (arm.get("seconds") or {}).items()})
                 child.log_metrics({**arm["metrics"], f"{prefix}/success_rate": arm["overall"]["success_rate"],
                                    f"{prefix}/success_ci95_low": arm["overall"]["ci95_low"],
                                    f"{prefix}/success_ci95_high": arm["overall"]["ci95_high"],
@@ -359,8 +364,10 @@ def run(cfg: DictConfig) -> dict:
         report["samplers"] = next((a["dream_selection"]["samplers"] for a in arms
                                    if a["dream_selection"] and not a.get("control")), {})
         report["episodes_per_task"] = int(cfg.evaluate.n_episodes)
-        report["arms"] = [{k: a.get(k, False) for k in ("cap", "seed", "control", "run_dir", "overall",
-                                                         "achieved_fraction")} for a in arms]
+        report["arms"] = [{**{k: a.get(k, False) for k in ("cap", "seed", "control", "run_dir", "overall",
+                                                           "achieved_fraction")}, "seconds": a.get("seconds")}
+                          for a in arms]
+        report["family"] = str(cfg.sweep.get("family") or cfg.policy.family)
         table = format_sweep(report) + ("\n\n" + format_judge(report["judge"]) if "judge" in report else "")
         out = Path(cfg.sweep.dir)
         write_json(out / "sweep.json", report)

@@ -412,6 +412,9 @@ def test_a_sweep_judged_both_ways_says_how_far_the_dreams_ranking_holds_and_one_
     assert [row["dream"] for row in judged["arms"]] == [a["dream"]["overall"]["success_rate"] for a in arms]
     assert all(a["dream"]["tasks"][0]["dreams"] == 2 * a["dream"]["judge"]["members"] for a in arms)
     assert "the dream as judge of these 2 arms" in (out / "sweep.txt").read_text()
+    assert all(a["seconds"]["train"] > 0 and a["seconds"]["evaluate"] > 0 for a in arms)  # what an arm costs
+    assert [row["seconds"] for row in report["arms"]] == [a["seconds"] for a in arms]
+    assert "time per arm (bc, 2 arms timed): training" in (out / "sweep.txt").read_text()
 
     stamps = [(out / name / "policy").stat().st_mtime_ns for name in ("cap0-seed0", "cap0-seed1")]
     code, err = in_process("sweep", [*args, "sweep.judge=dream"], capsys)
