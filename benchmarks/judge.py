@@ -4,12 +4,15 @@ own success rule on the dreamed state), on the same layouts; the ranking statist
 (Pearson, Spearman, MMRV, regret@1) and what an episode costs each way (wall time, side by side in one run).
 
 The policies: BC trained on 1, 2, 5, 10 and 20 demos per task (one collection each, nested layouts: the same
-run seed), and BC on the 5 demos stopped after 1, 3 and 20 epochs. The judge is the world model of the 5-demo
-run (the demo preset's), trained once.
+run seed); BC on the 5 demos stopped after 1, 3 and 20 epochs; the main job's sweep arms that mixed dreams in
+(caps 0.5 and 0.75, training seed 0) and a control arm; MPC with the judging world model (its prior the 5-demo
+BC); and uniform random actions. The judge is the world model of the 5-demo run — the main job's pipeline,
+run once (``--experiment`` picks the preset: ``demo`` on Meta-World, ``fetch-augment`` on Fetch):
 
-    dreamgen collect experiment=demo run_dir=runs/judge/bc5
-    dreamgen train-world-model experiment=demo run_dir=runs/judge/bc5
+    dreamgen pipeline experiment=demo run_dir=runs/judge/bc5
     python benchmarks/judge.py --root runs/judge
+
+``--skip mpc`` leaves a policy out (by name prefix): MPC plans at every step, in the dream too, and costs most.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dreamgen.judge import ranking, ranking_intervals
 
 DEMOS = (1, 2, 5, 10, 20)
 EPOCHS = (1, 3, 20)  # BC on the 5 demos, stopped early
+ARMS = ("cap0.5-seed0", "cap0.75-seed0", "control0.75-seed0")  # the pipeline's sweep arms judged too
 
 
 def cli(*args: str, log: Path) -> float:
@@ -39,9 +43,10 @@ def cli(*args: str, log: Path) -> float:
     return time.perf_counter() - start
 
 
-def per_episode_cost(root: Path, judge_model: Path, episodes: int, task: str = "push-v3") -> dict[str, float]:
-    """In one process, side by side: the 5-demo BC policy on ``task`` for ``episodes`` real episodes and judged in
-    the dream from the same layouts (episodes x members dreams); seconds per episode each, no start-up."""
+def per_episode_cost(root: Path, judge_model: Path, episodes: int, experiment: str) -> dict[str, float]:
+    """In one process, side by side: the 5-demo BC policy on the preset's second task (Meta-World's push) for
+    ``episodes`` real episodes and judged in the dream from the same layouts (episodes x members dreams); seconds
+    per episode each, no start-up."""
     from hydra import compose, initialize_config_dir
 
     from dreamgen.dream.core import StartPool
@@ -55,7 +60,8 @@ def per_episode_cost(root: Path, judge_model: Path, episodes: int, task: str = "
     from policies import load_policy
 
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base=None):
-        cfg = compose("config", overrides=["experiment=demo"])
+        cfg = compose("config", overrides=[f"experiment={experiment}"])
+    task = list(cfg.tasks)[1]
     robot, model, policy = embodiment(cfg), load_world_model(judge_model), load_policy(root / "bc5" / "policy")
     index, encoder, act = list(cfg.tasks).index(task), default_encoder(), acting(policy)
     start = time.perf_counter()
@@ -78,24 +84,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, required=True, help="holds bc5/ (real.zarr + world_model)")
     parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes per task")
+    parser.add_argument("--experiment", default="demo", help="the preset of every run (demo | fetch-augment)")
+    parser.add_argument("--skip", nargs="*", default=[], help="leave out policies whose name starts so")
     args = parser.parse_args()
     root, log = args.root.resolve(), args.root.resolve() / "judge.log"
-    base = ["experiment=demo", f"tracking.uri=sqlite:///{root / 'mlflow.db'}", "progress=false"]
+    base = [f"experiment={args.experiment}", f"tracking.uri=sqlite:///{root / 'mlflow.db'}", "progress=false"]
     judge_model = root / "bc5" / "world_model"
-    policies: dict[str, tuple[Path, Path]] = {}  # name -> (policy dir, its training store)
+    policies: dict[str, tuple[list[str], Path]] = {}  # name -> (how evaluate gets it, the store it met)
+    bc5 = root / "bc5"
     for k in DEMOS:
         run = root / f"bc{k}"
         if not (run / "real.zarr").is_dir():
             cli("collect", *base, f"run_dir={run}", f"collect.n_expert={k}", log=log)
         if not (run / "policy").is_dir():
             cli("train-policy", *base, f"run_dir={run}", f"collect.n_expert={k}", log=log)
-        policies[f"bc {k} demos"] = (run / "policy", run / "real.zarr")
+        policies[f"bc {k} demos"] = ([f"evaluate.policy={run / 'policy'}"], run / "real.zarr")
     for epochs in EPOCHS:
         run = root / f"bc5-e{epochs}"
         if not (run / "policy").is_dir():
-            cli("train-policy", *base, f"run_dir={run}", f"policy.store={root / 'bc5' / 'real.zarr'}",
+            cli("train-policy", *base, f"run_dir={run}", f"policy.store={bc5 / 'real.zarr'}",
                 f"policy.epochs={epochs}", log=log)
-        policies[f"bc 5 demos, {epochs} epochs"] = (run / "policy", root / "bc5" / "real.zarr")
+        policies[f"bc 5 demos, {epochs} epochs"] = ([f"evaluate.policy={run / 'policy'}"], bc5 / "real.zarr")
+    for arm in ARMS:
+        if (bc5 / "sweep" / arm / "policy").is_dir():  # the pipeline's own arms (absent where it never swept)
+            policies[f"sweep {arm}"] = ([f"evaluate.policy={bc5 / 'sweep' / arm / 'policy'}"], bc5 / "real.zarr")
+    policies["mpc"] = (["policy.family=mpc", f"policy.mpc.world_model={judge_model}",
+                        f"policy.mpc.prior={bc5 / 'policy'}"], bc5 / "real.zarr")
+    policies["random"] = (["policy.family=random"], bc5 / "real.zarr")
+    policies = {name: how for name, how in policies.items() if not any(name.startswith(x) for x in args.skip)}
 
     ways = {"real": [], "dream (head)": ["evaluate.where=dream"],
             "dream (rule)": ["evaluate.where=dream", "evaluate.judge=rule"]}
@@ -106,9 +122,9 @@ def main() -> None:
         for way, extra in ways.items():
             out = root / "eval" / name.replace(" ", "_").replace(",", "") / way.split()[-1].strip("()")
             if not (out / "eval.json").is_file():
-                seconds[way] += cli("evaluate", *base, f"run_dir={out}", f"evaluate.policy={policy}",
-                                    f"evaluate.store={store}", f"evaluate.world_model={judge_model}",
-                                    f"evaluate.n_episodes={args.episodes}", *extra, log=log)
+                seconds[way] += cli("evaluate", *base, f"run_dir={out}", *policy, f"evaluate.store={store}",
+                                    f"evaluate.world_model={judge_model}", f"evaluate.n_episodes={args.episodes}",
+                                    *extra, log=log)
             results[name][way] = json.loads((out / "eval.json").read_text())
 
     tasks = [row["task"] for row in next(iter(results.values()))["real"]["tasks"]]
@@ -139,7 +155,7 @@ def main() -> None:
         print("\nwall time per evaluation (CLI start-up included), side by side: " + ", ".join(
             f"{way} {s / len(policies):.0f} s" for way, s in seconds.items())
             + f"; real / dream (rule) = {seconds['real'] / seconds['dream (rule)']:.1f}x")
-    report["per_episode"] = per_episode_cost(root, judge_model, args.episodes)
+    report["per_episode"] = per_episode_cost(root, judge_model, args.episodes, args.experiment)
     (root / "judge.json").write_text(json.dumps(report, indent=2, default=float))
     print(f"\n-> {root / 'judge.json'}")
 

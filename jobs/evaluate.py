@@ -125,12 +125,16 @@ def mpc_policy(cfg: DictConfig) -> Any:
 
 
 def load_evaluated(cfg: DictConfig) -> Any:
-    """The policy ``evaluate`` runs: the checkpoint at ``evaluate.policy``, or the MPC planner (family=mpc)."""
+    """The policy ``evaluate`` runs: the checkpoint at ``evaluate.policy``, or what an evaluate-only family
+    builds from the config (family=mpc: the planner; family=random: uniform actions)."""
     from policies import load_policy
     from policies.families import get
 
-    if get(cfg.policy.family).plans:
+    family = get(cfg.policy.family)
+    if family.plans:
         return mpc_policy(cfg)
+    if family.make is not None:
+        return family.make(cfg, embodiment(cfg))
     check_policy(cfg, cfg.evaluate.policy, "evaluate.policy")
     return load_policy(cfg.evaluate.policy)
 
@@ -305,7 +309,7 @@ def run(cfg: DictConfig) -> dict:
 
         summary = evaluate_policy(cfg, policy, on_task, model=judge)
         bar.close()
-        summary["policy"] = policy.info if families.get(cfg.policy.family).plans else str(e.policy)
+        summary["policy"] = policy.info if families.get(cfg.policy.family).fit is None else str(e.policy)
         write_json(run_dir / "eval.json", summary)
         tracker.log_dict(summary, "eval.json")
         overall = summary["overall"]

@@ -68,6 +68,7 @@ class PolicyFamily:
     plans: bool = False  # acts by planning with a world model (evaluate builds it from policy.mpc)
     episodic: bool = False  # keeps per-episode state (action chunks): acts only in episodes begun by reset(rows)
     untrained: str = ""
+    make: Callable[[Any, Any], Any] | None = None  # an evaluate-only family's policy from (config, embodiment)
     epochs: Callable[[Any], int] = lambda cfg: int(cfg.policy.epochs)  # passes its training makes (progress)
 
 
@@ -191,8 +192,29 @@ register(PolicyFamily("sb3", "an SB3 PPO actor cloned on the same mix, then fine
 register(PolicyFamily("diffusion", "lerobot's Diffusion Policy, state-only, with action chunking", _fit_diffusion,
                       _load("policies.diffusion", "DiffusionPolicy"), check=_check_diffusion, episodic=True,
                       epochs=lambda cfg: _diffusion_settings(cfg).epochs))
+class RandomPolicy:
+    """Uniform random actions in [-1, 1]: the floor of a policy ranking (``policy.family=random``). Seeded by
+    the run seed, so an evaluation is reproducible; ``deterministic`` changes nothing."""
+
+    kind = "random"
+
+    def __init__(self, action_dim: int, seed: int):
+        self.action_dim, self.rng = action_dim, np.random.default_rng([seed, 0x5EED])
+        self.info: dict[str, Any] = {"family": "random", "seed": seed}
+
+    def act(self, obs: np.ndarray, cond: np.ndarray, *, deterministic: bool = True, rows: Any = None) -> np.ndarray:
+        return self.rng.uniform(-1.0, 1.0, (len(obs), self.action_dim)).astype(np.float32)
+
+
+def _make_random(cfg: Any, robot: Any) -> Any:
+    return RandomPolicy(robot.action_dim, int(cfg.seed))
+
+
 register(PolicyFamily("mpc", "evaluate only", None, None, plans=True,
                       untrained="it plans with the world model at every step; run `dreamgen evaluate "
                                 "policy.family=mpc` (the prior is policy.mpc.prior, trained with family=bc)"))
+register(PolicyFamily("random", "evaluate only: uniform random actions, the floor of a ranking", None, None,
+                      make=_make_random, untrained="it acts uniformly at random; run `dreamgen evaluate "
+                                                   "policy.family=random` (no evaluate.policy needed)"))
 
-__all__ = ["FAMILIES", "PolicyFamily", "TrainingData", "get", "loader", "register"]
+__all__ = ["FAMILIES", "PolicyFamily", "RandomPolicy", "TrainingData", "get", "loader", "register"]

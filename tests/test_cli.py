@@ -329,3 +329,23 @@ def test_a_policy_judged_in_the_dream_is_labelled_as_such_and_bad_judges_are_ref
         code, err = in_process("evaluate", [*args[:1], f"run_dir={out}", *args[2:], override], capsys)
         assert code == 2 and says in err and "Traceback" not in err, (override, err)
         assert not out.exists()
+
+    # the floor of a ranking: policy.family=random needs no checkpoint, is judged the same way and is reproducible
+    random = [a for a in args if not a.startswith("evaluate.policy=")] + ["policy.family=random"]
+    judged = []
+    for name in ("random-a", "random-b"):
+        assert in_process("evaluate", [*random[:1], f"run_dir={tmp_path / name}", *random[2:]], capsys)[0] == 0
+        judged.append(json.loads((tmp_path / name / "eval.json").read_text()))
+    assert judged[0]["policy"] == {"family": "random", "seed": 0} and judged[0]["where"] == "dream"
+    assert [t["successes"] for t in judged[0]["tasks"]] == [t["successes"] for t in judged[1]["tasks"]]
+    assert all(row["dreams"] == 3 * members for row in judged[0]["tasks"])
+
+
+def test_a_random_policy_acts_uniformly_in_the_action_box_and_its_seed_reproduces_it():
+    from policies.families import RandomPolicy
+
+    obs, cond = np.zeros((4000, 39), np.float32), np.zeros((4000, 384), np.float32)
+    a, b, c = RandomPolicy(4, 0).act(obs, cond), RandomPolicy(4, 0).act(obs, cond), RandomPolicy(4, 1).act(obs, cond)
+    assert a.shape == (4000, 4) and a.dtype == np.float32 and np.abs(a).max() <= 1.0
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert np.abs(a.mean(0)).max() < 0.05 and np.allclose(a.var(0), 1 / 3, atol=0.03)  # U(-1, 1): mean 0, var 1/3

@@ -78,3 +78,26 @@ def test_the_success_rules_agree_with_the_simulators_success_flag():
         assert agree / frames >= (0.97 if task == "reach-v3" else 1.0), (task, agree, frames)
         env.close()
     assert METAWORLD.success_rule("door-open-v3") is None  # no rule written for it: the judge refuses it
+
+
+def test_fetchs_success_rule_is_its_is_success_on_every_frame():
+    """gymnasium-robotics' own flag against the rule on the flat state (gripper or block within 5 cm of the goal),
+    frame by frame, for the expert and a noisy one that misses: the rule is the simulator's criterion exactly."""
+    from dreamgen.sim.fetch import FETCH, SUCCESS_PARTS
+
+    rng = np.random.default_rng(0)
+    for task in SUCCESS_PARTS:
+        rule, env, expert = FETCH.success_rule(task), FETCH.make_env(task), FETCH.make_expert(task)
+        flags, ruled = [], []
+        for seed, noise in ((1, 0.0), (2, 0.0), (3, 0.7)):
+            obs, _ = env.reset(seed=seed)
+            for _ in range(50):
+                obs, _, _, truncated, info = env.step(np.clip(expert(obs) + rng.normal(0, noise, 4), -1, 1))
+                flags.append(bool(info["success"]))
+                ruled.append(bool(rule(obs)))
+                if truncated:
+                    break
+        env.close()
+        assert flags == ruled, task
+        assert any(flags) and not all(flags), (task, sum(flags), len(flags))  # both outcomes were checked
+    assert FETCH.success_rule("FetchSlide-v4") is None

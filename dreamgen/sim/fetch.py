@@ -130,6 +130,10 @@ def pick_place_expert(obs: np.ndarray) -> np.ndarray:
 
 EXPERTS: dict[str, Expert] = {"FetchReach-v4": reach_expert, "FetchPush-v4": push_expert,
                               "FetchPickAndPlace-v4": pick_place_expert}
+# gymnasium-robotics' is_success: |achieved_goal - desired_goal| < distance_threshold (0.05 in all three), where the
+# achieved goal is the gripper (reach) or the block (push, pick-and-place)
+SUCCESS_PARTS: dict[str, slice] = {"FetchReach-v4": GRIP, "FetchPush-v4": OBJECT, "FetchPickAndPlace-v4": OBJECT}
+DISTANCE_THRESHOLD = 0.05
 
 
 class Fetch(Embodiment):
@@ -157,6 +161,17 @@ class Fetch(Embodiment):
     def make_expert(self, task: str) -> Expert:
         self.check_tasks([task], field="task")
         return EXPERTS[task]
+
+    def success_rule(self, task: str) -> Any:
+        if task not in SUCCESS_PARTS:
+            return None
+        part = SUCCESS_PARTS[task]
+
+        def rule(obs: np.ndarray) -> np.ndarray:
+            obs = np.asarray(obs)
+            return np.linalg.norm(obs[..., part] - obs[..., GOAL], axis=-1) < DISTANCE_THRESHOLD
+
+        return rule
 
 
 FETCH = Fetch()
