@@ -154,6 +154,44 @@ def load_episodes(cfg: DictConfig, robot: Any, images: bool = False):
     return store, episodes
 
 
+def pretraining(cfg: DictConfig, robot: Any, episodes: list, images: bool) -> tuple[list, dict[str, Any] | None]:
+    """``world_model.pretrain``'s real episodes (they join the training fold) and their provenance, or a refusal in
+    one sentence: a store of another robot or widths, with no real episode, or holding a layout of the run's own
+    store (one of those could be a held-out test episode the model then trained on)."""
+    from dreamgen.data.store import TrajectoryStore
+    from dreamgen.errors import ConfigError
+
+    path = cfg.world_model.pretrain
+    if path is None:
+        return [], None
+    if not Path(str(path)).is_dir():
+        raise ConfigError(f"world_model.pretrain={path} does not exist; give a store written by `dreamgen collect` "
+                          "(e.g. collect.n_expert=0 collect.n_play=20 over the robot's tasks, with its own seed)")
+    store = TrajectoryStore.open(path)
+    robot.check_recorded(store.info.get("embodiment"), f"world_model.pretrain={path}")
+    if store.obs_dim != robot.obs_dim or store.action_dim != robot.action_dim:
+        raise ConfigError(f"world_model.pretrain={path} holds {store.obs_dim}-dim observations and "
+                          f"{store.action_dim}-dim actions; embodiment {robot.name} has {robot.obs_dim} and "
+                          f"{robot.action_dim}")
+    if images and store.cameras is None:
+        raise ConfigError(f"world_model.pretrain={path} is a state store, and world_model.kind="
+                          f"{cfg.world_model.kind} learns from camera frames; collect it with the run's camera.names")
+    if store.path.resolve() == Path(str(cfg.world_model.store)).resolve():
+        raise ConfigError(f"world_model.pretrain={path} is world_model.store itself; give another store")
+    extra = [e for e in store.iter_episodes(images=images) if e.meta["source"] == "real"]
+    if not extra:
+        raise ConfigError(f"world_model.pretrain={path} holds no real episode")
+    own = {(e.meta["task"], e.meta.get("seed")) for e in episodes}
+    clash = next((e for e in extra if (e.meta["task"], e.meta.get("seed")) in own), None)
+    if clash is not None:
+        raise ConfigError(f"world_model.pretrain={path}: episode {clash.meta['episode_id']} has the layout of "
+                          f"world_model.store's ({clash.meta['task']}, seed {clash.meta.get('seed')}), which may be "
+                          "held out for the fidelity report; collect the pretraining store with another seed=")
+    tasks = sorted({e.meta["task"] for e in extra})
+    return extra, {"store": str(store.path), "store_digest": store.digest(), "episodes": len(extra),
+                   "transitions": int(sum(len(e) - 1 for e in extra)), "tasks": tasks}
+
+
 def run(cfg: DictConfig) -> dict:
     from dreamgen.dream.rollout import check_expert_in_dream
     from dreamgen.language import default_encoder
@@ -176,12 +214,14 @@ def run(cfg: DictConfig) -> dict:
     config = dataclasses.replace(config, gate=contact_gate(cfg, robot, kind.images))
     store, episodes = load_episodes(cfg, robot, images=kind.images)
     risk = safety_head(cfg, kind, store, episodes)
-    texts = sorted({e.meta["instruction"] for e in episodes})
-    task_of = {e.meta["instruction"]: e.meta["task"] for e in episodes}
+    extra, pretrain = pretraining(cfg, robot, episodes, kind.images)
+    texts = sorted({e.meta["instruction"] for e in episodes + extra})
+    task_of = {e.meta["instruction"]: e.meta["task"] for e in episodes + extra}
     table = InstructionTable(texts, [task_of[t] for t in texts], default_encoder().encode(texts))
     split = split_episodes([e.meta["task"] for e in episodes], (w.val_fraction, w.test_fraction),
                            make_rng(cfg.seed, "world-model-split"))
     train, val, test = ([episodes[i] for i in part] for part in split)
+    train = train + extra  # the broad play teaches dynamics; val and test stay the run's own episodes
     data = {name: transitions(part, robot.layout, table, config.action_history) for name, part in
             (("train", train), ("val", val), ("test", test))}
     with run_verb(cfg, "train-world-model", inputs={"real": store}) as (run_dir, tracker):
@@ -194,14 +234,17 @@ def run(cfg: DictConfig) -> dict:
 
         info = {"embodiment": robot.name, "store_digest": store.digest(), "seed": cfg.seed,
                 "episodes": {name: [e.meta["episode_id"] for e in part]
-                             for name, part in (("train", train), ("val", val), ("test", test))}}
+                             for name, part in (("train", train[:len(train) - len(extra)]), ("val", val),
+                                                ("test", test))}}
+        if pretrain is not None:
+            info["pretrain"] = pretrain
         model = kind.fit(FitRequest(train, val, table, robot.layout, robot.parts, store.cameras, plain(w), config,
                                     cfg.seed, w.halt_quantile, info, on_epoch, risk))
         bar.close()
         with staged(run_dir / "world_model") as partial:
             world_model_id = save_world_model(model, partial)
             report = {"world_model_id": world_model_id, "kind": model.kind, "epochs": model.info["epochs"],
-                      "transitions": {k: len(v) for k, v in data.items()},
+                      "transitions": {k: len(v) for k, v in data.items()}, "pretrain": pretrain,
                       "disagreement_bound": model.disagreement_bound,
                       "fidelity": fidelity_report(model, test, data["test"], tuple(w.fidelity_horizons),
                                                   parts=robot.parts)}
@@ -221,7 +264,8 @@ def run(cfg: DictConfig) -> dict:
                                   for e, v in report["safety_head"]["held_out"]["events"].items() if v["positives"]},
                                  partial / "risk_reliability.png", what="safety event")
             seeds = [derive_seed(cfg.seed, "world-model-check", i) for i in range(w.check_episodes)]
-            report["expert_in_dream"] = check_expert_in_dream(model, sorted(set(table.tasks)), seeds, dream, robot) \
+            own_tasks = sorted({e.meta["task"] for e in episodes})  # the run's, not the pretraining store's
+            report["expert_in_dream"] = check_expert_in_dream(model, own_tasks, seeds, dream, robot) \
                 if robot.has_simulator and robot.has_expert else {}
             write_json(partial / "report.json", report)
         metrics = flat_metrics(report["fidelity"])
@@ -254,6 +298,10 @@ def format_report(report: dict) -> str:
     one = report["fidelity"]["one_step"]
     lines = [f"one-step nMSE {one['nmse']:.4g} (copy baseline {one['copy_nmse']:.4g}) on {one['transitions']} "
              "held-out transitions"] if one else []
+    if report.get("pretrain"):
+        pre = report["pretrain"]
+        lines.append(f"trained with {pre['episodes']} pretraining episodes ({pre['transitions']} transitions, "
+                     f"{len(pre['tasks'])} tasks) of {pre['store']}; held out: the run's own episodes only")
     for head, c in report["fidelity"].get("calibration", {}).items():
         lines.append(f"{head}: ECE {c['ece']:.3f}, precision {c['precision']:.2f} / recall {c['recall']:.2f} at 0.5 "
                      f"({c['predicted']} predicted, {c['positives']} real of {c['n']})")

@@ -147,6 +147,50 @@ def _untouched(path) -> bool:
     return not path.exists()
 
 
+def test_a_world_model_pretrained_on_broad_play_keeps_the_runs_held_out_episodes_and_refuses_leaks(
+        smoke_run, tmp_path, capsys):
+    """world_model.pretrain: another store's play (more tasks, its own seed) joins the training fold only — the
+    val and test folds are exactly the run's own, the play's transitions are counted, its tasks' instructions
+    are known — and a store that could leak a held-out layout, the run's own store, or none is refused."""
+    run = smoke_run["run_dir"]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    base = ["experiment=smoke", f"tracking.uri={uri}", "progress=false"]
+    play = ["collect.n_expert=0", "collect.n_play=2", "tasks=[drawer-open-v3,button-press-topdown-v3,reach-v3]"]
+    assert in_process("collect", [*base, f"run_dir={tmp_path / 'play'}", "seed=7", *play], capsys)[0] == 0
+    args = [*base, f"run_dir={tmp_path / 'pre'}", f"world_model.store={run / 'real.zarr'}",
+            "world_model.max_epochs=3"]
+    code, err = in_process("train-world-model", [*args, f"world_model.pretrain={tmp_path / 'play' / 'real.zarr'}"],
+                           capsys)
+    assert code == 0, err[-2000:]
+    own = json.loads((run / "world_model" / "world_model.json").read_text())["info"]
+    report = json.loads((tmp_path / "pre" / "world_model" / "report.json").read_text())
+    meta = json.loads((tmp_path / "pre" / "world_model" / "world_model.json").read_text())
+    info = meta["info"]
+    assert info["episodes"] == own["episodes"]  # the same split of the run's store: nothing held out moved
+    pre = report["pretrain"]
+    assert info["pretrain"] == pre and pre["episodes"] == 6 and pre["tasks"] == sorted(
+        ["drawer-open-v3", "button-press-topdown-v3", "reach-v3"])
+    store = TrajectoryStore.open(tmp_path / "play" / "real.zarr")
+    assert pre["transitions"] == sum(len(e) - 1 for e in store.iter_episodes()) and pre["store_digest"] == store.digest()
+    smoke = json.loads((run / "world_model" / "report.json").read_text())
+    assert report["transitions"]["train"] == smoke["transitions"]["train"] + pre["transitions"]
+    assert report["transitions"]["test"] == smoke["transitions"]["test"]
+    assert "reach-v3" in meta["instructions"]["tasks"] and set(report["expert_in_dream"]) == {
+        "drawer-open-v3", "button-press-topdown-v3"}  # checked on the run's own tasks
+
+    # refused in one sentence, before a run dir exists: a store with the run's layouts (same seed), the run's own
+    # store, a path that is not there
+    assert in_process("collect", [*base, f"run_dir={tmp_path / 'same'}", "seed=0", *play], capsys)[0] == 0
+    for store_path, says in ((tmp_path / "same" / "real.zarr", "has the layout of world_model.store's"),
+                             (run / "real.zarr", "is world_model.store itself"),
+                             (tmp_path / "none", "does not exist")):
+        out = tmp_path / "refused"
+        code, err = in_process("train-world-model", [*args[:3], f"run_dir={out}", *args[4:],
+                                                     f"world_model.pretrain={store_path}"], capsys)
+        assert code == 2 and says in err and "Traceback" not in err, (store_path, err)
+        assert not out.exists()
+
+
 def test_bad_input_is_refused_with_one_line_and_no_output(smoke_run, tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     base = ["experiment=smoke", f"tracking.uri={uri}", "progress=false"]
