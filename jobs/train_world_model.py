@@ -131,18 +131,25 @@ def dream_config(cfg: DictConfig):
     return DreamConfig(**cfg.dream)
 
 
-def load_episodes(cfg: DictConfig, robot: Any, images: bool = False):
-    """The store and its real episodes (all kinds: expert demos and play both teach dynamics), checked to
-    be ``robot``'s (``images``: with their camera frames, refusing a state store)."""
+def robots_store(path: Any, robot: Any, field: str) -> Any:
+    """The store at ``path`` (the setting ``field``), refused unless ``robot`` recorded it at its widths."""
     from dreamgen.data.store import TrajectoryStore
     from dreamgen.errors import ConfigError
 
-    store = TrajectoryStore.open(cfg.world_model.store)
-    robot.check_recorded(store.info.get("embodiment"), f"world_model.store={cfg.world_model.store}")
+    store = TrajectoryStore.open(path)
+    robot.check_recorded(store.info.get("embodiment"), f"{field}={path}")
     if store.obs_dim != robot.obs_dim or store.action_dim != robot.action_dim:
-        raise ConfigError(f"world_model.store={cfg.world_model.store} holds {store.obs_dim}-dim observations and "
-                          f"{store.action_dim}-dim actions; embodiment {robot.name} has {robot.obs_dim} and "
-                          f"{robot.action_dim}")
+        raise ConfigError(f"{field}={path} holds {store.obs_dim}-dim observations and {store.action_dim}-dim "
+                          f"actions; embodiment {robot.name} has {robot.obs_dim} and {robot.action_dim}")
+    return store
+
+
+def load_episodes(cfg: DictConfig, robot: Any, images: bool = False):
+    """The store and its real episodes (all kinds: expert demos and play both teach dynamics), checked to
+    be ``robot``'s (``images``: with their camera frames, refusing a state store)."""
+    from dreamgen.errors import ConfigError
+
+    store = robots_store(cfg.world_model.store, robot, "world_model.store")
     if images and store.cameras is None:
         raise ConfigError(f"world_model.kind={cfg.world_model.kind} needs camera images, and world_model.store="
                           f"{store.path} is a state store; collect one with camera.names set (e.g. "
@@ -158,7 +165,6 @@ def pretraining(cfg: DictConfig, robot: Any, episodes: list, images: bool) -> tu
     """``world_model.pretrain``'s real episodes (they join the training fold) and their provenance, or a refusal in
     one sentence: a store of another robot or widths, with no real episode, or holding a layout of the run's own
     store (one of those could be a held-out test episode the model then trained on)."""
-    from dreamgen.data.store import TrajectoryStore
     from dreamgen.errors import ConfigError
 
     path = cfg.world_model.pretrain
@@ -167,12 +173,7 @@ def pretraining(cfg: DictConfig, robot: Any, episodes: list, images: bool) -> tu
     if not Path(str(path)).is_dir():
         raise ConfigError(f"world_model.pretrain={path} does not exist; give a store written by `dreamgen collect` "
                           "(e.g. collect.n_expert=0 collect.n_play=20 over the robot's tasks, with its own seed)")
-    store = TrajectoryStore.open(path)
-    robot.check_recorded(store.info.get("embodiment"), f"world_model.pretrain={path}")
-    if store.obs_dim != robot.obs_dim or store.action_dim != robot.action_dim:
-        raise ConfigError(f"world_model.pretrain={path} holds {store.obs_dim}-dim observations and "
-                          f"{store.action_dim}-dim actions; embodiment {robot.name} has {robot.obs_dim} and "
-                          f"{robot.action_dim}")
+    store = robots_store(path, robot, "world_model.pretrain")
     if images and store.cameras is None:
         raise ConfigError(f"world_model.pretrain={path} is a state store, and world_model.kind="
                           f"{cfg.world_model.kind} learns from camera frames; collect it with the run's camera.names")
