@@ -176,7 +176,7 @@ def test_an_unknown_kind_is_refused_naming_every_kind():
     from policies import families
 
     with pytest.raises(ConfigError, match=r"policy.family='cnn'; accepted: bc \(.*\), bc-image \(.*\), sb3 \(.*\), "
-                                          r"mpc \(evaluate only\), mean-action"):
+                                          r"mpc \(evaluate only\), random \(evaluate only: .*\), mean-action"):
         families.get("cnn")
 
 
