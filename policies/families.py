@@ -192,9 +192,21 @@ register(PolicyFamily("sb3", "an SB3 PPO actor cloned on the same mix, then fine
 register(PolicyFamily("diffusion", "lerobot's Diffusion Policy, state-only, with action chunking", _fit_diffusion,
                       _load("policies.diffusion", "DiffusionPolicy"), check=_check_diffusion, episodic=True,
                       epochs=lambda cfg: _diffusion_settings(cfg).epochs))
-def _make_random(cfg: Any, robot: Any) -> Any:
-    from policies.samplers import RandomPolicy
+class RandomPolicy:
+    """Uniform random actions in [-1, 1]: the floor of a policy ranking (``policy.family=random``). Seeded by
+    the run seed, so an evaluation is reproducible; ``deterministic`` changes nothing."""
 
+    kind = "random"
+
+    def __init__(self, action_dim: int, seed: int):
+        self.action_dim, self.rng = action_dim, np.random.default_rng([seed, 0x5EED])
+        self.info: dict[str, Any] = {"family": "random", "seed": seed}
+
+    def act(self, obs: np.ndarray, cond: np.ndarray, *, deterministic: bool = True, rows: Any = None) -> np.ndarray:
+        return self.rng.uniform(-1.0, 1.0, (len(obs), self.action_dim)).astype(np.float32)
+
+
+def _make_random(cfg: Any, robot: Any) -> Any:
     return RandomPolicy(robot.action_dim, int(cfg.seed))
 
 
@@ -205,4 +217,4 @@ register(PolicyFamily("random", "evaluate only: uniform random actions, the floo
                       make=_make_random, untrained="it acts uniformly at random; run `dreamgen evaluate "
                                                    "policy.family=random` (no evaluate.policy needed)"))
 
-__all__ = ["FAMILIES", "PolicyFamily", "TrainingData", "get", "loader", "register"]
+__all__ = ["FAMILIES", "PolicyFamily", "RandomPolicy", "TrainingData", "get", "loader", "register"]

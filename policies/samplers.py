@@ -221,17 +221,6 @@ class RandomSampler:
         """Stateless: nothing to reset."""
 
 
-class RandomPolicy(RandomSampler):
-    """The random sampler as a policy evaluate runs (``policy.family=random``): the floor of a policy ranking.
-    Seeded by the run seed, so an evaluation is reproducible; ``deterministic`` changes nothing."""
-
-    kind = "random"
-
-    def __init__(self, action_dim: int, seed: int):
-        super().__init__(action_dim, np.random.default_rng([seed, 0x5EED]))
-        self.info: dict[str, Any] = {"family": "random", "seed": seed}
-
-
 class RiskySampler:
     """The collection's deliberately risky behaviour (``dreamgen.data.collect.risky_actor``), one per row:
     dreams that go somewhere unsafe, to audit the safety head and the filter's ``unsafe:`` rejections on."""

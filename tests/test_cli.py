@@ -386,7 +386,7 @@ def test_a_policy_judged_in_the_dream_is_labelled_as_such_and_bad_judges_are_ref
 
 
 def test_a_random_policy_acts_uniformly_in_the_action_box_and_its_seed_reproduces_it():
-    from policies.samplers import RandomPolicy
+    from policies.families import RandomPolicy
 
     obs, cond = np.zeros((4000, 39), np.float32), np.zeros((4000, 384), np.float32)
     a, b, c = RandomPolicy(4, 0).act(obs, cond), RandomPolicy(4, 0).act(obs, cond), RandomPolicy(4, 1).act(obs, cond)
