@@ -99,6 +99,11 @@ def as_episodes(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**row, "episodes": row["judged"]} for row in summary["tasks"]]
 
 
+def arm_family(cfg: DictConfig) -> str:
+    """The policy family every arm trains: ``sweep.family``, else ``policy.family``."""
+    return str(cfg.sweep.get("family") or cfg.policy.family)
+
+
 def arm_configs(cfg: DictConfig) -> list[dict[str, Any]]:
     """The resolved config of every arm: its own run dir, cap, dream store (none at cap 0) and seed, then
     (``sweep.control``) a control arm per cap > 0 and seed: the same share filled with re-drawn real frames."""
@@ -111,7 +116,7 @@ def arm_configs(cfg: DictConfig) -> list[dict[str, Any]]:
                 arm = copy.deepcopy(resolved)
                 arm["run_dir"] = str(Path(cfg.sweep.dir) / f"{'control' if control else 'cap'}{cap:g}-seed{seed}")
                 arm["policy"].update(max_dream_fraction=cap, seed=int(seed), control=control,
-                                     family=cfg.sweep.get("family") or cfg.policy.family,
+                                     family=arm_family(cfg),
                                      dream_store=cfg.sweep.dream_store if cap > 0 and not control else None)
                 arm["progress"] = False
                 arms.append(arm)
@@ -367,7 +372,7 @@ def run(cfg: DictConfig) -> dict:
         report["arms"] = [{**{k: a.get(k, False) for k in ("cap", "seed", "control", "run_dir", "overall",
                                                            "achieved_fraction")}, "seconds": a.get("seconds")}
                           for a in arms]
-        report["family"] = str(cfg.sweep.get("family") or cfg.policy.family)
+        report["family"] = arm_family(cfg)
         table = format_sweep(report) + ("\n\n" + format_judge(report["judge"]) if "judge" in report else "")
         out = Path(cfg.sweep.dir)
         write_json(out / "sweep.json", report)

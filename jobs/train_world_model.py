@@ -131,8 +131,10 @@ def dream_config(cfg: DictConfig):
     return DreamConfig(**cfg.dream)
 
 
-def robots_store(path: Any, robot: Any, field: str) -> Any:
-    """The store at ``path`` (the setting ``field``), refused unless ``robot`` recorded it at its widths."""
+def real_episodes(cfg: DictConfig, path: Any, robot: Any, field: str, images: bool) -> tuple[Any, list]:
+    """The store at ``path`` (the setting ``field``) and its real episodes (all kinds: expert demos and play both
+    teach dynamics), refused unless ``robot`` recorded it at its widths (``images``: with their camera frames,
+    refusing a state store)."""
     from dreamgen.data.store import TrajectoryStore
     from dreamgen.errors import ConfigError
 
@@ -141,20 +143,18 @@ def robots_store(path: Any, robot: Any, field: str) -> Any:
     if store.obs_dim != robot.obs_dim or store.action_dim != robot.action_dim:
         raise ConfigError(f"{field}={path} holds {store.obs_dim}-dim observations and {store.action_dim}-dim "
                           f"actions; embodiment {robot.name} has {robot.obs_dim} and {robot.action_dim}")
-    return store
+    if images and store.cameras is None:
+        raise ConfigError(f"world_model.kind={cfg.world_model.kind} needs camera images, and {field}="
+                          f"{store.path} is a state store; collect one with camera.names set (e.g. "
+                          "camera.names=[corner3]) or use world_model.kind=ensemble")
+    return store, [e for e in store.iter_episodes(images=images) if e.meta["source"] == "real"]
 
 
 def load_episodes(cfg: DictConfig, robot: Any, images: bool = False):
-    """The store and its real episodes (all kinds: expert demos and play both teach dynamics), checked to
-    be ``robot``'s (``images``: with their camera frames, refusing a state store)."""
+    """``world_model.store`` and its real episodes (``real_episodes``), at least 3 of them."""
     from dreamgen.errors import ConfigError
 
-    store = robots_store(cfg.world_model.store, robot, "world_model.store")
-    if images and store.cameras is None:
-        raise ConfigError(f"world_model.kind={cfg.world_model.kind} needs camera images, and world_model.store="
-                          f"{store.path} is a state store; collect one with camera.names set (e.g. "
-                          "camera.names=[corner3]) or use world_model.kind=ensemble")
-    episodes = [e for e in store.iter_episodes(images=images) if e.meta["source"] == "real"]
+    store, episodes = real_episodes(cfg, cfg.world_model.store, robot, "world_model.store", images)
     if len(episodes) < 3:
         raise ConfigError(f"world_model.store={cfg.world_model.store} holds {len(episodes)} real episodes; "
                           "a world model needs at least 3 (train, val and test split by episode)")
@@ -173,13 +173,9 @@ def pretraining(cfg: DictConfig, robot: Any, episodes: list, images: bool) -> tu
     if not Path(str(path)).is_dir():
         raise ConfigError(f"world_model.pretrain={path} does not exist; give a store written by `dreamgen collect` "
                           "(e.g. collect.n_expert=0 collect.n_play=20 over the robot's tasks, with its own seed)")
-    store = robots_store(path, robot, "world_model.pretrain")
-    if images and store.cameras is None:
-        raise ConfigError(f"world_model.pretrain={path} is a state store, and world_model.kind="
-                          f"{cfg.world_model.kind} learns from camera frames; collect it with the run's camera.names")
-    if store.path.resolve() == Path(str(cfg.world_model.store)).resolve():
+    if Path(str(path)).resolve() == Path(str(cfg.world_model.store)).resolve():
         raise ConfigError(f"world_model.pretrain={path} is world_model.store itself; give another store")
-    extra = [e for e in store.iter_episodes(images=images) if e.meta["source"] == "real"]
+    store, extra = real_episodes(cfg, path, robot, "world_model.pretrain", images)
     if not extra:
         raise ConfigError(f"world_model.pretrain={path} holds no real episode")
     own = {(e.meta["task"], e.meta.get("seed")) for e in episodes}
@@ -222,9 +218,9 @@ def run(cfg: DictConfig) -> dict:
     split = split_episodes([e.meta["task"] for e in episodes], (w.val_fraction, w.test_fraction),
                            make_rng(cfg.seed, "world-model-split"))
     train, val, test = ([episodes[i] for i in part] for part in split)
-    train = train + extra  # the broad play teaches dynamics; val and test stay the run's own episodes
+    fit = train + extra  # the broad play teaches dynamics; val and test stay the run's own episodes
     data = {name: transitions(part, robot.layout, table, config.action_history) for name, part in
-            (("train", train), ("val", val), ("test", test))}
+            (("train", fit), ("val", val), ("test", test))}
     with run_verb(cfg, "train-world-model", inputs={"real": store}) as (run_dir, tracker):
         bar = progress(range(kind.epochs(plain(w))), cfg, desc="train-world-model", unit="epoch")
 
@@ -235,11 +231,10 @@ def run(cfg: DictConfig) -> dict:
 
         info = {"embodiment": robot.name, "store_digest": store.digest(), "seed": cfg.seed,
                 "episodes": {name: [e.meta["episode_id"] for e in part]
-                             for name, part in (("train", train[:len(train) - len(extra)]), ("val", val),
-                                                ("test", test))}}
+                             for name, part in (("train", train), ("val", val), ("test", test))}}
         if pretrain is not None:
             info["pretrain"] = pretrain
-        model = kind.fit(FitRequest(train, val, table, robot.layout, robot.parts, store.cameras, plain(w), config,
+        model = kind.fit(FitRequest(fit, val, table, robot.layout, robot.parts, store.cameras, plain(w), config,
                                     cfg.seed, w.halt_quantile, info, on_epoch, risk))
         bar.close()
         with staged(run_dir / "world_model") as partial:

@@ -193,21 +193,30 @@ register(PolicyFamily("diffusion", "lerobot's Diffusion Policy, state-only, with
                       _load("policies.diffusion", "DiffusionPolicy"), check=_check_diffusion, episodic=True,
                       epochs=lambda cfg: _diffusion_settings(cfg).epochs))
 class RandomPolicy:
-    """Uniform random actions in [-1, 1]: the floor of a policy ranking (``policy.family=random``). Seeded by
-    the run seed, so an evaluation is reproducible; ``deterministic`` changes nothing."""
+    """Uniform random actions in [-1, 1]: the floor of a policy ranking (``policy.family=random``, seeded by the
+    run seed, so an evaluation is reproducible) and the play sampler (``sampler=random``). ``deterministic``
+    changes nothing."""
 
     kind = "random"
 
-    def __init__(self, action_dim: int, seed: int):
-        self.action_dim, self.rng = action_dim, np.random.default_rng([seed, 0x5EED])
-        self.info: dict[str, Any] = {"family": "random", "seed": seed}
+    def __init__(self, action_dim: int, rng: np.random.Generator, info: dict[str, Any] | None = None):
+        self.action_dim, self.rng = action_dim, rng
+        self.info: dict[str, Any] = info or {"family": "random"}
+
+    @classmethod
+    def seeded(cls, action_dim: int, seed: int) -> RandomPolicy:
+        """The random family's policy for run seed ``seed``."""
+        return cls(action_dim, np.random.default_rng([seed, 0x5EED]), {"family": "random", "seed": seed})
 
     def act(self, obs: np.ndarray, cond: np.ndarray, *, deterministic: bool = True, rows: Any = None) -> np.ndarray:
         return self.rng.uniform(-1.0, 1.0, (len(obs), self.action_dim)).astype(np.float32)
 
+    def reset(self, rows: int) -> None:
+        """Stateless: nothing to reset."""
+
 
 def _make_random(cfg: Any, robot: Any) -> Any:
-    return RandomPolicy(robot.action_dim, int(cfg.seed))
+    return RandomPolicy.seeded(robot.action_dim, int(cfg.seed))
 
 
 register(PolicyFamily("mpc", "evaluate only", None, None, plans=True,

@@ -36,6 +36,7 @@ import numpy as np
 from dreamgen.errors import ConfigError
 from dreamgen.plan.mppi import PlannerConfig
 from dreamgen.registry import Registry
+from policies.families import RandomPolicy
 
 ENTRY_POINTS = "dreamgen.samplers"
 POLICY_SETTING = "generate.sampler.policy"  # the trained (BC) policy a sampler wraps, or plans with as its prior
@@ -205,20 +206,6 @@ class PolicySampler(_Noisy):
             rows: Any = None) -> np.ndarray:
         action = self.policy.act(obs, instruction_embedding, deterministic=True)
         return action if deterministic else self._finish(action)
-
-
-class RandomSampler:
-    """Uniform random actions in [-1, 1] (play)."""
-
-    def __init__(self, action_dim: int, rng: np.random.Generator):
-        self.action_dim, self.rng = action_dim, rng
-
-    def act(self, obs: np.ndarray, instruction_embedding: np.ndarray, *, deterministic: bool = False,
-            rows: Any = None) -> np.ndarray:
-        return self.rng.uniform(-1.0, 1.0, (len(obs), self.action_dim)).astype(np.float32)
-
-    def reset(self, rows: int) -> None:
-        """Stateless: nothing to reset."""
 
 
 class RiskySampler:
@@ -497,7 +484,7 @@ class Random(SamplerKind):
         return "random"
 
     def make(self, spec: SamplerSpec, ctx: SamplerContext) -> Any:
-        return RandomSampler(ctx.action_dim, ctx.rng)
+        return RandomPolicy(ctx.action_dim, ctx.rng)
 
 
 class Risky(SamplerKind):

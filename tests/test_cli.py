@@ -389,7 +389,7 @@ def test_a_random_policy_acts_uniformly_in_the_action_box_and_its_seed_reproduce
     from policies.families import RandomPolicy
 
     obs, cond = np.zeros((4000, 39), np.float32), np.zeros((4000, 384), np.float32)
-    a, b, c = RandomPolicy(4, 0).act(obs, cond), RandomPolicy(4, 0).act(obs, cond), RandomPolicy(4, 1).act(obs, cond)
+    a, b, c = (RandomPolicy.seeded(4, seed).act(obs, cond) for seed in (0, 0, 1))
     assert a.shape == (4000, 4) and a.dtype == np.float32 and np.abs(a).max() <= 1.0
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert np.abs(a.mean(0)).max() < 0.05 and np.allclose(a.var(0), 1 / 3, atol=0.03)  # U(-1, 1): mean 0, var 1/3
