@@ -189,6 +189,57 @@ def pretraining(cfg: DictConfig, robot: Any, episodes: list, images: bool) -> tu
                    "transitions": int(sum(len(e) - 1 for e in extra)), "tasks": tasks}
 
 
+def layouts(episodes: list) -> list[list]:
+    """The (task, seed) layouts of ``episodes``, sorted: what a checkpoint records it trained on, so a later
+    fine-tune can refuse a run whose held-out episodes it has seen."""
+    return sorted({(str(e.meta["task"]), e.meta.get("seed")) for e in episodes}, key=lambda ts: (ts[0], str(ts[1])))
+
+
+def initial_model(cfg: DictConfig, robot: Any, kind: Any, store: Any, episodes: list) -> tuple[Any, dict | None]:
+    """``world_model.init``: the checkpoint to fine-tune (one pretrained model, many fine-tunes) and its provenance,
+    or a refusal in one sentence: no checkpoint there, a kind that cannot fine-tune, another kind, robot or layout,
+    a model trained on world_model.store itself or on a layout of its episodes (the run's held-out test episodes
+    would not be held out), or an instruction table that lacks one of the run's tasks."""
+    from dreamgen.errors import ConfigError
+    from dreamgen.world_model import kinds
+    from dreamgen.world_model.checkpoint import CONFIG, load_world_model
+
+    path = cfg.world_model.init
+    if path is None:
+        return None, None
+    where = f"world_model.init={path}"
+    if not (Path(str(path)) / CONFIG).is_file():
+        raise ConfigError(f"{where} holds no world model ({CONFIG}); give the world_model dir of a `dreamgen "
+                          "train-world-model` run, e.g. one trained on a play store (world_model.store=<play store>)")
+    if not kind.fine_tunes:
+        able = ", ".join(k.name for k in kinds.KINDS if k.fine_tunes)
+        raise ConfigError(f"{where}: world_model.kind={kind.name} cannot fine-tune a checkpoint; kinds that can: {able}")
+    model = load_world_model(path)
+    if model.kind != kind.name:
+        raise ConfigError(f"{where} is a {model.kind} model; this run trains world_model.kind={kind.name}")
+    robot.check_recorded(model.info.get("embodiment"), where)
+    if model.layout != robot.layout or model.action_dim != robot.action_dim:
+        raise ConfigError(f"{where} predicts layout {model.layout.name} with {model.action_dim}-dim actions; "
+                          f"embodiment {robot.name} has {robot.layout.name} with {robot.action_dim}")
+    if model.info.get("store_digest") == store.digest():
+        raise ConfigError(f"{where} was trained on world_model.store itself, so the run's held-out episodes may be in "
+                          "its training fold; pretrain on another store (e.g. play collected with its own seed=)")
+    seen = {(task, seed) for task, seed in model.info.get("layouts", [])}
+    clash = next((e for e in episodes if (e.meta["task"], e.meta.get("seed")) in seen), None)
+    if clash is not None:
+        raise ConfigError(f"{where} trained on the layout of world_model.store's episode {clash.meta['episode_id']} "
+                          f"({clash.meta['task']}, seed {clash.meta.get('seed')}), which may be held out for the "
+                          "fidelity report; pretrain on a store collected with another seed=")
+    missing = sorted({e.meta["task"] for e in episodes} - set(model.instructions.tasks))
+    if missing:
+        raise ConfigError(f"{where}: its instruction table lacks task(s) {', '.join(missing)} of world_model.store "
+                          f"(it knows {', '.join(sorted(set(model.instructions.tasks)))}); pretrain on a store "
+                          "that covers the run's tasks")
+    return model, {"path": str(path), "world_model_id": model.info["world_model_id"],
+                   "store_digest": model.info.get("store_digest"), "pretrain": model.info.get("pretrain"),
+                   "epochs": model.info.get("epochs"), "tasks": sorted(set(model.instructions.tasks))}
+
+
 def run(cfg: DictConfig) -> dict:
     from dreamgen.dream.rollout import check_expert_in_dream
     from dreamgen.language import default_encoder
@@ -212,12 +263,29 @@ def run(cfg: DictConfig) -> dict:
     store, episodes = load_episodes(cfg, robot, images=kind.images)
     risk = safety_head(cfg, kind, store, episodes)
     extra, pretrain = pretraining(cfg, robot, episodes, kind.images)
+    init, started = initial_model(cfg, robot, kind, store, episodes)
+    if init is not None:  # the checkpoint's architecture, history and gate; the run's training settings
+        from dreamgen.world_model.fit import fine_tune_config
+
+        config = fine_tune_config(init, config)
     texts = sorted({e.meta["instruction"] for e in episodes + extra})
     task_of = {e.meta["instruction"]: e.meta["task"] for e in episodes + extra}
-    table = InstructionTable(texts, [task_of[t] for t in texts], default_encoder().encode(texts))
+    if init is None:
+        table = InstructionTable(texts, [task_of[t] for t in texts], default_encoder().encode(texts))
+    else:  # the pretrained rows stay where they are; the run's new phrasings are appended
+        new = [t for t in texts if t not in init.instructions.texts]
+        table = init.instructions.extended(new, [task_of[t] for t in new],
+                                           default_encoder().encode(new) if new else np.zeros((0, init.cond_dim)))
     split = split_episodes([e.meta["task"] for e in episodes], (w.val_fraction, w.test_fraction),
                            make_rng(cfg.seed, "world-model-split"))
     train, val, test = ([episodes[i] for i in part] for part in split)
+    if not val or not test:
+        from dreamgen.errors import ConfigError
+
+        counts = {t: sum(e.meta["task"] == t for e in episodes) for t in sorted({e.meta["task"] for e in episodes})}
+        raise ConfigError(f"world_model.store={cfg.world_model.store}: no task has the 3 real episodes a val and a "
+                          f"test episode are held out from ({', '.join(f'{t} {n}' for t, n in counts.items())}); "
+                          "collect more per task (collect.n_expert, collect.n_play)")
     fit = train + extra  # the broad play teaches dynamics; val and test stay the run's own episodes
     data = {name: transitions(part, robot.layout, table, config.action_history) for name, part in
             (("train", fit), ("val", val), ("test", test))}
@@ -231,16 +299,20 @@ def run(cfg: DictConfig) -> dict:
 
         info = {"embodiment": robot.name, "store_digest": store.digest(), "seed": cfg.seed,
                 "episodes": {name: [e.meta["episode_id"] for e in part]
-                             for name, part in (("train", train), ("val", val), ("test", test))}}
+                             for name, part in (("train", train), ("val", val), ("test", test))},
+                "layouts": layouts(fit)}
         if pretrain is not None:
             info["pretrain"] = pretrain
+        if started is not None:
+            info["init"] = started
         model = kind.fit(FitRequest(fit, val, table, robot.layout, robot.parts, store.cameras, plain(w), config,
-                                    cfg.seed, w.halt_quantile, info, on_epoch, risk))
+                                    cfg.seed, w.halt_quantile, info, on_epoch, risk, init))
         bar.close()
         with staged(run_dir / "world_model") as partial:
             world_model_id = save_world_model(model, partial)
             report = {"world_model_id": world_model_id, "kind": model.kind, "epochs": model.info["epochs"],
                       "transitions": {k: len(v) for k, v in data.items()}, "pretrain": pretrain,
+                      "init": started,
                       "disagreement_bound": model.disagreement_bound,
                       "fidelity": fidelity_report(model, test, data["test"], tuple(w.fidelity_horizons),
                                                   parts=robot.parts)}
@@ -298,6 +370,10 @@ def format_report(report: dict) -> str:
         pre = report["pretrain"]
         lines.append(f"trained with {pre['episodes']} pretraining episodes ({pre['transitions']} transitions, "
                      f"{len(pre['tasks'])} tasks) of {pre['store']}; held out: the run's own episodes only")
+    if report.get("init"):
+        init = report["init"]
+        lines.append(f"fine-tuned from {init['world_model_id']} ({init['path']}, {init['epochs']} epochs on "
+                     f"{len(init['tasks'])} tasks) in {report['epochs']} epochs")
     for head, c in report["fidelity"].get("calibration", {}).items():
         lines.append(f"{head}: ECE {c['ece']:.3f}, precision {c['precision']:.2f} / recall {c['recall']:.2f} at 0.5 "
                      f"({c['predicted']} predicted, {c['positives']} real of {c['n']})")

@@ -11,10 +11,12 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 
 from dreamgen.data.store import TrajectoryStore
 from dreamgen.sim.metaworld import replay
 from dreamgen.tracking import list_runs
+from dreamgen.world_model.checkpoint import load_world_model
 from tests.conftest import REPO, dreamgen, in_process
 
 pytestmark = pytest.mark.integration
@@ -99,7 +101,6 @@ def test_world_model_trains_reports_and_dreams_from_the_real_store(smoke_run):
     from dreamgen.dream.core import DreamConfig, StartPool
     from dreamgen.dream.vector import DreamVectorEnv
     from dreamgen.sim.metaworld import METAWORLD_LAYOUT, make_env
-    from dreamgen.world_model.checkpoint import load_world_model
 
     wm_dir = smoke_run["run_dir"] / "world_model"
     report = json.loads((wm_dir / "report.json").read_text())
@@ -155,7 +156,7 @@ def test_a_world_model_pretrained_on_broad_play_keeps_the_runs_held_out_episodes
     run = smoke_run["run_dir"]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     base = ["experiment=smoke", f"tracking.uri={uri}", "progress=false"]
-    play = ["collect.n_expert=0", "collect.n_play=2", "tasks=[drawer-open-v3,button-press-topdown-v3,reach-v3]"]
+    play = ["collect.n_expert=0", "collect.n_play=3", "tasks=[drawer-open-v3,button-press-topdown-v3,reach-v3]"]
     assert in_process("collect", [*base, f"run_dir={tmp_path / 'play'}", "seed=7", *play], capsys)[0] == 0
     args = [*base, f"run_dir={tmp_path / 'pre'}", f"world_model.store={run / 'real.zarr'}",
             "world_model.max_epochs=3"]
@@ -168,7 +169,7 @@ def test_a_world_model_pretrained_on_broad_play_keeps_the_runs_held_out_episodes
     info = meta["info"]
     assert info["episodes"] == own["episodes"]  # the same split of the run's store: nothing held out moved
     pre = report["pretrain"]
-    assert info["pretrain"] == pre and pre["episodes"] == 6 and pre["tasks"] == sorted(
+    assert info["pretrain"] == pre and pre["episodes"] == 9 and pre["tasks"] == sorted(
         ["drawer-open-v3", "button-press-topdown-v3", "reach-v3"])
     store = TrajectoryStore.open(tmp_path / "play" / "real.zarr")
     assert pre["transitions"] == sum(len(e) - 1 for e in store.iter_episodes()) and pre["store_digest"] == store.digest()
@@ -188,6 +189,46 @@ def test_a_world_model_pretrained_on_broad_play_keeps_the_runs_held_out_episodes
         code, err = in_process("train-world-model", [*args[:3], f"run_dir={out}", *args[4:],
                                                      f"world_model.pretrain={store_path}"], capsys)
         assert code == 2 and says in err and "Traceback" not in err, (store_path, err)
+        assert not out.exists()
+
+    # one pretrained checkpoint, many fine-tunes: a model of the play alone, then the run's store from it
+    pre = [*base, f"run_dir={tmp_path / 'pre-play'}", f"world_model.store={tmp_path / 'play' / 'real.zarr'}",
+           "seed=7", "world_model.max_epochs=3", "world_model.check_episodes=1"]
+    assert in_process("train-world-model", pre, capsys)[0] == 0
+    pretrained = load_world_model(tmp_path / "pre-play" / "world_model")
+    init = f"world_model.init={tmp_path / 'pre-play' / 'world_model'}"
+    code, err = in_process("train-world-model", [*args[:3], f"run_dir={tmp_path / 'ft'}", *args[4:], init], capsys)
+    assert code == 0, err[-2000:]
+    tuned = json.loads((tmp_path / "ft" / "world_model" / "world_model.json").read_text())
+    report = json.loads((tmp_path / "ft" / "world_model" / "report.json").read_text())
+    assert tuned["info"]["init"] == report["init"] and report["init"]["world_model_id"] == pretrained.info[
+        "world_model_id"] and report["init"]["tasks"] == sorted(set(pretrained.instructions.tasks))
+    assert tuned["info"]["episodes"] == own["episodes"] and report["epochs"] == 3  # the run's split; it trained
+    assert tuned["instructions"]["texts"][:len(pretrained.instructions)] == pretrained.instructions.texts
+    arch = ("hidden", "layers", "activation", "action_history")
+    assert tuned["members"] == pretrained.members and tuple(tuned["config"]["gate"]) == pretrained.config.gate
+    assert [tuned["config"][k] for k in arch] == [getattr(pretrained.config, k) for k in arch]
+    # a member keeps its pretrained weights unless fine-tuning beats them on the run's val episodes: at a learning
+    # rate that wrecks every step, the fine-tune is the pretrained model (its members in elite order)
+    code, err = in_process("train-world-model", [*args[:3], f"run_dir={tmp_path / 'still'}", *args[4:], init,
+                                                 "world_model.lr=1.0", "world_model.patience=2"], capsys)
+    assert code == 0, err[-2000:]
+    still = load_world_model(tmp_path / "still" / "world_model")
+    order = still.info["elites"]
+    for mine, theirs in zip(still.net.weights, pretrained.net.weights, strict=True):
+        assert torch.equal(mine.data, theirs.data[order])
+
+    # refused in one sentence before a run dir exists: a model trained on the run's own store, or on one of its
+    # layouts (the smoke model, fine-tuned on the seed-0 play), or lacking one of the store's tasks, or none there
+    out = tmp_path / "refused"
+    for store_path, model_path, says in (
+            (run / "real.zarr", run / "world_model", "trained on world_model.store itself"),
+            (tmp_path / "same" / "real.zarr", run / "world_model", "trained on the layout of world_model.store's"),
+            (tmp_path / "play" / "real.zarr", run / "world_model", "lacks task(s) reach-v3"),
+            (run / "real.zarr", tmp_path / "none", "holds no world model")):
+        code, err = in_process("train-world-model", [*base, f"run_dir={out}", f"world_model.store={store_path}",
+                                                     f"world_model.init={model_path}"], capsys)
+        assert code == 2 and says in err and "Traceback" not in err, (model_path, err)
         assert not out.exists()
 
 

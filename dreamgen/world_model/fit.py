@@ -114,19 +114,38 @@ def _stack(data: Transitions, index: torch.Tensor, table: torch.Tensor) -> tuple
 def fit_ensemble(train: Transitions, val: Transitions, table: InstructionTable, layout: ObsLayout,
                  config: EnsembleConfig, *, seed: int, halt_quantile: float = 0.99,
                  info: dict[str, Any] | None = None,
-                 on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> EnsembleWorldModel:
-    """Train, early-stop on ``val``, keep the elites and calibrate the disagreement bound."""
+                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                 init: EnsembleWorldModel | None = None) -> EnsembleWorldModel:
+    """Train, early-stop on ``val``, keep the elites and calibrate the disagreement bound.
+
+    ``init``: fine-tune that (pretrained) model instead of starting from random weights. Its architecture,
+    members and normalisers are kept (``fine_tune_config``), its range widens to cover ``train``, and a member
+    keeps its pretrained weights unless training beats them on ``val``."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     dyn = train.obs[:, slice(*layout.dynamic)]
-    model = EnsembleWorldModel(config, layout, train.action.shape[1], table, Normaliser.fit(train.obs),
-                               Normaliser.fit(layout.velocity(train.obs)), Normaliser.fit(train.target, constant=0.0), info=info,
-                               bounds=(torch.as_tensor(dyn.min(0)), torch.as_tensor(dyn.max(0))))
+    low, high = torch.as_tensor(dyn.min(0)), torch.as_tensor(dyn.max(0))
+    if init is None:
+        model = EnsembleWorldModel(config, layout, train.action.shape[1], table, Normaliser.fit(train.obs),
+                                   Normaliser.fit(layout.velocity(train.obs)), Normaliser.fit(train.target, constant=0.0),
+                                   info=info, bounds=(low, high))
+    else:
+        config = fine_tune_config(init, config)
+        if init.bounds is not None:
+            low, high = torch.minimum(low, init.bounds[0].cpu()), torch.maximum(high, init.bounds[1].cpu())
+        model = EnsembleWorldModel(config, layout, train.action.shape[1], table, init.obs_norm, init.vel_norm,
+                                   init.target_norm, info=info, bounds=(low, high),
+                                   gated_disagreement=init.gated_disagreement)
+        model.net.load_state_dict(init.net.state_dict())
     emb = torch.as_tensor(table.embeddings, dtype=torch.float32)
     optim = torch.optim.AdamW(model.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     k, n = config.members, len(train)
     val_batch = _stack(val, torch.arange(len(val)).expand(k, -1), emb)
     best = torch.full((k,), float("inf"))
+    if init is not None:  # the pretrained weights are each member's first snapshot: fine-tuning must beat them
+        model.net.eval()
+        with torch.no_grad():
+            best = _losses(model, *val_batch)[1]
     snapshot = {name: p.detach().clone() for name, p in model.net.state_dict().items()}
     stale, steps = 0, max(1, n // config.batch_size)
     for epoch in range(config.max_epochs):
@@ -169,6 +188,15 @@ def fit_ensemble(train: Transitions, val: Transitions, table: InstructionTable, 
     log.info("world model: %d epochs, elites %s, val mse %.4f, disagreement bound %.3f", epoch + 1,
              elites, float(best[elites].mean()), model.disagreement_bound)
     return model
+
+
+def fine_tune_config(init: EnsembleWorldModel, config: EnsembleConfig) -> EnsembleConfig:
+    """The settings of a fine-tune of ``init``: its architecture (width, depth, activation, action history,
+    contact gate) and its members, the run's training settings (lr, weight decay, batch, epochs, patience) and
+    elites (at most its members)."""
+    return dataclasses.replace(init.config, members=init.members, elites=min(config.elites, init.members),
+                               lr=config.lr, weight_decay=config.weight_decay, batch_size=config.batch_size,
+                               max_epochs=config.max_epochs, patience=config.patience)
 
 
 def calibrate_bound(model: EnsembleWorldModel, data: Transitions, quantile: float) -> float:

@@ -50,6 +50,7 @@ class FitRequest:
     on_epoch: Callable[[int, dict[str, float]], None] | None = None
     risk: tuple[tuple[str, ...], Any, list] | None = None  # (events, RiskConfig, replays): train a safety head too
     # (on the train episodes + the audited replays); None: none
+    init: Any = None  # a checkpoint of this kind to fine-tune (``world_model.init``), loaded; None: from scratch
 
 
 @dataclasses.dataclass
@@ -82,6 +83,7 @@ class ModelKind:
     epochs: Callable[[Mapping[str, Any]], int] = lambda settings: int(settings["max_epochs"])
     images: bool = False  # fitted on camera frames (needs an image store)
     safety_head: bool = False  # can train a safety head (``FitRequest.risk``)
+    fine_tunes: bool = False  # can start from a checkpoint of its kind (``FitRequest.init``)
 
 
 KINDS: Registry[ModelKind] = Registry("world-model kind", ENTRY_POINTS)
@@ -167,7 +169,8 @@ def _fit_ensemble(request: FitRequest) -> Any:
     history = request.ensemble.action_history
     train, val = (transitions(part, request.layout, request.table, history) for part in (request.train, request.val))
     model = fit_ensemble(train, val, request.table, request.layout, request.ensemble, seed=request.seed,
-                         halt_quantile=request.halt_quantile, info=request.info, on_epoch=request.on_epoch)
+                         halt_quantile=request.halt_quantile, info=request.info, on_epoch=request.on_epoch,
+                         init=request.init)
     if request.risk is not None:  # the safety head, on its own seed: the dynamics are as without it
         from dreamgen.world_model.risk import fit_risk
 
@@ -233,7 +236,7 @@ def _load_latent(request: LoadRequest) -> Any:
 
 
 register(ModelKind("ensemble", "the probabilistic ensemble on the observation vector", _fit_ensemble,
-                   _save_ensemble, _load_ensemble, safety_head=True))
+                   _save_ensemble, _load_ensemble, safety_head=True, fine_tunes=True))
 register(ModelKind("latent", "cameras: encode, predict in latent space, decode", _fit_latent, _save_latent,
                    _load_latent, check=_latent_config,
                    epochs=lambda s: int(s["latent"]["epochs"]) + int(s["max_epochs"]), images=True))
