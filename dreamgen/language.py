@@ -53,6 +53,9 @@ _OBJECTS = {
     "lamp", "chair", "gate", "hatch", "curtain", "trunk", "lever", "knob", "valve", "peg", "nut", "bolt", "nail",
     "socket", "wire", "rope", "cable",
 }
+# an instruction this close (cosine) to one of a task's own is that instruction, whatever its parts would resolve
+# to alone ("grab the handle and then open the door" is door-open's, though "grab the handle" is handle-pull's)
+VERBATIM = 0.95
 _LEADING = {"please", "now", "then", "and", "just", "gently", "slowly", "carefully", "quickly", "first", "robot"}
 # an imperative starts with its verb; these never are one
 _NOT_VERBS = {"the", "a", "an", "this", "that", "these", "those", "my", "your", "its", "our", "their", "some",
@@ -231,22 +234,14 @@ class InstructionResolver:
         for task, known in self.known:
             if known == clean:
                 return Resolution(task, known, 1.0, True)
-        if whole:
+        if whole and float(self._similarities(clean).max()) < VERBATIM:  # near-verbatim: one instruction, whole
             self._refuse_two_tasks(text, clean)
         strange = [w for w in re.findall(r"[a-z]+", clean) if _forms(w) & _OBJECTS and not _forms(w) & self.vocabulary]
         if strange:
             raise InstructionError(f"instruction {text!r} names {strange[0]!r}, which none of the robot's tasks "
                                    f"has; closest known instructions: {self._listing(self._similarities(clean))}")
         sims = self._similarities(clean)
-        polarity = text_polarity(clean)
-        best: dict[str, tuple[float, str]] = {}
-        for (task, known), sim in zip(self.known, sims, strict=True):
-            task_polarity = self.polarity.get(task, "")
-            if polarity and task_polarity and task_polarity != polarity:
-                continue  # "shut the drawer" never resolves to drawer-open, however close
-            if task not in best or sim > best[task][0]:
-                best[task] = (float(sim), known)
-        ranked = sorted(best.items(), key=lambda item: -item[1][0])
+        ranked = self._ranked(clean, sims)
         if not ranked or ranked[0][1][0] < self.min_similarity:
             top = ranked[0][1][0] if ranked else float("nan")
             raise InstructionError(
@@ -262,6 +257,18 @@ class InstructionResolver:
             )
         log.debug("resolved %r -> %s via %r (%.3f)", text, task, known, sim)
         return Resolution(task, known, sim, False)
+
+    def _ranked(self, clean: str, sims: np.ndarray) -> list[tuple[str, tuple[float, str]]]:
+        """Each task's best (similarity, known instruction) for ``clean``, best first, opposites left out."""
+        polarity = text_polarity(clean)
+        best: dict[str, tuple[float, str]] = {}
+        for (task, known), sim in zip(self.known, sims, strict=True):
+            task_polarity = self.polarity.get(task, "")
+            if polarity and task_polarity and task_polarity != polarity:
+                continue  # "shut the drawer" never resolves to drawer-open, however close
+            if task not in best or sim > best[task][0]:
+                best[task] = (float(sim), known)
+        return sorted(best.items(), key=lambda item: -item[1][0])
 
     def _similarities(self, clean: str) -> np.ndarray:
         """Cosine similarity of ``clean`` to every known instruction."""
@@ -279,11 +286,10 @@ class InstructionResolver:
         if len(parts) < 2:
             return
         found: dict[str, str] = {}
-        for part in parts:
-            try:
-                found.setdefault(self.resolve(part, whole=False).task, part)
-            except InstructionError:
-                continue
+        for part in parts:  # each part's nearest task, even where the part alone would be ambiguous between two
+            ranked = self._ranked(part, self._similarities(part))
+            if ranked and ranked[0][1][0] >= self.min_similarity:
+                found.setdefault(ranked[0][0], part)
         if len(found) > 1:
             named = ", then ".join(f"{task} ({part!r})" for task, part in found.items())
             raise InstructionError(f"instruction {text!r} asks for {len(found)} tasks in sequence: {named}; a dream "

@@ -46,8 +46,11 @@ def test_held_out_paraphrases_resolve(resolver):
         if got != task:
             wrong.append((text, task, got))
     accuracy = 1 - len(wrong) / len(HELD_OUT)
-    # measured 29/30 (the miss: "push the disc to the target" -> plate-slide); opposites must all hold
+    # measured 27/30 over Meta-World's 50 tasks, every miss a refusal, never another task (29/30 over the first 15,
+    # whose miss resolved "push the disc to the target" to plate-slide): the pushing tasks (push, push-wall,
+    # push-back, sweep-into) and the handle tasks (press, pull) are near; opposites must all hold
     assert accuracy >= 0.9, wrong
+    assert all(got.startswith("refused") for _, _, got in wrong), wrong
     opposites = [w for w in wrong if TASKS[w[1]].polarity]
     assert not opposites, opposites
 
