@@ -156,3 +156,25 @@ def format_sweep(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append(report["verdict"])
     return "\n".join(lines)
+
+
+def equivalent_demos(curve: list[tuple[int, float]], success: float) -> float | None:
+    """The demo count at which ``curve`` ([(demos, success)], demos increasing) reaches ``success``, linear between
+    points in log(demos); None where the curve never does (beyond its last point). Below the first point: its
+    demo count at most (the dreams are worth no more than the demos they came with)."""
+    if success <= curve[0][1]:
+        return float(curve[0][0])
+    for (k0, s0), (k1, s1) in zip(curve, curve[1:], strict=False):
+        if s0 < success <= s1:
+            t = (success - s0) / (s1 - s0)
+            return math.exp(math.log(k0) + t * (math.log(k1) - math.log(k0)))
+    return None
+
+
+def worth_sentence(demos: float | None, base: int, last: int) -> str:
+    """The data-equivalence sentence for ``equivalent_demos``' answer, ``base`` demos per task + dreams."""
+    if demos is None:
+        return f"dreams were worth more than {last} demos per task (beyond the curve)"
+    if demos <= base:
+        return f"dreams were worth no more demos than the {base} per task they came with"
+    return f"dreams were worth {demos:.1f} demos per task ({demos - base:.1f} more than the {base} they came with)"

@@ -11,7 +11,7 @@ import torch
 
 from dreamgen.data.store import TrajectoryStore
 from dreamgen.errors import ConfigError
-from dreamgen.sweep import analyse, newcombe_interval
+from dreamgen.sweep import analyse, equivalent_demos, newcombe_interval, worth_sentence
 from dreamgen.tracking import list_runs
 from policies.bc import BCConfig, fit_bc
 from tests.conftest import dreamgen, in_process
@@ -452,3 +452,13 @@ def test_the_filter_rejects_dreams_that_break_a_safety_rule_by_name_and_counts_t
     assert record["reject_unsafe"] is True
     assert {t: r["hand_out_of_workspace"] for t, r in record["unsafe_rates"].items()} == {
         t: 1.0 for t in set(meta["task"])}
+
+
+def test_what_dreams_are_worth_in_demos_is_read_off_the_real_only_curve_in_log_demos():
+    curve = [(5, 0.2), (10, 0.4), (20, 0.6), (40, 0.8)]
+    assert equivalent_demos(curve, 0.4) == pytest.approx(10.0)  # on a point: that point
+    assert equivalent_demos(curve, 0.5) == pytest.approx(200 ** 0.5)  # half-way in log(demos): the geometric mean
+    assert equivalent_demos(curve, 0.1) == 5.0 and equivalent_demos(curve, 0.2) == 5.0  # no better than the demos
+    assert equivalent_demos(curve, 0.9) is None  # beyond the curve's last point
+    assert worth_sentence(200 ** 0.5, 5, 40) == "dreams were worth 14.1 demos per task (9.1 more than the 5 they came with)"
+    assert "no more demos than the 5" in worth_sentence(5.0, 5, 40) and "more than 40" in worth_sentence(None, 5, 40)
