@@ -80,9 +80,8 @@ def main() -> None:
         if not (run / "sweep" / "sweep.json").is_file():
             own = [*base, f"run_dir={run}", f"collect.n_expert={k}"]
             seconds[k] = 0.0 if (run / "real.zarr").is_dir() else cli("collect", *own, log=log)
-            seconds[k] += cli("sweep", *own, f"policy.store={run / 'real.zarr'}", f"evaluate.store={run / 'real.zarr'}",
-                              "sweep.caps=[0]", "sweep.control=false", f"sweep.seeds={list(pipeline['seeds'])}",
-                              log=log)
+            seconds[k] += cli("sweep", *own, "sweep.caps=[0]", "sweep.control=false",  # the run's own store
+                              f"sweep.seeds={list(pipeline['seeds'])}", log=log)
         sweeps[k] = json.loads((run / "sweep" / "sweep.json").read_text())
     cap = args.cap if args.cap is not None else pipeline["recommended_cap"]
     if cap is None or f"{cap:g}" not in pipeline["per_cap"]:
