@@ -18,26 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from judge import cli  # benchmarks/judge.py: the real CLI in a subprocess, timed
 
 from dreamgen.sweep import equivalent_demos, worth_sentence
 
 DEMOS = (5, 10, 20, 40)
-
-
-def cli(*args: str, log: Path) -> float:
-    """Run ``dreamgen <args>`` (the real CLI); its wall time in seconds. Output goes to ``log``."""
-    start = time.perf_counter()
-    with log.open("a") as out:
-        code = subprocess.run([sys.executable, "-m", "dreamgen.cli", *args], stdout=out, stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}).returncode
-    if code != 0:
-        raise SystemExit(f"dreamgen {' '.join(args[:2])} exited {code}; see {log}")
-    return time.perf_counter() - start
 
 
 def plot(path: Path, demos: list[int], real: list[dict], dream: dict, cap: float, title: str) -> None:
