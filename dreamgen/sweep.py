@@ -178,3 +178,62 @@ def worth_sentence(demos: float | None, base: int, last: int) -> str:
     if demos <= base:
         return f"dreams were worth no more demos than the {base} per task they came with"
     return f"dreams were worth {demos:.1f} demos per task ({demos - base:.1f} more than the {base} they came with)"
+
+
+def _cells(sweep: dict[str, Any], cap: str, arm: str) -> list[dict[str, Any]]:
+    """One sweep's per-task cells (pooled over training seeds) of ``arm`` at ``cap``: the real-only arm (cap 0),
+    the dreams, or their control arm."""
+    if cap not in sweep["per_cap"]:
+        raise ConfigError(f"a sweep has no arm at cap {cap} (caps {sweep['caps']})")
+    row = sweep["per_cap"]["0" if arm == "real-only" else cap]
+    if arm == "control":
+        if "control" not in row:
+            raise ConfigError(f"a sweep has no control arm at cap {cap}: run it with sweep.control=true")
+        row = row["control"]
+    return [row["tasks"][t] for t in sweep["tasks"]]
+
+
+def pipeline_bootstrap(sweeps: Sequence[dict[str, Any]], cap: str, against: str = "real-only", draws: int = 10000,
+                       seed: int = 0) -> dict[str, Any]:
+    """The dreams' gain at ``cap`` over ``against`` (``real-only`` or ``control``) pooled over independent pipelines
+    (each its own collection, world model, generation and audit split: one sweep each, same tasks and evaluation).
+
+    The point estimate is the mean of the pipelines' gains (each pipeline weighs the same). Its 95% interval is a
+    two-level percentile bootstrap: the pipelines drawn with replacement, then, within each drawn pipeline, each
+    (arm, task) cell's episodes drawn with replacement (a binomial at the cell's rate) — so it holds the spread
+    between pipelines as well as the evaluation's. Overall (episodes pooled over tasks) and per task."""
+    import numpy as np
+
+    if against not in ("real-only", "control"):
+        raise ConfigError(f"against={against!r}; accepted: real-only, control")
+    if not sweeps:
+        raise ConfigError("no pipeline's sweep to pool")
+    tasks = list(sweeps[0]["tasks"])
+    for s in sweeps:
+        if list(s["tasks"]) != tasks:
+            raise ConfigError(f"the pipelines' sweeps evaluate other tasks ({list(s['tasks'])} against {tasks}): "
+                              "pooled gains need the same tasks")
+
+    def arrays(arm: str) -> tuple[Any, Any]:
+        cells = [_cells(s, cap, arm) for s in sweeps]
+        return (np.array([[c["successes"] for c in row] for row in cells], dtype=np.int64),
+                np.array([[c["episodes"] for c in row] for row in cells], dtype=np.int64))
+
+    (s1, n1), (s0, n0) = arrays("dreams"), arrays(against)
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(sweeps), size=(draws, len(sweeps)))
+    b1 = rng.binomial(n1[pick], s1[pick] / n1[pick])  # (draws, pipelines, tasks)
+    b0 = rng.binomial(n0[pick], s0[pick] / n0[pick])
+
+    def summary(gains: Any, drawn: Any) -> dict[str, Any]:
+        low, high = np.percentile(drawn.mean(axis=1), [2.5, 97.5])
+        return {"gain": float(gains.mean()), "ci95": [float(low), float(high)],
+                "per_pipeline": [float(g) for g in gains]}
+
+    out = {"cap": cap, "against": against, "pipelines": len(sweeps), "draws": draws,
+           "overall": summary(s1.sum(1) / n1.sum(1) - s0.sum(1) / n0.sum(1),
+                              b1.sum(2) / n1[pick].sum(2) - b0.sum(2) / n0[pick].sum(2)),
+           "tasks": {t: summary(s1[:, i] / n1[:, i] - s0[:, i] / n0[:, i],
+                                b1[:, :, i] / n1[pick][:, :, i] - b0[:, :, i] / n0[pick][:, :, i])
+                     for i, t in enumerate(tasks)}}
+    return out

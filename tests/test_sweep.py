@@ -462,3 +462,34 @@ def test_what_dreams_are_worth_in_demos_is_read_off_the_real_only_curve_in_log_d
     assert equivalent_demos(curve, 0.9) is None  # beyond the curve's last point
     assert worth_sentence(200 ** 0.5, 5, 40) == "dreams were worth 14.1 demos per task (9.1 more than the 5 they came with)"
     assert "no more demos than the 5" in worth_sentence(5.0, 5, 40) and "more than 40" in worth_sentence(None, 5, 40)
+
+
+def _pipeline(real: float, dreams: float, control: float, n: int = 150) -> dict:
+    """One pipeline's sweep (one task, 3 training seeds) with these pooled rates at cap 0 and 0.5 and its control."""
+    return analyse(_arms({0.0: real, 0.5: dreams}, n=n) + [{**a, "control": True} for a in _arms({0.5: control}, n=n)])
+
+
+def test_a_gain_pooled_over_pipelines_holds_their_spread_and_the_evaluations():
+    from dreamgen.sweep import pipeline_bootstrap
+
+    # certain outcomes (every episode fails at cap 0, succeeds with dreams): no noise to draw, the gain is exactly 1
+    sure = pipeline_bootstrap([_pipeline(0.0, 1.0, 0.0)] * 3, "0.5")
+    assert sure["overall"]["gain"] == 1.0 and sure["overall"]["ci95"] == [1.0, 1.0]
+    # pipelines that disagree entirely (gain 1, 0, 0 with certain outcomes): the mean is 1/3, and the interval is
+    # the spread of a mean of 3 draws from {1, 0, 0}: from 0 to 1, nothing from the episodes
+    split = pipeline_bootstrap([_pipeline(0.0, 1.0, 0.0), _pipeline(0.0, 0.0, 0.0), _pipeline(1.0, 1.0, 0.0)], "0.5")
+    assert split["overall"]["gain"] == pytest.approx(1 / 3) and split["overall"]["ci95"] == [0.0, 1.0]
+    assert split["overall"]["per_pipeline"] == [1.0, 0.0, 0.0]
+    # against the control arm: dreams 1.0, control 0.0 in every pipeline
+    assert pipeline_bootstrap([_pipeline(1.0, 1.0, 0.0)] * 2, "0.5", against="control")["overall"]["gain"] == 1.0
+    # the same rates in every pipeline: the interval is the evaluation's only, and it narrows with more episodes
+    same = pipeline_bootstrap([_pipeline(0.3, 0.5, 0.3)] * 3, "0.5")
+    spread = pipeline_bootstrap([_pipeline(0.3, 0.7, 0.3), _pipeline(0.3, 0.5, 0.3), _pipeline(0.3, 0.3, 0.3)], "0.5")
+    width = lambda r: r["overall"]["ci95"][1] - r["overall"]["ci95"][0]  # noqa: E731
+    assert same["overall"]["gain"] == pytest.approx(0.2) and spread["overall"]["gain"] == pytest.approx(0.2)
+    assert 0 < width(same) < width(spread)  # between-pipeline spread widens it
+    assert same["tasks"]["reach-v3"] == same["overall"]  # one task: per task is overall
+    with pytest.raises(ConfigError, match="no control arm"):
+        pipeline_bootstrap([analyse(_arms({0.0: 0.3, 0.5: 0.5}))], "0.5", against="control")
+    with pytest.raises(ConfigError, match="no arm at cap 0.75"):
+        pipeline_bootstrap([_pipeline(0.3, 0.5, 0.3)], "0.75")
