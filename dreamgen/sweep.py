@@ -110,6 +110,11 @@ def _against_controls(per_cap: dict[float, dict[str, Any]], controls: Sequence[d
         row["content_gain"] = row["success_rate"] - ctl["success_rate"]
         row["content_gain_ci95"] = list(newcombe_interval(row["successes"], row["episodes"], ctl["successes"],
                                                           ctl["episodes"]))
+        for t in tasks:
+            mine, theirs = row["tasks"][t], ctl["tasks"][t]
+            mine["content_gain"] = mine["success_rate"] - theirs["success_rate"]
+            mine["content_gain_ci95"] = list(newcombe_interval(mine["successes"], mine["episodes"],
+                                                               theirs["successes"], theirs["episodes"]))
         (credited if row["content_gain_ci95"][0] > 0 else regular).append(cap)
     if not credited and not regular:
         return "no control arm ran"
@@ -146,6 +151,7 @@ def format_sweep(report: dict[str, Any]) -> str:
         cells = [row["tasks"][task] for row in report["per_cap"].values()]
         lines.append(f"{task:28s}" + "".join(
             f" {c['success_rate']:5.2f} [{c['ci95_low']:.2f}, {c['ci95_high']:.2f}]" for c in cells))
+    lines += ["", task_gains(report)]
     timed = [a["seconds"] for a in report.get("arms", []) if a.get("seconds")]
     if timed:  # arms written before arms were timed carry none
         train = [t["train"] for t in timed]
@@ -156,6 +162,27 @@ def format_sweep(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append(report["verdict"])
     return "\n".join(lines)
+
+
+def task_gains(report: dict[str, Any], cap: str | None = None) -> str:
+    """One sentence naming each task's gain at ``cap`` (default: the best cap) over real-only, and over the control
+    arm where one ran, each with its Newcombe interval; "beyond noise" where the interval lies above 0."""
+    cap = cap or f"{report['best_cap']:g}"
+    if cap == "0":
+        return "per-task gains: none to name, the best cap is real-only (cap 0)"
+    row = report["per_cap"][cap]
+
+    def gain(value: float, ci: list[float]) -> str:
+        return f"{value:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]{' beyond noise' if ci[0] > 0 else ''}"
+
+    parts = []
+    for task in report["tasks"]:
+        cell = row["tasks"][task]
+        text = f"{task} {gain(cell['gain'], cell['gain_ci95'])}"
+        if "content_gain" in cell:
+            text += f" (over control {gain(cell['content_gain'], cell['content_gain_ci95'])})"
+        parts.append(text)
+    return f"per-task gain at cap {cap} over real-only: " + "; ".join(parts)
 
 
 def equivalent_demos(curve: list[tuple[int, float]], success: float) -> float | None:

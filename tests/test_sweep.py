@@ -493,3 +493,19 @@ def test_a_gain_pooled_over_pipelines_holds_their_spread_and_the_evaluations():
         pipeline_bootstrap([analyse(_arms({0.0: 0.3, 0.5: 0.5}))], "0.5", against="control")
     with pytest.raises(ConfigError, match="no arm at cap 0.75"):
         pipeline_bootstrap([_pipeline(0.3, 0.5, 0.3)], "0.75")
+
+
+def test_the_summary_names_each_tasks_gain_over_real_only_and_over_the_control():
+    from dreamgen.sweep import format_sweep, task_gains
+
+    dreams = _arms({0.0: 0.3, 0.5: 0.8, 0.75: 0.7})
+    report = analyse(dreams + [{**a, "control": True} for a in _arms({0.5: 0.36, 0.75: 0.68})])
+    cell = report["per_cap"]["0.5"]["tasks"]["reach-v3"]
+    assert cell["content_gain"] == pytest.approx(0.8 - 0.36) and cell["content_gain_ci95"][0] > 0
+    sentence = task_gains(report)  # the best cap, 0.5
+    assert sentence.startswith("per-task gain at cap 0.5 over real-only: reach-v3 +0.50 [")
+    assert sentence.count("beyond noise") == 2  # over real-only and over its control
+    assert "over control +0.02" in task_gains(report, "0.75") and task_gains(report, "0.75").count("beyond noise") == 1
+    assert sentence in format_sweep(report)
+    assert "none to name" in task_gains(analyse(_arms({0.0: 0.5, 0.5: 0.2})))  # real-only is the best cap
+
