@@ -103,14 +103,14 @@ def safety_head(cfg: DictConfig, kind: Any, store: Any, episodes: list) -> tuple
     return tuple(store.events), config, audited_replays(replays, store) if replays is not None else []
 
 
-def audited_replays(audit_dir: Any, store: Any) -> list:
+def audited_replays(audit_dir: Any, store: Any, field: str = "world_model.safety_head.replays") -> list:
     """The real replays of an audit's ``fit``-fold dreams (``audit_dir/replays.zarr``, ``labels.json``), refused
     unless they carry the same safety events as ``store`` and come from the same robot."""
     from dreamgen.data.store import TrajectoryStore
     from dreamgen.errors import ConfigError
     from dreamgen.quality.audit import load_labels
 
-    where = f"world_model.safety_head.replays={audit_dir}"
+    where = f"{field}={audit_dir}"
     path = Path(str(audit_dir))
     if not (path / "replays.zarr").is_dir():
         raise ConfigError(f"{where} holds no replays.zarr; give an audit's dir (audit.dir) whose `dreamgen audit` "
@@ -189,6 +189,36 @@ def pretraining(cfg: DictConfig, robot: Any, episodes: list, images: bool) -> tu
                    "transitions": int(sum(len(e) - 1 for e in extra)), "tasks": tasks}
 
 
+def replay_episodes(cfg: DictConfig, store: Any, episodes: list, held_out: list,
+                    images: bool = False) -> tuple[list, dict[str, Any] | None]:
+    """``world_model.replays``: the real replays of an audit's fit-fold dreams (what the dreams' actions really did,
+    with the real success labels: the negatives where the dream said success and reality did not), which join the
+    training fold; a replay that starts from the layout of a held-out (val or test) episode is left out, so the
+    fidelity report still scores layouts the model never trained on. Refused in one sentence: no replays there,
+    another robot or safety labels, or a task the run's store does not have."""
+    from dreamgen.errors import ConfigError
+
+    path = cfg.world_model.replays
+    if path is None:
+        return [], None
+    if images:
+        raise ConfigError(f"world_model.replays={path}: world_model.kind={cfg.world_model.kind} learns from camera "
+                          "frames, and an audit keeps its replays as states; use world_model.kind=ensemble")
+    replays = audited_replays(path, store, "world_model.replays")
+    tasks = {e.meta["task"] for e in episodes}
+    stray = sorted({e.meta["task"] for e in replays} - tasks)
+    if stray:
+        raise ConfigError(f"world_model.replays={path} replays dreams of task(s) {', '.join(stray)}, which "
+                          f"world_model.store does not have ({', '.join(sorted(tasks))}); give an audit of this run's "
+                          "dreams")
+    held = {(e.meta["task"], e.meta.get("seed")) for e in held_out}
+    kept = [e for e in replays if (e.meta["task"], e.meta.get("seed")) not in held]
+    return kept, {"dir": str(path), "episodes": len(kept), "left_out_held_out_layouts": len(replays) - len(kept),
+                  "transitions": int(sum(len(e) - 1 for e in kept)),
+                  "successes": int(sum(bool(e.success.any()) for e in kept)),
+                  "per_task": {t: sum(e.meta["task"] == t for e in kept) for t in sorted(tasks)}}
+
+
 def layouts(episodes: list) -> list[list]:
     """The (task, seed) layouts of ``episodes``, sorted: what a checkpoint records it trained on, so a later
     fine-tune can refuse a run whose held-out episodes it has seen."""
@@ -240,14 +270,46 @@ def initial_model(cfg: DictConfig, robot: Any, kind: Any, store: Any, episodes: 
                    "epochs": model.info.get("epochs"), "tasks": sorted(set(model.instructions.tasks))}
 
 
+def split_run(cfg: DictConfig, episodes: list) -> tuple[list, list, list]:
+    """The run's real episodes split by task into train, val and test (``world_model.val_fraction`` /
+    ``test_fraction``), refused where no task has the 3 episodes a val and a test episode are held out from."""
+    from dreamgen.errors import ConfigError
+    from dreamgen.seeding import make_rng
+    from dreamgen.world_model.fit import split_episodes
+
+    w = cfg.world_model
+    split = split_episodes([e.meta["task"] for e in episodes], (w.val_fraction, w.test_fraction),
+                           make_rng(cfg.seed, "world-model-split"))
+    train, val, test = ([episodes[i] for i in part] for part in split)
+    if not val or not test:
+        counts = {t: sum(e.meta["task"] == t for e in episodes) for t in sorted({e.meta["task"] for e in episodes})}
+        raise ConfigError(f"world_model.store={cfg.world_model.store}: no task has the 3 real episodes a val and a "
+                          f"test episode are held out from ({', '.join(f'{t} {n}' for t, n in counts.items())}); "
+                          "collect more per task (collect.n_expert, collect.n_play)")
+    return train, val, test
+
+
+def instruction_table(episodes: list, init: Any) -> Any:
+    """The instruction table of every phrasing ``episodes`` carry; fine-tuning (``init``), the pretrained rows stay
+    where they are and the run's new phrasings are appended."""
+    from dreamgen.language import default_encoder
+    from dreamgen.world_model.base import InstructionTable
+
+    texts = sorted({e.meta["instruction"] for e in episodes})
+    task_of = {e.meta["instruction"]: e.meta["task"] for e in episodes}
+    if init is None:
+        return InstructionTable(texts, [task_of[t] for t in texts], default_encoder().encode(texts))
+    new = [t for t in texts if t not in init.instructions.texts]
+    return init.instructions.extended(new, [task_of[t] for t in new],
+                                      default_encoder().encode(new) if new else np.zeros((0, init.cond_dim)))
+
+
 def run(cfg: DictConfig) -> dict:
     from dreamgen.dream.rollout import check_expert_in_dream
-    from dreamgen.language import default_encoder
     from dreamgen.rundir import staged, write_json
-    from dreamgen.seeding import derive_seed, make_rng
-    from dreamgen.world_model.base import InstructionTable
+    from dreamgen.seeding import derive_seed
     from dreamgen.world_model.checkpoint import save_world_model
-    from dreamgen.world_model.fit import split_episodes, transitions
+    from dreamgen.world_model.fit import transitions
     from dreamgen.world_model.kinds import FitRequest
     from dreamgen.world_model.metrics import (
         fidelity_report,
@@ -268,25 +330,10 @@ def run(cfg: DictConfig) -> dict:
         from dreamgen.world_model.fit import fine_tune_config
 
         config = fine_tune_config(init, config)
-    texts = sorted({e.meta["instruction"] for e in episodes + extra})
-    task_of = {e.meta["instruction"]: e.meta["task"] for e in episodes + extra}
-    if init is None:
-        table = InstructionTable(texts, [task_of[t] for t in texts], default_encoder().encode(texts))
-    else:  # the pretrained rows stay where they are; the run's new phrasings are appended
-        new = [t for t in texts if t not in init.instructions.texts]
-        table = init.instructions.extended(new, [task_of[t] for t in new],
-                                           default_encoder().encode(new) if new else np.zeros((0, init.cond_dim)))
-    split = split_episodes([e.meta["task"] for e in episodes], (w.val_fraction, w.test_fraction),
-                           make_rng(cfg.seed, "world-model-split"))
-    train, val, test = ([episodes[i] for i in part] for part in split)
-    if not val or not test:
-        from dreamgen.errors import ConfigError
-
-        counts = {t: sum(e.meta["task"] == t for e in episodes) for t in sorted({e.meta["task"] for e in episodes})}
-        raise ConfigError(f"world_model.store={cfg.world_model.store}: no task has the 3 real episodes a val and a "
-                          f"test episode are held out from ({', '.join(f'{t} {n}' for t, n in counts.items())}); "
-                          "collect more per task (collect.n_expert, collect.n_play)")
-    fit = train + extra  # the broad play teaches dynamics; val and test stay the run's own episodes
+    train, val, test = split_run(cfg, episodes)
+    replays, replayed = replay_episodes(cfg, store, episodes, val + test, kind.images)
+    fit = train + extra + replays  # broad play and audited replays teach; val and test stay the run's own episodes
+    table = instruction_table(episodes + extra + replays, init)
     data = {name: transitions(part, robot.layout, table, config.action_history) for name, part in
             (("train", fit), ("val", val), ("test", test))}
     with run_verb(cfg, "train-world-model", inputs={"real": store}) as (run_dir, tracker):
@@ -305,6 +352,8 @@ def run(cfg: DictConfig) -> dict:
             info["pretrain"] = pretrain
         if started is not None:
             info["init"] = started
+        if replayed is not None:
+            info["replays"] = replayed
         model = kind.fit(FitRequest(fit, val, table, robot.layout, robot.parts, store.cameras, plain(w), config,
                                     cfg.seed, w.halt_quantile, info, on_epoch, risk, init))
         bar.close()
@@ -312,7 +361,7 @@ def run(cfg: DictConfig) -> dict:
             world_model_id = save_world_model(model, partial)
             report = {"world_model_id": world_model_id, "kind": model.kind, "epochs": model.info["epochs"],
                       "transitions": {k: len(v) for k, v in data.items()}, "pretrain": pretrain,
-                      "init": started,
+                      "init": started, "replays": replayed,
                       "disagreement_bound": model.disagreement_bound,
                       "fidelity": fidelity_report(model, test, data["test"], tuple(w.fidelity_horizons),
                                                   parts=robot.parts)}
@@ -374,6 +423,10 @@ def format_report(report: dict) -> str:
         init = report["init"]
         lines.append(f"fine-tuned from {init['world_model_id']} ({init['path']}, {init['epochs']} epochs on "
                      f"{len(init['tasks'])} tasks) in {report['epochs']} epochs")
+    if report.get("replays"):
+        r = report["replays"]
+        lines.append(f"trained with {r['episodes']} audited replays of {r['dir']} ({r['successes']} really succeed; "
+                     f"{r['left_out_held_out_layouts']} left out: a held-out episode's layout)")
     for head, c in report["fidelity"].get("calibration", {}).items():
         lines.append(f"{head}: ECE {c['ece']:.3f}, precision {c['precision']:.2f} / recall {c['recall']:.2f} at 0.5 "
                      f"({c['predicted']} predicted, {c['positives']} real of {c['n']})")
