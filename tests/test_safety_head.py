@@ -257,6 +257,7 @@ def test_a_shielded_smoke_evaluation_checks_every_real_step(smoke_run, tmp_path,
     trains (the fit fold's)."""
     import contextlib
     import json
+    import shutil
 
     from dreamgen.data.store import TrajectoryStore
     from tests.conftest import in_process
@@ -293,7 +294,14 @@ def test_a_shielded_smoke_evaluation_checks_every_real_step(smoke_run, tmp_path,
         again = [*common, f"run_dir={tmp_path / 'again'}", f"world_model.store={run}/real.zarr"]
         code, err = in_process("train-world-model", [*again, f"world_model.safety_head.replays={tmp_path}"], capsys)
         assert code == 2 and "holds no replays.zarr" in err and not (tmp_path / "again" / "world_model").exists()
-        code, _ = in_process("train-world-model", [*again, f"world_model.safety_head.replays={tmp_path / 'audit'}"])
+        code, err = in_process("train-world-model", [*again, f"world_model.replays={tmp_path}"], capsys)
+        assert code == 2 and "world_model.replays=" in err and "holds no replays.zarr" in err
+        # the same audit with every dream in the fit fold, so that some replays start from a held-out layout
+        shutil.copytree(tmp_path / "audit", tmp_path / "audit-fit")
+        every = json.loads((tmp_path / "audit" / "labels.json").read_text())
+        (tmp_path / "audit-fit" / "labels.json").write_text(json.dumps({k: {**v, "fold": "fit"} for k, v in every.items()}))
+        code, _ = in_process("train-world-model", [*again, f"world_model.safety_head.replays={tmp_path / 'audit'}",
+                                                   f"world_model.replays={tmp_path / 'audit-fit'}"])
         assert code == 0
     labels = json.loads((tmp_path / "audit" / "labels.json").read_text())
     # the replays, read back: each dream once, the real episode it replays (the same actions from the same seed)
@@ -317,6 +325,20 @@ def test_a_shielded_smoke_evaluation_checks_every_real_step(smoke_run, tmp_path,
     rejected = [k for k in test if episodes[int(k[1:])].meta["kind"] == "risky"]
     assert safety["rejections"]["accepted"] == len(rejected)
     assert safety["rejections"]["precision"]["hits"] == sum(bool(recorded[k]) for k in rejected)
+    # the fit fold's replays joined the dynamics' training fold too, except those from a held-out episode's layout
+    # (here a replay is its episode, so: those whose episode is in the world model's val or test fold)
+    first, second = (json.loads((d / "world_model" / "report.json").read_text()) for d in (run, tmp_path / "again"))
+    held = {i for part in ("val", "test") for i in json.loads((run / "world_model" / "world_model.json").read_text())[
+        "info"]["episodes"][part]}
+    held = {(e.meta["task"], e.meta["seed"]) for e in real.iter_episodes(images=False) if e.meta["episode_id"] in held}
+    fit_ids = list(labels)  # audit-fit: all of them
+    kept = [k for k in fit_ids if (episodes[int(k[1:])].meta["task"], episodes[int(k[1:])].meta["seed"]) not in held]
+    assert 0 < len(kept) < len(fit_ids)  # some replays are kept and some left out, so both branches are exercised
+    assert second["replays"]["episodes"] == len(kept) and second["replays"]["left_out_held_out_layouts"] == len(
+        fit_ids) - len(kept)
+    assert second["transitions"]["train"] == first["transitions"]["train"] + sum(
+        len(replays[f"replay-{k}"]) - 1 for k in kept)
+    assert second["transitions"]["test"] == first["transitions"]["test"] and first["replays"] is None
     report = json.loads((run / "world_model" / "report.json").read_text())["safety_head"]
     assert report["fit"]["train_positives"]["any"] > 0 and "any" in report["held_out"]["events"]
     summary = json.loads((tmp_path / "shielded" / "eval.json").read_text())
