@@ -249,8 +249,9 @@ def pipeline_bootstrap(sweeps: Sequence[dict[str, Any]], cap: str, against: str 
     (s1, n1), (s0, n0) = arrays("dreams"), arrays(against)
     rng = np.random.default_rng(seed)
     pick = rng.integers(0, len(sweeps), size=(draws, len(sweeps)))
-    b1 = rng.binomial(n1[pick], s1[pick] / n1[pick])  # (draws, pipelines, tasks)
-    b0 = rng.binomial(n0[pick], s0[pick] / n0[pick])
+    m1, m0 = n1[pick], n0[pick]  # (draws, pipelines, tasks): the drawn pipelines' episodes per cell
+    b1 = rng.binomial(m1, s1[pick] / m1)  # their successes, drawn again
+    b0 = rng.binomial(m0, s0[pick] / m0)
 
     def summary(gains: Any, drawn: Any) -> dict[str, Any]:
         low, high = np.percentile(drawn.mean(axis=1), [2.5, 97.5])
@@ -259,8 +260,8 @@ def pipeline_bootstrap(sweeps: Sequence[dict[str, Any]], cap: str, against: str 
 
     out = {"cap": cap, "against": against, "pipelines": len(sweeps), "draws": draws,
            "overall": summary(s1.sum(1) / n1.sum(1) - s0.sum(1) / n0.sum(1),
-                              b1.sum(2) / n1[pick].sum(2) - b0.sum(2) / n0[pick].sum(2)),
+                              b1.sum(2) / m1.sum(2) - b0.sum(2) / m0.sum(2)),
            "tasks": {t: summary(s1[:, i] / n1[:, i] - s0[:, i] / n0[:, i],
-                                b1[:, :, i] / n1[pick][:, :, i] - b0[:, :, i] / n0[pick][:, :, i])
+                                b1[:, :, i] / m1[:, :, i] - b0[:, :, i] / m0[:, :, i])
                      for i, t in enumerate(tasks)}}
     return out

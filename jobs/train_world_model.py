@@ -161,6 +161,11 @@ def load_episodes(cfg: DictConfig, robot: Any, images: bool = False):
     return store, episodes
 
 
+def layout_of(episode: Any) -> tuple[str, Any]:
+    """An episode's layout: its (task, seed), the start a real reset reproduces."""
+    return str(episode.meta["task"]), episode.meta.get("seed")
+
+
 def pretraining(cfg: DictConfig, robot: Any, episodes: list, images: bool) -> tuple[list, dict[str, Any] | None]:
     """``world_model.pretrain``'s real episodes (they join the training fold) and their provenance, or a refusal in
     one sentence: a store of another robot or widths, with no real episode, or holding a layout of the run's own
@@ -178,8 +183,8 @@ def pretraining(cfg: DictConfig, robot: Any, episodes: list, images: bool) -> tu
     store, extra = real_episodes(cfg, path, robot, "world_model.pretrain", images)
     if not extra:
         raise ConfigError(f"world_model.pretrain={path} holds no real episode")
-    own = {(e.meta["task"], e.meta.get("seed")) for e in episodes}
-    clash = next((e for e in extra if (e.meta["task"], e.meta.get("seed")) in own), None)
+    own = {layout_of(e) for e in episodes}
+    clash = next((e for e in extra if layout_of(e) in own), None)
     if clash is not None:
         raise ConfigError(f"world_model.pretrain={path}: episode {clash.meta['episode_id']} has the layout of "
                           f"world_model.store's ({clash.meta['task']}, seed {clash.meta.get('seed')}), which may be "
@@ -211,8 +216,8 @@ def replay_episodes(cfg: DictConfig, store: Any, episodes: list, held_out: list,
         raise ConfigError(f"world_model.replays={path} replays dreams of task(s) {', '.join(stray)}, which "
                           f"world_model.store does not have ({', '.join(sorted(tasks))}); give an audit of this run's "
                           "dreams")
-    held = {(e.meta["task"], e.meta.get("seed")) for e in held_out}
-    kept = [e for e in replays if (e.meta["task"], e.meta.get("seed")) not in held]
+    held = {layout_of(e) for e in held_out}
+    kept = [e for e in replays if layout_of(e) not in held]
     return kept, {"dir": str(path), "episodes": len(kept), "left_out_held_out_layouts": len(replays) - len(kept),
                   "transitions": int(sum(len(e) - 1 for e in kept)),
                   "successes": int(sum(bool(e.success.any()) for e in kept)),
@@ -222,7 +227,7 @@ def replay_episodes(cfg: DictConfig, store: Any, episodes: list, held_out: list,
 def layouts(episodes: list) -> list[list]:
     """The (task, seed) layouts of ``episodes``, sorted: what a checkpoint records it trained on, so a later
     fine-tune can refuse a run whose held-out episodes it has seen."""
-    return sorted({(str(e.meta["task"]), e.meta.get("seed")) for e in episodes}, key=lambda ts: (ts[0], str(ts[1])))
+    return sorted({layout_of(e) for e in episodes}, key=lambda ts: (ts[0], str(ts[1])))
 
 
 def initial_model(cfg: DictConfig, robot: Any, kind: Any, store: Any, episodes: list) -> tuple[Any, dict | None]:
@@ -255,7 +260,7 @@ def initial_model(cfg: DictConfig, robot: Any, kind: Any, store: Any, episodes: 
         raise ConfigError(f"{where} was trained on world_model.store itself, so the run's held-out episodes may be in "
                           "its training fold; pretrain on another store (e.g. play collected with its own seed=)")
     seen = {(task, seed) for task, seed in model.info.get("layouts", [])}
-    clash = next((e for e in episodes if (e.meta["task"], e.meta.get("seed")) in seen), None)
+    clash = next((e for e in episodes if layout_of(e) in seen), None)
     if clash is not None:
         raise ConfigError(f"{where} trained on the layout of world_model.store's episode {clash.meta['episode_id']} "
                           f"({clash.meta['task']}, seed {clash.meta.get('seed')}), which may be held out for the "
