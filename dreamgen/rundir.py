@@ -35,7 +35,8 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 ADDED_LATER: dict[str, Any] = flatten({"embodiment": LEGACY, "camera": {"names": [], "size": 64},
                                        "dream": {"success_head": "success", "done_head": "done"},
                                        "world_model": {"contact_gate": None, "gate_mm": 1.0, "pretrain": None,
-                                                       "init": None, "replays": None},
+                                                       "init": None, "replays": None, "false_successes": None,
+                                                       "false_success_steps": 5},
                                        "evaluate": {"where": "real", "world_model": "${run_dir}/world_model",
                                                     "judge": "head", "judge_head": "${dream.success_head}"}})
 # Settings renamed since: old name -> (new name, the keys the new spelling adds, with the old behaviour)

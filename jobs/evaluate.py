@@ -83,6 +83,37 @@ def by_rule(cfg: DictConfig) -> bool:
     return cfg.evaluate.judge == "rule" or cfg.evaluate.judge_head == "rule"
 
 
+def goal_distances(cfg: DictConfig, config: Any) -> Any:
+    """``planner.objective.goal``: a function from rows' instruction embeddings to their tasks' goal distances (each
+    embedding is one of the run's tasks' instructions, the nearest by cosine), or None when the objective has no goal
+    term; refused, before any episode, for a task whose success is no distance to a goal."""
+    import numpy as np
+
+    from dreamgen.errors import ConfigError
+    from dreamgen.language import default_encoder
+    from dreamgen.plan.mppi import GOAL, GoalDistance
+
+    if GOAL not in config.objective:
+        return None
+    robot = embodiment(cfg)
+    rules = {task: robot.goal_rule(task) for task in cfg.tasks}
+    missing = [task for task, rule in rules.items() if rule is None]
+    if missing:
+        have = [t for t in robot.tasks if robot.goal_rule(t) is not None]
+        raise ConfigError(f"planner.objective.{GOAL}: task {missing[0]!r} of robot {robot.name} has no goal distance "
+                          f"(its success is not a part reaching a goal); tasks with one: {', '.join(have) or 'none'}")
+    texts = [(task, text) for task in cfg.tasks for text in robot.tasks[task].instructions]
+    table = default_encoder().encode([text for _, text in texts])
+    table = table / np.linalg.norm(table, axis=1, keepdims=True)
+    owners = [rules[task] for task, _ in texts]
+
+    def goal_of(embeddings: np.ndarray) -> Any:
+        nearest = np.argmax(np.asarray(embeddings, np.float32) @ table.T, axis=1)
+        return GoalDistance.of([owners[i] for i in nearest])
+
+    return goal_of
+
+
 def mpc_policy(cfg: DictConfig) -> Any:
     """``policy.family=mpc``: MPC with the world model (and its prior policy) on the real simulator.
 
@@ -118,7 +149,7 @@ def mpc_policy(cfg: DictConfig) -> Any:
             raise ConfigError(f"policy.mpc.prior={m.prior} is a {prior.kind} policy, which keeps per-episode "
                               "state (action chunks); the planner samples around a prior frame by frame: give "
                               "policy.family=bc")
-    policy = make_mpc(model, config, prior, seed=int(cfg.seed))
+    policy = make_mpc(model, config, prior, seed=int(cfg.seed), goal_of=goal_distances(cfg, config))
     policy.info.update(family="mpc", world_model=str(m.world_model), world_model_id=model.info["world_model_id"],
                        prior=str(m.prior) if prior is not None else None, planner=config.label())
     return policy

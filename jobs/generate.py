@@ -79,6 +79,10 @@ def sampler_spec(cfg: DictConfig):
     s = cfg.generate.sampler
     kind = sampler_kind(s.kind)
     planner = planner_config(cfg) if kind.plans else None
+    if planner is not None and "goal" in planner.objective:
+        raise ConfigError("planner.objective.goal plans toward each task's goal distance, which only policy.family=mpc "
+                          "(dreamgen evaluate) gives the planner; a sampler plans with the world model's heads: drop the "
+                          "term (~planner.objective.goal)")
     steps = plain(s.recovery.steps)
     if not (isinstance(steps, list) and len(steps) == 2 and all(isinstance(x, int) for x in steps)):
         raise ConfigError(f"generate.sampler.recovery.steps={steps!r}; give [lo, hi], two integers with 0 <= lo <= hi")

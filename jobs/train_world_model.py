@@ -10,6 +10,7 @@ embodiment has both). The observation layout is the embodiment's; the checkpoint
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,63 @@ def replay_episodes(cfg: DictConfig, store: Any, episodes: list, held_out: list,
                   "per_task": {t: sum(e.meta["task"] == t for e in kept) for t in sorted(tasks)}}
 
 
+def refuted_dreams(cfg: DictConfig, store: Any, episodes: list, held_out: list, kind: Any,
+                   ) -> tuple[list, dict[str, Any] | None]:
+    """``world_model.false_successes``: the dreams an audit refuted — the dream said success, the real replay of
+    its actions did not succeed — in its ``fit`` fold, whose last ``world_model.false_success_steps`` dreamed
+    states teach the success head "not a success" (and nothing else), with their provenance. A dream from the
+    layout of a held-out (val or test) episode is left out. Refused in one sentence: no audit there, a dream store
+    changed or gone since the audit, another robot, a task the run's store lacks, or a kind that cannot."""
+    from dreamgen.data.store import TrajectoryStore
+    from dreamgen.errors import ConfigError, StoreError
+    from dreamgen.quality.audit import load_labels
+    from dreamgen.world_model import kinds
+
+    w = cfg.world_model
+    if w.false_successes is None:
+        return [], None
+    where = f"world_model.false_successes={w.false_successes}"
+    steps = w.false_success_steps
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ConfigError(f"world_model.false_success_steps={steps!r}; must be an integer >= 1 (the dreamed states "
+                          "before a refuted success that the success head learns from)")
+    if not kind.head_negatives:
+        able = ", ".join(k.name for k in kinds.KINDS if k.head_negatives)
+        raise ConfigError(f"{where}: world_model.kind={kind.name} cannot learn from refuted dreams; kinds that can: "
+                          f"{able}")
+    path = Path(str(w.false_successes))
+    if not (path / "audit.json").is_file() or not (path / "labels.json").is_file():
+        raise ConfigError(f"{where} holds no audit (audit.json and labels.json); give the audit.dir of a "
+                          "`dreamgen audit` run, or set it to null")
+    audit = json.loads((path / "audit.json").read_text())
+    try:
+        dreams_store = TrajectoryStore.open(audit["store"])
+        digest = dreams_store.digest()
+    except (StoreError, OSError, KeyError) as exc:
+        raise ConfigError(f"{where}: its dream store {audit.get('store')!r} cannot be read ({exc}); audit the "
+                          "dreams again (`dreamgen audit`) where they are") from None
+    if digest != audit.get("store_digest"):
+        raise ConfigError(f"{where}: its dream store {audit['store']} changed since the audit (digest {digest}, "
+                          f"audited {audit.get('store_digest')}); rerun `dreamgen audit` on it")
+    if dreams_store.info.get("embodiment") != store.info.get("embodiment"):
+        raise ConfigError(f"{where}: its dreams are of robot {dreams_store.info.get('embodiment')}, world_model.store "
+                          f"of {store.info.get('embodiment')}; give an audit of this robot's dreams")
+    labels = load_labels(path / "labels.json")
+    refuted = {k for k, v in labels.items() if v.get("fold") == "fit" and v.get("dream_success")
+               and not v["real_success"]}
+    dreams = [e for e in dreams_store.iter_episodes(images=False) if e.meta["episode_id"] in refuted]
+    tasks = {e.meta["task"] for e in episodes}
+    stray = sorted({e.meta["task"] for e in dreams} - tasks)
+    if stray:
+        raise ConfigError(f"{where} refutes dreams of task(s) {', '.join(stray)}, which world_model.store does not "
+                          f"have ({', '.join(sorted(tasks))}); give an audit of this run's dreams")
+    held = {layout_of(e) for e in held_out}
+    kept = [e for e in dreams if layout_of(e) not in held and len(e) > 1]
+    return kept, {"dir": str(path), "dreams": len(kept), "left_out_held_out_layouts": len(dreams) - len(kept),
+                  "steps": steps, "transitions": int(sum(min(steps, len(e) - 1) for e in kept)),
+                  "per_task": {t: sum(e.meta["task"] == t for e in kept) for t in sorted(tasks)}}
+
+
 def layouts(episodes: list) -> list[list]:
     """The (task, seed) layouts of ``episodes``, sorted: what a checkpoint records it trained on, so a later
     fine-tune can refuse a run whose held-out episodes it has seen."""
@@ -337,8 +395,9 @@ def run(cfg: DictConfig) -> dict:
         config = fine_tune_config(init, config)
     train, val, test = split_run(cfg, episodes)
     replays, replayed = replay_episodes(cfg, store, episodes, val + test, kind.images)
+    refuted, refutation = refuted_dreams(cfg, store, episodes, val + test, kind)
     fit = train + extra + replays  # broad play and audited replays teach; val and test stay the run's own episodes
-    table = instruction_table(episodes + extra + replays, init)
+    table = instruction_table(episodes + extra + replays + refuted, init)
     data = {name: transitions(part, robot.layout, table, config.action_history) for name, part in
             (("train", fit), ("val", val), ("test", test))}
     with run_verb(cfg, "train-world-model", inputs={"real": store}) as (run_dir, tracker):
@@ -359,14 +418,17 @@ def run(cfg: DictConfig) -> dict:
             info["init"] = started
         if replayed is not None:
             info["replays"] = replayed
+        if refutation is not None:
+            info["false_successes"] = refutation
         model = kind.fit(FitRequest(fit, val, table, robot.layout, robot.parts, store.cameras, plain(w), config,
-                                    cfg.seed, w.halt_quantile, info, on_epoch, risk, init))
+                                    cfg.seed, w.halt_quantile, info, on_epoch, risk, init,
+                                    (refuted, refutation["steps"]) if refutation is not None else None))
         bar.close()
         with staged(run_dir / "world_model") as partial:
             world_model_id = save_world_model(model, partial)
             report = {"world_model_id": world_model_id, "kind": model.kind, "epochs": model.info["epochs"],
                       "transitions": {k: len(v) for k, v in data.items()}, "pretrain": pretrain,
-                      "init": started, "replays": replayed,
+                      "init": started, "replays": replayed, "false_successes": refutation,
                       "disagreement_bound": model.disagreement_bound,
                       "fidelity": fidelity_report(model, test, data["test"], tuple(w.fidelity_horizons),
                                                   parts=robot.parts)}
@@ -432,6 +494,10 @@ def format_report(report: dict) -> str:
         r = report["replays"]
         lines.append(f"trained with {r['episodes']} audited replays of {r['dir']} ({r['successes']} really succeed; "
                      f"{r['left_out_held_out_layouts']} left out: a held-out episode's layout)")
+    if report.get("false_successes"):
+        r = report["false_successes"]
+        lines.append(f"success head taught 'not a success' by the last {r['steps']} dreamed states of {r['dreams']} "
+                     f"refuted dreams of {r['dir']} ({r['left_out_held_out_layouts']} left out: a held-out layout)")
     for head, c in report["fidelity"].get("calibration", {}).items():
         lines.append(f"{head}: ECE {c['ece']:.3f}, precision {c['precision']:.2f} / recall {c['recall']:.2f} at 0.5 "
                      f"({c['predicted']} predicted, {c['positives']} real of {c['n']})")

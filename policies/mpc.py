@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamgen.plan.mppi import MPPIPlanner, shift
+from dreamgen.plan.mppi import GoalDistance, MPPIPlanner, shift
 from dreamgen.seeding import derive_seed
 from dreamgen.world_model.base import RowState
 
@@ -26,8 +26,10 @@ from dreamgen.world_model.base import RowState
 class MPCPolicy:
     """Receding-horizon control with a world model; rows are episodes run side by side."""
 
-    def __init__(self, model: Any, planner: MPPIPlanner, *, seed: int = 0, info: dict[str, Any] | None = None):
+    def __init__(self, model: Any, planner: MPPIPlanner, *, seed: int = 0, info: dict[str, Any] | None = None,
+                 goal_of: Callable[[np.ndarray], GoalDistance] | None = None):
         self.model, self.planner, self.seed = model, planner, int(seed)
+        self.goal_of = goal_of  # each row's goal distance from its instruction embedding (planner.objective.goal)
         self.info = dict(info or {})
         # inside a dream of a latent model: the dream's own rollout state of rows (their latent); the
         # observation alone cannot be encoded without the frames it was seen in
@@ -69,8 +71,10 @@ class MPCPolicy:
                                              generator=generator)
         t_idx = torch.as_tensor(idx, device=dev)
         state = self.model.resumed(state, self.memory.index(t_idx))
+        goal = None if self.goal_of is None else self.goal_of(np.asarray(instruction_embedding))
         plan = self.planner.plan(state, instruction_embedding, warm=self.warm[t_idx], warm_rows=self.has_warm[t_idx],
-                                 seed=int(torch.randint(2**62, (1,), generator=generator)), reference=reference)
+                                 seed=int(torch.randint(2**62, (1,), generator=generator)), reference=reference,
+                                 goal=goal)
         self.warm[t_idx], self.has_warm[t_idx] = shift(plan.mean), True
         action = plan.action.cpu().numpy().astype(np.float32)
         if record:

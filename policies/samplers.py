@@ -431,8 +431,9 @@ def load_sampler_policy(spec: SamplerSpec) -> Any:
     return load_policy(spec.checkpoint)
 
 
-def make_mpc(model: Any, config: PlannerConfig, prior_policy: Any, *, seed: int) -> Any:
-    """An ``MPCPolicy`` planning in ``model`` with ``prior_policy`` (any ``Policy``, or None) as its prior."""
+def make_mpc(model: Any, config: PlannerConfig, prior_policy: Any, *, seed: int, goal_of: Any = None) -> Any:
+    """An ``MPCPolicy`` planning in ``model`` with ``prior_policy`` (any ``Policy``, or None) as its prior
+    (``goal_of``: each row's goal distance from its instruction embedding, for ``planner.objective.goal``)."""
     from dreamgen.plan.mppi import MPPIPlanner
     from policies.mpc import MPCPolicy
 
@@ -440,7 +441,7 @@ def make_mpc(model: Any, config: PlannerConfig, prior_policy: Any, *, seed: int)
     if prior_policy is not None and config.prior_samples:
         def prior(obs: np.ndarray, emb: np.ndarray) -> np.ndarray:
             return prior_policy.act(obs, emb, deterministic=True)
-    return MPCPolicy(model, MPPIPlanner(model, config, prior), seed=seed)
+    return MPCPolicy(model, MPPIPlanner(model, config, prior), seed=seed, goal_of=goal_of)
 
 
 def make_sampler(spec: SamplerSpec, task: str, rng: np.random.Generator, *, action_dim: int,

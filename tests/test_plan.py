@@ -338,3 +338,56 @@ def test_retarget_sampler_follows_the_demo_from_a_new_start_in_the_known_model()
     assert sampler.routes is not None
     starts = {tuple(e.obs[0].tolist()) for e in episodes}  # each row follows a path from its own start
     assert {tuple(path[0].tolist()) for path in sampler.routes.paths} == starts
+
+
+
+class GoalPlane(StepsRows):
+    """``(x, y)' = (x, y) + 0.2 a`` toward a static goal ``(gx, gy)`` in obs dims 2:4; every head is 0, so only a
+    goal term can steer a plan."""
+
+    layout = ObsLayout("plane", 4, dynamic=(0, 2), static=(2, 4))
+    action_dim = 2
+    cond_dim = 1
+    context_dim = 0
+    members = 1
+    instructions = InstructionTable(["go to the goal"], ["goal"], np.ones((1, 1), np.float32))
+    disagreement_bound = float("inf")
+    device = torch.device("cpu")
+
+    def condition(self, cond: torch.Tensor) -> torch.Tensor:
+        return cond[None].clone()
+
+    def predict(self, obs, action, cond: Any, *, generator=None, propagation="random", members=None,
+                context=None) -> Prediction:
+        nxt = torch.cat([obs[:, :2] + 0.2 * action, obs[:, 2:]], 1)
+        zeros = torch.zeros(len(obs))
+        return Prediction(nxt, {"reward": zeros, "success": zeros, "done": zeros}, zeros)
+
+
+def test_a_goal_term_plans_toward_each_rows_own_goal_and_needs_one():
+    """``planner.objective.goal`` is minus each row's goal distance in cm on the predicted state (a GoalRule:
+    part + offset against the observed goal). With no head in the objective, two rows with their own goals are
+    each driven there by MPC; the distance is the known one; a plan without goals is refused."""
+    from dreamgen.plan.mppi import GoalDistance
+    from dreamgen.sim.base import GoalRule
+
+    rule = GoalRule(slice(0, 2), slice(2, 4), 0.05, (0.1, 0.0))  # the "tool" sits 0.1 ahead of the part in x
+    obs = np.array([[0.0, 0.0, 0.6, -0.4], [0.5, 0.5, -0.4, 0.3]], np.float32)
+    known = np.linalg.norm(obs[:, :2] + [0.1, 0.0] - obs[:, 2:], axis=1)
+    np.testing.assert_allclose(rule.distance(obs), known, rtol=1e-6)
+    goal = GoalDistance.of([rule, rule])
+    torch.testing.assert_close(goal(torch.as_tensor(obs)), torch.as_tensor(known, dtype=torch.float32))
+    torch.testing.assert_close(goal.tile(3)(torch.as_tensor(obs).repeat_interleave(3, 0)),
+                               torch.as_tensor(known, dtype=torch.float32).repeat_interleave(3))
+    model, emb = GoalPlane(), np.ones((2, 1), np.float32)
+    config = PlannerConfig(horizon=3, samples=128, prior_samples=0, iterations=3, elites=16, penalty=0.0,
+                           objective={"goal": 1.0})
+    policy = MPCPolicy(model, MPPIPlanner(model, config), seed=3, goal_of=lambda e: GoalDistance.of([rule] * len(e)))
+    policy.reset(2)
+    state = model.initial_state(torch.as_tensor(obs), torch.as_tensor(emb))
+    for _ in range(12):
+        state, _ = model.step(state, torch.as_tensor(policy.act(state.obs.numpy(), emb)), propagation="mean")
+    assert rule(state.obs.numpy()).all(), rule.distance(state.obs.numpy())  # both within 5 cm of their own goal
+    with pytest.raises(ConfigError, match="planner.objective.goal plans toward each row's goal, and this planner "
+                                          "was given none"):
+        MPPIPlanner(model, config).plan(model.initial_state(torch.as_tensor(obs), torch.as_tensor(emb)), emb)

@@ -58,6 +58,8 @@ def test_mpc_is_evaluated_on_the_real_simulator_next_to_its_prior(smoke_run, tmp
     (["generate.sampler.kind=recovery", "planner.temperature=0"], "planner.temperature=0.0; must be > 0"),
     (["generate.sampler.kind=planner", "planner.samples=many"], "planner.samples='many': must be an integer"),
     (["generate.sampler.kind=planner", "generate.world_model=/nonexistent"], "not a world-model checkpoint"),
+    (["generate.sampler.kind=planner", "+planner.objective.goal=1"], "planner.objective.goal plans toward each task's "
+     "goal distance, which only policy.family=mpc"),
 ])
 def test_bad_planner_settings_are_refused_before_any_work(smoke_run, tmp_path, bad, says):
     out = dreamgen("generate", *smoke_run["common"], f"generate.store={tmp_path / 'd.zarr'}", *bad,
@@ -75,3 +77,37 @@ def test_mpc_on_a_task_the_model_never_saw_is_refused(smoke_run, tmp_path):
                    f"evaluate.store={smoke_run['run_dir'] / 'real.zarr'}", cwd=smoke_run["work"], check=False)
     assert out.returncode == 2 and "never trained on task 'reach-v3'" in out.stderr, out.stderr[-800:]
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.integration
+def test_mpc_toward_the_goal_of_a_task_without_a_goal_distance_is_refused(smoke_run, tmp_path):
+    args = [a for a in smoke_run["common"] if not a.startswith("run_dir=")]
+    out = dreamgen("evaluate", *args, f"run_dir={tmp_path / 'r'}", "policy.family=mpc", "+planner.objective.goal=1",
+                   f"policy.mpc.world_model={smoke_run['run_dir'] / 'world_model'}",
+                   f"policy.mpc.prior={smoke_run['run_dir'] / 'policy'}",
+                   f"evaluate.store={smoke_run['run_dir'] / 'real.zarr'}", cwd=smoke_run["work"], check=False)
+    assert out.returncode == 2 and "planner.objective.goal: task 'drawer-open-v3' of robot metaworld has no goal " \
+        "distance" in out.stderr and "reach-v3" in out.stderr, out.stderr[-800:]
+    assert not (tmp_path / "r").exists()
+
+
+def test_each_rows_goal_is_its_instructions_task_rule():
+    """``goal_distances``: an evaluation episode's instruction (any of its task's table paraphrases) gives that
+    task's goal rule: reach the hand's tool centre, push the puck, each to the observed goal."""
+    import numpy as np
+    import torch
+    from omegaconf import OmegaConf
+
+    from dreamgen.language import default_encoder
+    from dreamgen.plan.mppi import PlannerConfig
+    from dreamgen.sim.metaworld import METAWORLD
+    from jobs.evaluate import goal_distances
+
+    cfg = OmegaConf.create({"embodiment": "metaworld", "tasks": ["reach-v3", "push-v3"]})
+    assert goal_distances(cfg, PlannerConfig()) is None  # no goal term: nothing to know
+    goal_of = goal_distances(cfg, PlannerConfig(objective={"goal": 1.0}))
+    texts = [METAWORLD.tasks["push-v3"].instructions[-1], METAWORLD.tasks["reach-v3"].instructions[1]]
+    goal = goal_of(default_encoder().encode(texts))
+    obs = np.random.default_rng(0).uniform(-1, 1, (2, METAWORLD.obs_dim)).astype(np.float32)
+    expected = [METAWORLD.goal_rule("push-v3").distance(obs[0]), METAWORLD.goal_rule("reach-v3").distance(obs[1])]
+    torch.testing.assert_close(goal(torch.as_tensor(obs)), torch.as_tensor(np.array(expected), dtype=torch.float32))

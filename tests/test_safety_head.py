@@ -296,12 +296,17 @@ def test_a_shielded_smoke_evaluation_checks_every_real_step(smoke_run, tmp_path,
         assert code == 2 and "holds no replays.zarr" in err and not (tmp_path / "again" / "world_model").exists()
         code, err = in_process("train-world-model", [*again, f"world_model.replays={tmp_path}"], capsys)
         assert code == 2 and "world_model.replays=" in err and "holds no replays.zarr" in err
-        # the same audit with every dream in the fit fold, so that some replays start from a held-out layout
+        code, err = in_process("train-world-model", [*again, f"world_model.false_successes={tmp_path}"], capsys)
+        assert code == 2 and "world_model.false_successes=" in err and "holds no audit" in err
+        # the same audit with every dream in the fit fold, so that some replays start from a held-out layout, and
+        # every dream that said success refuted (as if its replay had failed)
         shutil.copytree(tmp_path / "audit", tmp_path / "audit-fit")
         every = json.loads((tmp_path / "audit" / "labels.json").read_text())
-        (tmp_path / "audit-fit" / "labels.json").write_text(json.dumps({k: {**v, "fold": "fit"} for k, v in every.items()}))
+        (tmp_path / "audit-fit" / "labels.json").write_text(json.dumps(
+            {k: {**v, "fold": "fit", "real_success": False} for k, v in every.items()}))
         code, _ = in_process("train-world-model", [*again, f"world_model.safety_head.replays={tmp_path / 'audit'}",
-                                                   f"world_model.replays={tmp_path / 'audit-fit'}"])
+                                                   f"world_model.replays={tmp_path / 'audit-fit'}",
+                                                   f"world_model.false_successes={tmp_path / 'audit-fit'}"])
         assert code == 0
     labels = json.loads((tmp_path / "audit" / "labels.json").read_text())
     # the replays, read back: each dream once, the real episode it replays (the same actions from the same seed)
@@ -339,6 +344,12 @@ def test_a_shielded_smoke_evaluation_checks_every_real_step(smoke_run, tmp_path,
     assert second["transitions"]["train"] == first["transitions"]["train"] + sum(
         len(replays[f"replay-{k}"]) - 1 for k in kept)
     assert second["transitions"]["test"] == first["transitions"]["test"] and first["replays"] is None
+    # the refuted dreams (said success, "replay failed") teach the success head, held-out layouts left out
+    refuted = [k for k in kept if every[k]["dream_success"]]
+    assert len(refuted) > 0 and second["false_successes"]["dreams"] == len(refuted)
+    assert second["false_successes"]["transitions"] == sum(min(5, len(episodes[int(k[1:])]) - 1) for k in refuted)
+    assert second["false_successes"]["left_out_held_out_layouts"] == sum(
+        every[k]["dream_success"] for k in fit_ids) - len(refuted) and first["false_successes"] is None
     report = json.loads((run / "world_model" / "report.json").read_text())["safety_head"]
     assert report["fit"]["train_positives"]["any"] > 0 and "any" in report["held_out"]["events"]
     summary = json.loads((tmp_path / "shielded" / "eval.json").read_text())

@@ -336,3 +336,77 @@ def test_the_fidelity_report_calibrates_every_success_head_and_the_lower_one_is_
                          context=torch.as_tensor(data["test"].context))
     assert (pred.head("success_lower") <= pred.head("success") + 1e-6).all()
     assert report["success_lower"]["predicted"] <= report["success"]["predicted"]
+
+
+def test_refuted_dreams_teach_the_success_head_only_their_last_steps(trained):
+    """``false_successes``: each dream's last ``steps`` transitions (fewer if it is shorter), with the dream's own
+    previous actions, labelled "not a success" and head-only (``real`` 0). In the loss, all-real rows give exactly
+    the loss without a mask, and a head-only row's dynamics, reward and done targets count for nothing while its
+    success label does."""
+    from dreamgen.world_model.fit import _losses, _stack, false_successes
+
+    rng = np.random.default_rng(5)
+    dreams = [*_episodes(2, rng, length=10), *_episodes(1, rng, length=2)]
+    for d in dreams:
+        d.success[-2:] = True  # the dream said success at its end
+    rows = false_successes(dreams, LAYOUT, TABLE, 2, steps=3)
+    full = transitions(dreams, LAYOUT, TABLE, 2)
+    picked = [6, 7, 8, 15, 16, 17, 18]  # dreams of 9, 9 and 1 transitions: the last 3, 3 and 1
+    assert len(rows) == 7 and (rows.real == 0).all() and (rows.success == 0).all()
+    for name in ("obs", "action", "context", "instruction", "target"):
+        np.testing.assert_array_equal(getattr(rows, name), getattr(full, name)[picked])
+    assert full.success[picked].any()  # the labels it overrides said success
+
+    model, _, data = trained
+    model.net.eval()
+    emb = torch.as_tensor(TABLE.embeddings, dtype=torch.float32)
+    real = data["train"]
+    index = torch.arange(64).expand(model.members, -1)
+    with torch.no_grad():
+        plain = _losses(model, *_stack(real, index, emb))
+        masked = real.joined(false_successes(dreams, LAYOUT, TABLE, 0, steps=3))
+        assert masked.real is not None and masked.real[:len(real)].all() and not masked.real[len(real):].any()
+        torch.testing.assert_close(_losses(model, *_stack(masked, index, emb)), plain)  # the real rows alone
+        both = torch.cat([torch.arange(64), len(real) + torch.arange(7)]).expand(model.members, -1)
+        base = _losses(model, *_stack(masked, both, emb))
+        masked.target[len(real):] += 10.0
+        masked.done[len(real):] = 1.0
+        torch.testing.assert_close(_losses(model, *_stack(masked, both, emb)), base)
+        masked.success[len(real):] = 1.0
+        assert not torch.allclose(_losses(model, *_stack(masked, both, emb))[0], base[0])
+
+
+def test_a_fit_with_refuted_dreams_stops_its_success_head_firing_there(trained):
+    """Dreams that ran past anything real (s_1 in [2.5, 3.5], beyond every training state, with s_0 in [2, 3],
+    where the head, extrapolating "success once s_0 > 1", fires) and were refuted: the same fit as ``trained`` plus their last steps as negatives predicts success there
+    far less; on the held-out real transitions its success head stays as good."""
+    from dreamgen.world_model.fit import false_successes
+    from dreamgen.world_model.metrics import head_calibration
+
+    model, _, data = trained
+    rng = np.random.default_rng(9)
+    dreams = []
+    for i in range(12):
+        obs = np.zeros((4, 5), np.float32)
+        obs[:, 0], obs[:, 1], obs[:, 4] = rng.uniform(2, 3, 4), rng.uniform(2.5, 3.5, 4), rng.uniform(-1, 1)
+        obs[1:, 2:4] = obs[:-1, :2]
+        dreams.append(Episode(obs, rng.uniform(-1, 1, (4, 2)).astype(np.float32), np.zeros(4, np.float32),
+                              np.array([False, False, False, True]), np.zeros(4, bool),
+                              {"instruction": TABLE.texts[i % 2], "task": TABLE.tasks[i % 2]}))
+    negatives = false_successes(dreams, LAYOUT, TABLE, 0, steps=3)
+    rng = np.random.default_rng(0)  # the fixture's data, again: the same train and val transitions
+    episodes = _episodes(40, rng)
+    train, val, _ = split_episodes([e.meta["task"] for e in episodes], (0.1, 0.1), np.random.default_rng(1))
+    fitted = fit_ensemble(transitions([episodes[i] for i in train], LAYOUT, TABLE),
+                          transitions([episodes[i] for i in val], LAYOUT, TABLE), TABLE, LAYOUT, CONFIG, seed=0,
+                          negatives=negatives)
+    emb = torch.as_tensor(TABLE.embeddings, dtype=torch.float32)[torch.as_tensor(negatives.instruction)]
+    fired = {}
+    for name, m in (("without", model), ("with", fitted)):
+        with torch.no_grad():
+            pred = m.predict(torch.as_tensor(negatives.obs), torch.as_tensor(negatives.action), emb,
+                             propagation="mean", context=torch.as_tensor(negatives.context))
+        fired[name] = float(pred.head("success").mean())
+    assert fired["without"] > 0.5 and fired["with"] < 0.5 * fired["without"], fired
+    before, after = (head_calibration(m, data["test"])["success"] for m in (model, fitted))
+    assert after["ece"] <= before["ece"] + 0.02 and after["brier"] <= before["brier"] + 0.005, (before, after)

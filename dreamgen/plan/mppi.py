@@ -9,7 +9,9 @@ horizon step of all rows × candidates is one ``model.step`` call. The objective
 
 from the model's learned heads, named in config (``planner.objective``: head -> weight; by default
 ``reward`` 1 and ``success`` 50, and a head a model adds — a safety head, with a negative weight — is one
-more entry), ``penalty`` = λ (keeps plans where the ensemble agrees) and, when a
+more entry; ``goal`` is no head: the task's own goal distance in cm on the predicted state, the known cost of a
+task whose success is a distance — ``GoalDistance``, from the robot's ``goal_rule`` — for ``policy.family=mpc``
+only, where each row's task is known), ``penalty`` = λ (keeps plans where the ensemble agrees) and, when a
 ``reference`` path is given (recovery dreams: back to the demo), the weighted distance to it. After each
 iteration the mean and std are refitted to the ``elites`` best candidates, weighted by
 ``exp((R − R_max) / (temperature · spread))`` where ``spread`` is the elites' return std — so the
@@ -41,6 +43,7 @@ from dreamgen.errors import ConfigError
 from dreamgen.world_model.base import ONE_MEMBER, PROPAGATIONS, RowState, require_heads
 
 OBJECTIVE = {"reward": 1.0, "success": 50.0}  # the objective's heads and weights unless planner.objective says
+GOAL = "goal"  # planner.objective.goal: not a head; minus the task's goal distance (cm) on the predicted state
 MEMBERS = ("all", "one")  # ensemble members each candidate is stepped by (see PlannerConfig.members)
 Prior = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (obs[N,O], embeddings[N,C]) -> action[N,A] in [-1, 1]
 
@@ -112,6 +115,38 @@ class PlannerConfig:
         return out
 
 
+class GoalDistance(NamedTuple):
+    """Each row's goal rule as indices into the observation: ``part[B,P]`` (plus ``offset[B,P]``) should reach
+    ``goal[B,P]``; called on ``obs[B,O]`` it gives the distance ``[B]``, in the observation's units."""
+
+    part: torch.Tensor
+    goal: torch.Tensor
+    offset: torch.Tensor
+
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(obs.gather(1, self.part) + self.offset - obs.gather(1, self.goal), dim=-1)
+
+    def on(self, device: Any) -> GoalDistance:
+        return GoalDistance(*(x.to(device) for x in self))
+
+    def rows(self, index: Any) -> GoalDistance:
+        return GoalDistance(*(x[index] for x in self))
+
+    def tile(self, n: int) -> GoalDistance:
+        """Every row repeated ``n`` times in place, as ``RowState.tile``."""
+        return GoalDistance(*(x.repeat_interleave(n, 0) for x in self))
+
+    @staticmethod
+    def of(rules: list[Any], device: Any = "cpu") -> GoalDistance:
+        """From one ``GoalRule`` (``dreamgen.sim.base``) per row."""
+        def index(key: str) -> torch.Tensor:
+            return torch.as_tensor(np.stack([np.arange(getattr(r, key).start, getattr(r, key).stop) for r in rules]),
+                                   device=device)
+
+        return GoalDistance(index("part"), index("goal"),
+                            torch.as_tensor(np.stack([r.offset for r in rules]), dtype=torch.float32, device=device))
+
+
 class Plan(NamedTuple):
     """``action[B,A]`` to execute now, the refitted ``mean[B,H,A]`` and ``std[B,H,A]``, and ``value[B]``
     (the objective of the last iteration's best candidate)."""
@@ -135,22 +170,26 @@ class MPPIPlanner:
             raise ConfigError(f"planner.prior_samples={config.prior_samples} needs a prior policy "
                               "(generate.sampler.policy or policy.mpc.prior: a policy checkpoint), or set "
                               "planner.prior_samples=0")
-        require_heads(model, list(config.objective), "planner.objective")
+        require_heads(model, [h for h in config.objective if h != GOAL], "planner.objective")
         self.model, self.config, self.prior = model, config, prior
         self.transitions = 0  # candidate transitions stepped so far (for the throughput benchmark)
         self.member_steps = 0  # of which member evaluations: transitions x the members each one ran through
 
     def objective(self, state: RowState, actions: torch.Tensor, generator: torch.Generator,
-                  reference: tuple[torch.Tensor, torch.Tensor] | None = None, *, one: bool = False) -> torch.Tensor:
+                  reference: tuple[torch.Tensor, torch.Tensor] | None = None, *, one: bool = False,
+                  goal: GoalDistance | None = None) -> torch.Tensor:
         """Discounted objective of ``actions[N,H,A]`` from the ``N`` rows of ``state``: ``[N]``.
         ``reference``: ``(path[N,H,O], weight[O])`` — the observation each row should reach at each step.
-        ``one``: each row stepped by its own member only (``state.member``), without the disagreement term."""
+        ``one``: each row stepped by its own member only (``state.member``), without the disagreement term.
+        ``goal``: each row's goal distance (the objective's ``goal`` term)."""
         c = self.config
         total = torch.zeros(len(state), device=state.obs.device)
         for t in range(actions.shape[1]):
             state, pred = self.model.step(state, actions[:, t], generator=generator,
                                           propagation=ONE_MEMBER if one else c.propagation)
-            gain = sum(weight * pred.head(head) for head, weight in c.objective.items())
+            gain = torch.zeros(len(state), device=state.obs.device)
+            for head, w in c.objective.items():  # a goal term is minus the goal distance in cm
+                gain = gain + w * (-100.0 * goal(state.obs) if head == GOAL and goal is not None else pred.head(head))
             if not one:
                 gain = gain - c.penalty * pred.disagreement
             if reference is not None and c.track_weight:
@@ -185,12 +224,16 @@ class MPPIPlanner:
     @torch.no_grad()
     def plan(self, state: RowState, embeddings: Any, *, warm: torch.Tensor | None = None,
              warm_rows: torch.Tensor | None = None, seed: int = 0,
-             reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> Plan:
+             reference: tuple[torch.Tensor, torch.Tensor] | None = None, goal: GoalDistance | None = None) -> Plan:
         """Plan every row of ``state``. ``warm[B,H,A]``: the previous step's shifted mean; ``warm_rows[B]``
         (bool) says which rows have one (default: all when ``warm`` is given). A row without one starts
         from its noise-free prior rollout (or zeros without a prior). ``reference``: ``(path[B,H,O],
-        weight[O])``, the observations to track (``track_weight``)."""
+        weight[O])``, the observations to track (``track_weight``). ``goal``: each row's goal distance, which
+        ``planner.objective.goal`` needs."""
         c = self.config
+        if GOAL in c.objective and goal is None:
+            raise ConfigError(f"planner.objective.{GOAL} plans toward each row's goal, and this planner was given none; "
+                              "it is for policy.family=mpc on tasks whose success is a distance to a goal")
         dev = state.obs.device
         generator = torch.Generator(device=dev)
         generator.manual_seed(int(seed))
@@ -213,18 +256,19 @@ class MPPIPlanner:
             return None if base_reference is None else (base_reference[0].repeat_interleave(k, 0), base_reference[1])
 
         full_reference = reference_for(n)
+        goals = {k: goal.on(dev).tile(k) for k in {n, rescore}} if goal is not None else {}
         for _ in range(c.iterations):
             eps = torch.randn(rows, c.samples, c.horizon, act_dim, generator=generator, device=dev)
             candidates = (mean[:, None] + std[:, None] * eps).clamp(-1.0, 1.0)
             if prior is not None:
                 candidates = torch.cat([candidates, prior], 1)
             value = self.objective(tiled, candidates.reshape(rows * n, c.horizon, act_dim), generator,
-                                   full_reference, one=one).reshape(rows, n)
+                                   full_reference, one=one, goal=goals.get(n)).reshape(rows, n)
             if one and c.penalty > 0:  # the best by one member each, rescored with the penalty by all members
                 _, pick = value.topk(rescore, dim=1)
                 candidates = candidates[torch.arange(rows, device=dev)[:, None], pick]
                 value = self.objective(state.tile(rescore), candidates.reshape(rows * rescore, c.horizon, act_dim),
-                                       generator, reference_for(rescore)).reshape(rows, rescore)
+                                       generator, reference_for(rescore), goal=goals.get(rescore)).reshape(rows, rescore)
             elite_value, index = value.topk(c.elites, dim=1)
             elites = candidates[torch.arange(rows, device=dev)[:, None], index]  # [B,E,H,A]
             spread = elite_value.std(1, keepdim=True).clamp_min(1e-6) if c.elites > 1 else torch.ones_like(elite_value)

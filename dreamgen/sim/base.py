@@ -39,6 +39,27 @@ Expert = Callable[[np.ndarray], np.ndarray]  # obs[O] -> action[A] in [-1, 1]
 
 
 @dataclasses.dataclass(frozen=True)
+class GoalRule:
+    """A task's success as a distance: its ``part`` of the observation (plus ``offset``, e.g. the hand's tool
+    centre) within ``radius`` of the observed ``goal`` (``inclusive``: ``<=``, else ``<``, as the simulator
+    says). Called on ``obs[..., O]``: success ``bool[...]``; ``distance``: how far, in the observation's units."""
+
+    part: slice
+    goal: slice
+    radius: float
+    offset: tuple[float, ...] = (0.0, 0.0, 0.0)
+    inclusive: bool = True
+
+    def distance(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs)
+        return np.linalg.norm(obs[..., self.part] + np.asarray(self.offset) - obs[..., self.goal], axis=-1)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        distance = self.distance(obs)
+        return distance <= self.radius if self.inclusive else distance < self.radius
+
+
+@dataclasses.dataclass(frozen=True)
 class TaskSpec:
     """A task: natural instructions (the first is canonical) and the polarity of its verb, if any."""
 
@@ -159,6 +180,10 @@ class Embodiment:
     def success_rule(self, task: str) -> Callable[[np.ndarray], np.ndarray] | None:
         """The task's own success as a function of observations ``obs[..., O] -> bool[...]`` (the simulator's
         criterion, applied to any state: a dream's too), or None where this robot does not know it."""
+        return self.goal_rule(task)
+
+    def goal_rule(self, task: str) -> GoalRule | None:
+        """The task's success as a part's distance to its goal (``GoalRule``), or None where it is not one."""
         return None
 
     def make_expert(self, task: str) -> Expert:

@@ -26,7 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from dreamgen.safety import SafetyDefaults
-from dreamgen.sim.base import Embodiment, Expert, TaskSpec
+from dreamgen.sim.base import Embodiment, Expert, GoalRule, TaskSpec
 from dreamgen.spaces import ObsLayout
 
 OBS_DIM = 22
@@ -162,16 +162,10 @@ class Fetch(Embodiment):
         self.check_tasks([task], field="task")
         return EXPERTS[task]
 
-    def success_rule(self, task: str) -> Any:
+    def goal_rule(self, task: str) -> GoalRule | None:
         if task not in SUCCESS_PARTS:
             return None
-        part = SUCCESS_PARTS[task]
-
-        def rule(obs: np.ndarray) -> np.ndarray:
-            obs = np.asarray(obs)
-            return np.linalg.norm(obs[..., part] - obs[..., GOAL], axis=-1) < DISTANCE_THRESHOLD
-
-        return rule
+        return GoalRule(SUCCESS_PARTS[task], GOAL, DISTANCE_THRESHOLD, inclusive=False)
 
 
 FETCH = Fetch()

@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from dreamgen.safety import SafetyDefaults
-from dreamgen.sim.base import Embodiment, Expert, TaskSpec
+from dreamgen.sim.base import Embodiment, Expert, GoalRule, TaskSpec
 from dreamgen.sim.camera import MujocoCameras
 from dreamgen.spaces import Cameras, ObsLayout
 
@@ -264,16 +264,11 @@ class MetaWorld(Embodiment):
     def make_expert(self, task: str) -> Expert:
         return make_expert(task)
 
-    def success_rule(self, task: str) -> Any:
+    def goal_rule(self, task: str) -> GoalRule | None:
         if task not in SUCCESS_RULES:
             return None
         part, offset, radius = SUCCESS_RULES[task]
-
-        def rule(obs: np.ndarray) -> np.ndarray:
-            obs = np.asarray(obs)
-            return np.linalg.norm(obs[..., part] + offset - obs[..., GOAL_SLICE], axis=-1) <= radius
-
-        return rule
+        return GoalRule(part, GOAL_SLICE, radius, tuple(float(x) for x in offset))
 
 
 METAWORLD = MetaWorld()

@@ -36,14 +36,27 @@ class Transitions:
     target: np.ndarray  # [N, D + 1]
     success: np.ndarray  # [N] float32
     done: np.ndarray  # [N] float32
+    real: np.ndarray | None = None  # [N] float32: 1 a real transition (every loss), 0 a dreamed state whose success
+    #                                  the audit refuted (the success head's loss only); None: every row real
 
     def __len__(self) -> int:
         return len(self.obs)
 
+    def joined(self, other: Transitions) -> Transitions:
+        """Both sets of rows, ``real`` filled with 1 where either had none."""
+        arrays = {}
+        for f in dataclasses.fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if f.name == "real":
+                a = np.ones(len(self), np.float32) if a is None else a
+                b = np.ones(len(other), np.float32) if b is None else b
+            arrays[f.name] = np.concatenate([a, b])
+        return Transitions(**arrays)
+
 
 def transitions(episodes: Sequence[Episode], layout: ObsLayout, table: InstructionTable,
                 action_history: int = 0) -> Transitions:
-    parts: dict[str, list[np.ndarray]] = {f.name: [] for f in dataclasses.fields(Transitions)}
+    parts: dict[str, list[np.ndarray]] = {f.name: [] for f in dataclasses.fields(Transitions) if f.name != "real"}
     dyn = slice(*layout.dynamic)
     for episode in episodes:
         n = len(episode) - 1
@@ -61,6 +74,19 @@ def transitions(episodes: Sequence[Episode], layout: ObsLayout, table: Instructi
         raise ValueError("no transitions: every episode has fewer than 2 frames")
     return Transitions(**{k: np.concatenate(v).astype(np.int64 if k == "instruction" else np.float32)
                           for k, v in parts.items()})
+
+
+def false_successes(dreams: Sequence[Episode], layout: ObsLayout, table: InstructionTable, action_history: int,
+                    steps: int) -> Transitions:
+    """Head-only negatives from dreams the audit refuted (the dream said success, the real replay of its actions
+    did not succeed): each dream's last ``steps`` transitions — the dreamed states where its success head fired
+    and just before — labelled "not a success" (``success`` 0, ``real`` 0: no dynamics, reward or done target,
+    a dreamed state is not a real one). The previous actions are the dream's own."""
+    rows = transitions(dreams, layout, table, action_history)
+    keep = np.concatenate([np.arange(n) >= n - steps for n in (len(d) - 1 for d in dreams) if n >= 1])
+    picked = {f.name: getattr(rows, f.name)[keep] for f in dataclasses.fields(rows) if f.name != "real"}
+    picked["success"] = np.zeros_like(picked["success"])
+    return Transitions(**picked, real=np.zeros(int(keep.sum()), np.float32))
 
 
 def split_episodes(tasks: Sequence[str], fractions: tuple[float, float], rng: np.random.Generator,
@@ -82,8 +108,10 @@ def split_episodes(tasks: Sequence[str], fractions: tuple[float, float], rng: np
 
 def _losses(model: EnsembleWorldModel, obs: torch.Tensor, action: torch.Tensor, context: torch.Tensor,
             cond: torch.Tensor, target: torch.Tensor, success: torch.Tensor,
-            done: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-member (NLL + BCE, MSE of normalised targets) for member-stacked batches ``[K, b, ...]``."""
+            done: torch.Tensor, real: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-member (NLL + BCE, MSE of normalised targets) for member-stacked batches ``[K, b, ...]``.
+    ``real[K, b]``: 1 where a row is a real transition, 0 where it teaches the success head only (its other
+    losses are averaged over the real rows); None: every row is real."""
     net = model.net
     out = net(model.inputs(obs, action, context), net.condition(cond))
     mean, logvar, success_logit, done_logit = net.split(out)
@@ -91,32 +119,43 @@ def _losses(model: EnsembleWorldModel, obs: torch.Tensor, action: torch.Tensor, 
     sq = (mean - y) ** 2
     nll = sq * torch.exp(-logvar) + logvar
     bce = nn.functional.binary_cross_entropy_with_logits
-    heads = bce(success_logit, success, reduction="none").mean(1) + bce(done_logit, done, reduction="none").mean(1)
+    if real is None:
+        heads = bce(success_logit, success, reduction="none").mean(1) + bce(done_logit, done, reduction="none").mean(1)
+    else:  # the dynamics, reward, done and contact losses over the real rows; success over every row
+        share = real / real.sum(1, keepdim=True).clamp_min(1.0)
+        heads = bce(success_logit, success, reduction="none").mean(1) + (bce(done_logit, done, reduction="none")
+                                                                         * share).sum(1)
     if model.config.gate is not None:  # the gated dims' Δ is learned where they move; the contact head, where
         gate = slice(*model.config.gate)
         moves = (torch.linalg.vector_norm(target[..., gate], dim=-1) > model.config.gate_mm / 1000).float()
         weight = torch.ones_like(sq)
         weight[..., gate] = moves[..., None]
         nll, sq = nll * weight, sq * weight
-        heads = heads + bce(out[..., 2 * net.n_gauss + 2], moves, reduction="none").mean(1)
-    return nll.mean((1, 2)) + heads, sq.mean((1, 2))
+        contact = bce(out[..., 2 * net.n_gauss + 2], moves, reduction="none")
+        heads = heads + (contact.mean(1) if real is None else (contact * share).sum(1))
+    if real is None:
+        return nll.mean((1, 2)) + heads, sq.mean((1, 2))
+    return (nll.mean(2) * share).sum(1) + heads, (sq.mean(2) * share).sum(1)
 
 
-def _stack(data: Transitions, index: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _stack(data: Transitions, index: torch.Tensor, table: torch.Tensor) -> tuple[Any, ...]:
     """Gather ``index[K, b]`` rows of every array as member-stacked tensors."""
     def take(x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(x)[index]
 
     return (take(data.obs), take(data.action), take(data.context), table[torch.as_tensor(data.instruction)[index]],
-            take(data.target), take(data.success), take(data.done))
+            take(data.target), take(data.success), take(data.done), None if data.real is None else take(data.real))
 
 
 def fit_ensemble(train: Transitions, val: Transitions, table: InstructionTable, layout: ObsLayout,
                  config: EnsembleConfig, *, seed: int, halt_quantile: float = 0.99,
                  info: dict[str, Any] | None = None,
                  on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-                 init: EnsembleWorldModel | None = None) -> EnsembleWorldModel:
+                 init: EnsembleWorldModel | None = None, negatives: Transitions | None = None) -> EnsembleWorldModel:
     """Train, early-stop on ``val``, keep the elites and calibrate the disagreement bound.
+
+    ``negatives``: head-only rows (``false_successes``) drawn with ``train``'s rows; the normalisers, range and
+    every loss but the success head's come from the real rows alone.
 
     ``init``: fine-tune that (pretrained) model instead of starting from random weights. Its architecture,
     members and normalisers are kept (``fine_tune_config``), its range widens to cover ``train``, and a member
@@ -137,6 +176,8 @@ def fit_ensemble(train: Transitions, val: Transitions, table: InstructionTable, 
                                    init.target_norm, info=info, bounds=(low, high),
                                    gated_disagreement=init.gated_disagreement)
         model.net.load_state_dict(init.net.state_dict())
+    if negatives is not None and len(negatives):
+        train = train.joined(negatives)
     emb = torch.as_tensor(table.embeddings, dtype=torch.float32)
     optim = torch.optim.AdamW(model.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     k, n = config.members, len(train)

@@ -51,6 +51,8 @@ class FitRequest:
     risk: tuple[tuple[str, ...], Any, list] | None = None  # (events, RiskConfig, replays): train a safety head too
     # (on the train episodes + the audited replays); None: none
     init: Any = None  # a checkpoint of this kind to fine-tune (``world_model.init``), loaded; None: from scratch
+    negatives: tuple[list[Episode], int] | None = None  # (dreams the audit refuted, steps): their last steps teach
+    # the success head "not a success" (``world_model.false_successes``); None: none
 
 
 @dataclasses.dataclass
@@ -84,6 +86,7 @@ class ModelKind:
     images: bool = False  # fitted on camera frames (needs an image store)
     safety_head: bool = False  # can train a safety head (``FitRequest.risk``)
     fine_tunes: bool = False  # can start from a checkpoint of its kind (``FitRequest.init``)
+    head_negatives: bool = False  # its success head can learn from refuted dreams (``FitRequest.negatives``)
 
 
 KINDS: Registry[ModelKind] = Registry("world-model kind", ENTRY_POINTS)
@@ -164,13 +167,17 @@ def _load_ensemble(request: LoadRequest) -> Any:
 
 def _fit_ensemble(request: FitRequest) -> Any:
     from dreamgen.seeding import derive_seed
-    from dreamgen.world_model.fit import fit_ensemble, transitions
+    from dreamgen.world_model.fit import false_successes, fit_ensemble, transitions
 
     history = request.ensemble.action_history
     train, val = (transitions(part, request.layout, request.table, history) for part in (request.train, request.val))
+    negatives = None
+    if request.negatives is not None:
+        dreams, steps = request.negatives
+        negatives = false_successes(dreams, request.layout, request.table, history, steps)
     model = fit_ensemble(train, val, request.table, request.layout, request.ensemble, seed=request.seed,
                          halt_quantile=request.halt_quantile, info=request.info, on_epoch=request.on_epoch,
-                         init=request.init)
+                         init=request.init, negatives=negatives)
     if request.risk is not None:  # the safety head, on its own seed: the dynamics are as without it
         from dreamgen.world_model.risk import fit_risk
 
@@ -236,7 +243,7 @@ def _load_latent(request: LoadRequest) -> Any:
 
 
 register(ModelKind("ensemble", "the probabilistic ensemble on the observation vector", _fit_ensemble,
-                   _save_ensemble, _load_ensemble, safety_head=True, fine_tunes=True))
+                   _save_ensemble, _load_ensemble, safety_head=True, fine_tunes=True, head_negatives=True))
 register(ModelKind("latent", "cameras: encode, predict in latent space, decode", _fit_latent, _save_latent,
                    _load_latent, check=_latent_config,
                    epochs=lambda s: int(s["latent"]["epochs"]) + int(s["max_epochs"]), images=True))
