@@ -84,23 +84,24 @@ def by_rule(cfg: DictConfig) -> bool:
 
 
 def goal_distances(cfg: DictConfig, config: Any) -> Any:
-    """``planner.objective.goal``: a function from rows' instruction embeddings to their tasks' goal distances (each
-    embedding is one of the run's tasks' instructions, the nearest by cosine), or None when the objective has no goal
-    term; refused, before any episode, for a task whose success is no distance to a goal."""
+    """``planner.objective.goal`` / ``approach``: a function from rows' instruction embeddings to their tasks' goal
+    distances (each embedding is one of the run's tasks' instructions, the nearest by cosine), or None when the
+    objective has neither term; refused, before any episode, for a task whose success is no distance to a goal."""
     import numpy as np
 
     from dreamgen.errors import ConfigError
     from dreamgen.language import default_encoder
-    from dreamgen.plan.mppi import GOAL, GoalDistance
+    from dreamgen.plan.mppi import KNOWN_COSTS, GoalDistance
 
-    if GOAL not in config.objective:
+    terms = [term for term in KNOWN_COSTS if term in config.objective]
+    if not terms:
         return None
     robot = embodiment(cfg)
     rules = {task: robot.goal_rule(task) for task in cfg.tasks}
     missing = [task for task, rule in rules.items() if rule is None]
     if missing:
         have = [t for t in robot.tasks if robot.goal_rule(t) is not None]
-        raise ConfigError(f"planner.objective.{GOAL}: task {missing[0]!r} of robot {robot.name} has no goal distance "
+        raise ConfigError(f"planner.objective.{terms[0]}: task {missing[0]!r} of robot {robot.name} has no goal distance "
                           f"(its success is not a part reaching a goal); tasks with one: {', '.join(have) or 'none'}")
     texts = [(task, text) for task in cfg.tasks for text in robot.tasks[task].instructions]
     table = default_encoder().encode([text for _, text in texts])

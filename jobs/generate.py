@@ -74,15 +74,17 @@ def planner_config(cfg: DictConfig):
 
 def sampler_spec(cfg: DictConfig):
     from dreamgen.errors import ConfigError
+    from dreamgen.plan.mppi import KNOWN_COSTS
     from policies.samplers import SamplerSpec, sampler_kind
 
     s = cfg.generate.sampler
     kind = sampler_kind(s.kind)
     planner = planner_config(cfg) if kind.plans else None
-    if planner is not None and "goal" in planner.objective:
-        raise ConfigError("planner.objective.goal plans toward each task's goal distance, which only policy.family=mpc "
-                          "(dreamgen evaluate) gives the planner; a sampler plans with the world model's heads: drop the "
-                          "term (~planner.objective.goal)")
+    known = [term for term in KNOWN_COSTS if planner is not None and term in planner.objective]
+    if known:
+        raise ConfigError(f"planner.objective.{known[0]} plans toward each task's goal distance, which only "
+                          "policy.family=mpc (dreamgen evaluate) gives the planner; a sampler plans with the world "
+                          f"model's heads: drop the term (~planner.objective.{known[0]})")
     steps = plain(s.recovery.steps)
     if not (isinstance(steps, list) and len(steps) == 2 and all(isinstance(x, int) for x in steps)):
         raise ConfigError(f"generate.sampler.recovery.steps={steps!r}; give [lo, hi], two integers with 0 <= lo <= hi")

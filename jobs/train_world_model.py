@@ -226,11 +226,12 @@ def replay_episodes(cfg: DictConfig, store: Any, episodes: list, held_out: list,
 
 
 def refuted_dreams(cfg: DictConfig, store: Any, episodes: list, held_out: list, kind: Any,
-                   ) -> tuple[list, dict[str, Any] | None]:
+                   ) -> tuple[list, dict[str, Any] | None, dict[str, list]]:
     """``world_model.false_successes``: the dreams an audit refuted — the dream said success, the real replay of
     its actions did not succeed — in its ``fit`` fold, whose last ``world_model.false_success_steps`` dreamed
-    states teach the success head "not a success" (and nothing else), with their provenance. A dream from the
-    layout of a held-out (val or test) episode is left out. Refused in one sentence: no audit there, a dream store
+    states teach the success head "not a success" (and nothing else), with their provenance; and the audit's
+    ``test``-fold dreams that said success, ``refuted`` and ``confirmed``, to score the trained head on (never
+    trained on). A dream from the layout of a held-out (val or test) episode is left out. Refused in one sentence: no audit there, a dream store
     changed or gone since the audit, another robot, a task the run's store lacks, or a kind that cannot."""
     from dreamgen.data.store import TrajectoryStore
     from dreamgen.errors import ConfigError, StoreError
@@ -239,7 +240,7 @@ def refuted_dreams(cfg: DictConfig, store: Any, episodes: list, held_out: list, 
 
     w = cfg.world_model
     if w.false_successes is None:
-        return [], None
+        return [], None, {}
     where = f"world_model.false_successes={w.false_successes}"
     steps = w.false_success_steps
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -267,11 +268,13 @@ def refuted_dreams(cfg: DictConfig, store: Any, episodes: list, held_out: list, 
         raise ConfigError(f"{where}: its dreams are of robot {dreams_store.info.get('embodiment')}, world_model.store "
                           f"of {store.info.get('embodiment')}; give an audit of this robot's dreams")
     labels = load_labels(path / "labels.json")
-    refuted = {k for k, v in labels.items() if v.get("fold") == "fit" and v.get("dream_success")
-               and not v["real_success"]}
-    dreams = [e for e in dreams_store.iter_episodes(images=False) if e.meta["episode_id"] in refuted]
+    said = {k: v for k, v in labels.items() if v.get("dream_success")}
+    audited = {e.meta["episode_id"]: e for e in dreams_store.iter_episodes(images=False) if e.meta["episode_id"] in said}
+    dreams = [e for k, e in audited.items() if said[k].get("fold") == "fit" and not said[k]["real_success"]]
+    scored = {name: [e for k, e in audited.items() if said[k].get("fold") == "test" and said[k]["real_success"] == real]
+              for name, real in (("refuted", False), ("confirmed", True))}
     tasks = {e.meta["task"] for e in episodes}
-    stray = sorted({e.meta["task"] for e in dreams} - tasks)
+    stray = sorted({e.meta["task"] for e in audited.values()} - tasks)
     if stray:
         raise ConfigError(f"{where} refutes dreams of task(s) {', '.join(stray)}, which world_model.store does not "
                           f"have ({', '.join(sorted(tasks))}); give an audit of this run's dreams")
@@ -279,7 +282,17 @@ def refuted_dreams(cfg: DictConfig, store: Any, episodes: list, held_out: list, 
     kept = [e for e in dreams if layout_of(e) not in held and len(e) > 1]
     return kept, {"dir": str(path), "dreams": len(kept), "left_out_held_out_layouts": len(dreams) - len(kept),
                   "steps": steps, "transitions": int(sum(min(steps, len(e) - 1) for e in kept)),
-                  "per_task": {t: sum(e.meta["task"] == t for e in kept) for t in sorted(tasks)}}
+                  "per_task": {t: sum(e.meta["task"] == t for e in kept) for t in sorted(tasks)}}, scored
+
+
+def refutation_report(model: Any, refutation: dict[str, Any] | None, scored: dict[str, list]) -> dict[str, Any] | None:
+    """``world_model.false_successes``' provenance and the trained success heads where the audit's held-out (test
+    fold) dreams ended as "success": how often they still fire on the refuted ones and on the confirmed ones."""
+    from dreamgen.world_model.metrics import success_at_dream_ends
+
+    if refutation is None:
+        return None
+    return {**refutation, "held_out": {name: success_at_dream_ends(model, dreams) for name, dreams in scored.items()}}
 
 
 def layouts(episodes: list) -> list[list]:
@@ -395,9 +408,9 @@ def run(cfg: DictConfig) -> dict:
         config = fine_tune_config(init, config)
     train, val, test = split_run(cfg, episodes)
     replays, replayed = replay_episodes(cfg, store, episodes, val + test, kind.images)
-    refuted, refutation = refuted_dreams(cfg, store, episodes, val + test, kind)
+    refuted, refutation, scored = refuted_dreams(cfg, store, episodes, val + test, kind)
     fit = train + extra + replays  # broad play and audited replays teach; val and test stay the run's own episodes
-    table = instruction_table(episodes + extra + replays + refuted, init)
+    table = instruction_table(episodes + extra + replays + refuted + [e for v in scored.values() for e in v], init)
     data = {name: transitions(part, robot.layout, table, config.action_history) for name, part in
             (("train", fit), ("val", val), ("test", test))}
     with run_verb(cfg, "train-world-model", inputs={"real": store}) as (run_dir, tracker):
@@ -428,7 +441,8 @@ def run(cfg: DictConfig) -> dict:
             world_model_id = save_world_model(model, partial)
             report = {"world_model_id": world_model_id, "kind": model.kind, "epochs": model.info["epochs"],
                       "transitions": {k: len(v) for k, v in data.items()}, "pretrain": pretrain,
-                      "init": started, "replays": replayed, "false_successes": refutation,
+                      "init": started, "replays": replayed,
+                      "false_successes": refutation_report(model, refutation, scored),
                       "disagreement_bound": model.disagreement_bound,
                       "fidelity": fidelity_report(model, test, data["test"], tuple(w.fidelity_horizons),
                                                   parts=robot.parts)}
@@ -498,6 +512,9 @@ def format_report(report: dict) -> str:
         r = report["false_successes"]
         lines.append(f"success head taught 'not a success' by the last {r['steps']} dreamed states of {r['dreams']} "
                      f"refuted dreams of {r['dir']} ({r['left_out_held_out_layouts']} left out: a held-out layout)")
+        for name, heads in r.get("held_out", {}).items():
+            lines.extend(f"  {head} at the end of the audit's held-out {name} dreams: fires {h['fires']:.2f}, mean "
+                         f"{h['mean']:.2f} ({h['dreams']} dreams)" for head, h in heads.items())
     for head, c in report["fidelity"].get("calibration", {}).items():
         lines.append(f"{head}: ECE {c['ece']:.3f}, precision {c['precision']:.2f} / recall {c['recall']:.2f} at 0.5 "
                      f"({c['predicted']} predicted, {c['positives']} real of {c['n']})")

@@ -379,6 +379,13 @@ def test_a_goal_term_plans_toward_each_rows_own_goal_and_needs_one():
     torch.testing.assert_close(goal(torch.as_tensor(obs)), torch.as_tensor(known, dtype=torch.float32))
     torch.testing.assert_close(goal.tile(3)(torch.as_tensor(obs).repeat_interleave(3, 0)),
                                torch.as_tensor(known, dtype=torch.float32).repeat_interleave(3))
+    # an object's rule: the hand (obs 2:4 here, plus its offset) must reach the part first; a hand's rule has no approach
+    carry = GoalRule(slice(0, 2), slice(2, 4), 0.05, hand=slice(2, 4), hand_offset=(0.0, 0.5))
+    gap = np.linalg.norm(obs[:, 2:4] + [0.0, 0.5] - obs[:, :2], axis=1)
+    np.testing.assert_allclose(carry.approach(obs), gap, rtol=1e-6)
+    np.testing.assert_array_equal(rule.approach(obs), [0.0, 0.0])
+    torch.testing.assert_close(GoalDistance.of([carry, rule]).approach(torch.as_tensor(obs)),
+                               torch.tensor([gap[0], 0.0], dtype=torch.float32))
     model, emb = GoalPlane(), np.ones((2, 1), np.float32)
     config = PlannerConfig(horizon=3, samples=128, prior_samples=0, iterations=3, elites=16, penalty=0.0,
                            objective={"goal": 1.0})

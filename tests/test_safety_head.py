@@ -350,6 +350,7 @@ def test_a_shielded_smoke_evaluation_checks_every_real_step(smoke_run, tmp_path,
     assert second["false_successes"]["transitions"] == sum(min(5, len(episodes[int(k[1:])]) - 1) for k in refuted)
     assert second["false_successes"]["left_out_held_out_layouts"] == sum(
         every[k]["dream_success"] for k in fit_ids) - len(refuted) and first["false_successes"] is None
+    assert second["false_successes"]["held_out"] == {"refuted": {}, "confirmed": {}}  # every dream is in the fit fold
     report = json.loads((run / "world_model" / "report.json").read_text())["safety_head"]
     assert report["fit"]["train_positives"]["any"] > 0 and "any" in report["held_out"]["events"]
     summary = json.loads((tmp_path / "shielded" / "eval.json").read_text())

@@ -410,3 +410,22 @@ def test_a_fit_with_refuted_dreams_stops_its_success_head_firing_there(trained):
     assert fired["without"] > 0.5 and fired["with"] < 0.5 * fired["without"], fired
     before, after = (head_calibration(m, data["test"])["success"] for m in (model, fitted))
     assert after["ece"] <= before["ece"] + 0.02 and after["brier"] <= before["brier"] + 0.005, (before, after)
+
+
+def test_the_success_head_at_a_dreams_end_is_read_at_its_last_step():
+    """``success_at_dream_ends`` on the known line model (success once |s'|_inf < 0.05): a dream whose last action
+    lands at the origin fires, one whose last action stops short does not, whatever came before."""
+    from dreamgen.world_model.metrics import success_at_dream_ends
+    from tests.known_dynamics import TABLE as LINE_TABLE
+    from tests.known_dynamics import LineModel
+
+    def dream(last_action):
+        obs = np.array([[0.0, 0.0], [1.0, 0.5], [0.5, 0.2], [0.0, 0.0]], np.float32)
+        action = np.array([[1.0, 0.5], [-0.5, -0.3], last_action, [0.0, 0.0]], np.float32)
+        return Episode(obs, action, np.zeros(4, np.float32), np.array([False, False, False, True]), np.zeros(4, bool),
+                       {"instruction": "go home", "task": "home"})
+
+    assert LINE_TABLE.texts[0] == "go home"
+    out = success_at_dream_ends(LineModel(), [dream([-0.5, -0.2]), dream([-0.3, -0.2]), dream([-0.5, -0.2])])
+    assert out["success"] == {"mean": pytest.approx(2 / 3), "fires": pytest.approx(2 / 3), "dreams": 3}
+    assert success_at_dream_ends(LineModel(), []) == {}

@@ -44,6 +44,8 @@ from dreamgen.world_model.base import ONE_MEMBER, PROPAGATIONS, RowState, requir
 
 OBJECTIVE = {"reward": 1.0, "success": 50.0}  # the objective's heads and weights unless planner.objective says
 GOAL = "goal"  # planner.objective.goal: not a head; minus the task's goal distance (cm) on the predicted state
+APPROACH = "approach"  # planner.objective.approach: minus the hand's distance (cm) to the part that must reach it
+KNOWN_COSTS = (GOAL, APPROACH)  # objective terms from the task's goal rule, not from the model's heads
 MEMBERS = ("all", "one")  # ensemble members each candidate is stepped by (see PlannerConfig.members)
 Prior = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (obs[N,O], embeddings[N,C]) -> action[N,A] in [-1, 1]
 
@@ -117,14 +119,23 @@ class PlannerConfig:
 
 class GoalDistance(NamedTuple):
     """Each row's goal rule as indices into the observation: ``part[B,P]`` (plus ``offset[B,P]``) should reach
-    ``goal[B,P]``; called on ``obs[B,O]`` it gives the distance ``[B]``, in the observation's units."""
+    ``goal[B,P]``; called on ``obs[B,O]`` it gives the distance ``[B]``, in the observation's units. ``hand[B,P]``
+    (plus ``hand_offset``) should reach the part first where ``reaches[B]`` (the part is an object):
+    ``approach(obs)`` is that distance, 0 elsewhere."""
 
     part: torch.Tensor
     goal: torch.Tensor
     offset: torch.Tensor
+    hand: torch.Tensor
+    hand_offset: torch.Tensor
+    reaches: torch.Tensor
 
     def __call__(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.linalg.vector_norm(obs.gather(1, self.part) + self.offset - obs.gather(1, self.goal), dim=-1)
+
+    def approach(self, obs: torch.Tensor) -> torch.Tensor:
+        gap = obs.gather(1, self.hand) + self.hand_offset - obs.gather(1, self.part)
+        return torch.linalg.vector_norm(gap, dim=-1) * self.reaches
 
     def on(self, device: Any) -> GoalDistance:
         return GoalDistance(*(x.to(device) for x in self))
@@ -139,12 +150,15 @@ class GoalDistance(NamedTuple):
     @staticmethod
     def of(rules: list[Any], device: Any = "cpu") -> GoalDistance:
         """From one ``GoalRule`` (``dreamgen.sim.base``) per row."""
-        def index(key: str) -> torch.Tensor:
-            return torch.as_tensor(np.stack([np.arange(getattr(r, key).start, getattr(r, key).stop) for r in rules]),
-                                   device=device)
+        def index(parts: list[slice]) -> torch.Tensor:
+            return torch.as_tensor(np.stack([np.arange(part.start, part.stop) for part in parts]), device=device)
 
-        return GoalDistance(index("part"), index("goal"),
-                            torch.as_tensor(np.stack([r.offset for r in rules]), dtype=torch.float32, device=device))
+        def values(which: int) -> torch.Tensor:
+            return torch.as_tensor(np.stack([r.offsets()[which] for r in rules]), device=device)
+
+        return GoalDistance(index([r.part for r in rules]), index([r.goal for r in rules]), values(0),
+                            index([r.part if r.hand is None else r.hand for r in rules]), values(1),
+                            torch.as_tensor([float(r.hand is not None) for r in rules], device=device))
 
 
 class Plan(NamedTuple):
@@ -170,7 +184,7 @@ class MPPIPlanner:
             raise ConfigError(f"planner.prior_samples={config.prior_samples} needs a prior policy "
                               "(generate.sampler.policy or policy.mpc.prior: a policy checkpoint), or set "
                               "planner.prior_samples=0")
-        require_heads(model, [h for h in config.objective if h != GOAL], "planner.objective")
+        require_heads(model, [h for h in config.objective if h not in KNOWN_COSTS], "planner.objective")
         self.model, self.config, self.prior = model, config, prior
         self.transitions = 0  # candidate transitions stepped so far (for the throughput benchmark)
         self.member_steps = 0  # of which member evaluations: transitions x the members each one ran through
@@ -188,8 +202,11 @@ class MPPIPlanner:
             state, pred = self.model.step(state, actions[:, t], generator=generator,
                                           propagation=ONE_MEMBER if one else c.propagation)
             gain = torch.zeros(len(state), device=state.obs.device)
-            for head, w in c.objective.items():  # a goal term is minus the goal distance in cm
-                gain = gain + w * (-100.0 * goal(state.obs) if head == GOAL and goal is not None else pred.head(head))
+            for head, w in c.objective.items():  # a known cost is minus a distance in cm
+                if head in KNOWN_COSTS and goal is not None:
+                    gain = gain - 100.0 * w * (goal(state.obs) if head == GOAL else goal.approach(state.obs))
+                else:
+                    gain = gain + w * pred.head(head)
             if not one:
                 gain = gain - c.penalty * pred.disagreement
             if reference is not None and c.track_weight:
@@ -231,9 +248,10 @@ class MPPIPlanner:
         weight[O])``, the observations to track (``track_weight``). ``goal``: each row's goal distance, which
         ``planner.objective.goal`` needs."""
         c = self.config
-        if GOAL in c.objective and goal is None:
-            raise ConfigError(f"planner.objective.{GOAL} plans toward each row's goal, and this planner was given none; "
-                              "it is for policy.family=mpc on tasks whose success is a distance to a goal")
+        known = [term for term in KNOWN_COSTS if term in c.objective]
+        if known and goal is None:
+            raise ConfigError(f"planner.objective.{known[0]} plans toward each row's goal, and this planner was given "
+                              "none; it is for policy.family=mpc on tasks whose success is a distance to a goal")
         dev = state.obs.device
         generator = torch.Generator(device=dev)
         generator.manual_seed(int(seed))

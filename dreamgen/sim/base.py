@@ -42,17 +42,33 @@ Expert = Callable[[np.ndarray], np.ndarray]  # obs[O] -> action[A] in [-1, 1]
 class GoalRule:
     """A task's success as a distance: its ``part`` of the observation (plus ``offset``, e.g. the hand's tool
     centre) within ``radius`` of the observed ``goal`` (``inclusive``: ``<=``, else ``<``, as the simulator
-    says). Called on ``obs[..., O]``: success ``bool[...]``; ``distance``: how far, in the observation's units."""
+    says). Called on ``obs[..., O]``: success ``bool[...]``; ``distance``: how far, in the observation's units.
+    ``hand`` (plus ``hand_offset``): what must reach ``part`` first when the part is an object (None when the
+    part is the hand itself); ``approach``: how far it is (0 without one)."""
 
     part: slice
     goal: slice
     radius: float
-    offset: tuple[float, ...] = (0.0, 0.0, 0.0)
+    offset: tuple[float, ...] | None = None  # None: none (zeros as wide as the part)
     inclusive: bool = True
+    hand: slice | None = None
+    hand_offset: tuple[float, ...] | None = None
+
+    def offsets(self) -> tuple[np.ndarray, np.ndarray]:
+        """``offset`` and ``hand_offset`` as arrays as wide as the part (zeros where not given)."""
+        zero = np.zeros(self.part.stop - self.part.start, np.float32)
+        offset, hand = (zero if o is None else np.asarray(o, np.float32) for o in (self.offset, self.hand_offset))
+        return offset, hand
 
     def distance(self, obs: np.ndarray) -> np.ndarray:
         obs = np.asarray(obs)
-        return np.linalg.norm(obs[..., self.part] + np.asarray(self.offset) - obs[..., self.goal], axis=-1)
+        return np.linalg.norm(obs[..., self.part] + self.offsets()[0] - obs[..., self.goal], axis=-1)
+
+    def approach(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs)
+        if self.hand is None:
+            return np.zeros(obs.shape[:-1])
+        return np.linalg.norm(obs[..., self.hand] + self.offsets()[1] - obs[..., self.part], axis=-1)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         distance = self.distance(obs)

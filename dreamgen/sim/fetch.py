@@ -165,7 +165,8 @@ class Fetch(Embodiment):
     def goal_rule(self, task: str) -> GoalRule | None:
         if task not in SUCCESS_PARTS:
             return None
-        return GoalRule(SUCCESS_PARTS[task], GOAL, DISTANCE_THRESHOLD, inclusive=False)
+        part = SUCCESS_PARTS[task]
+        return GoalRule(part, GOAL, DISTANCE_THRESHOLD, inclusive=False, hand=None if part == GRIP else GRIP)
 
 
 FETCH = Fetch()

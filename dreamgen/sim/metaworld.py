@@ -268,7 +268,9 @@ class MetaWorld(Embodiment):
         if task not in SUCCESS_RULES:
             return None
         part, offset, radius = SUCCESS_RULES[task]
-        return GoalRule(part, GOAL_SLICE, radius, tuple(float(x) for x in offset))
+        hand = None if part == HAND_SLICE else HAND_SLICE  # an object must be reached by the tool centre first
+        return GoalRule(part, GOAL_SLICE, radius, tuple(float(x) for x in offset), hand=hand,
+                        hand_offset=tuple(float(x) for x in TCP_OFFSET))
 
 
 METAWORLD = MetaWorld()

@@ -72,6 +72,27 @@ def head_calibration(model: WorldModel, data: Transitions) -> dict[str, Any]:
             for name in model.heads if name.startswith("success")}
 
 
+def success_at_dream_ends(model: WorldModel, dreams: Sequence[Episode]) -> dict[str, Any]:
+    """Each success head on the step that ended each of ``dreams`` (its last transition, the dream's own context):
+    the mean probability and the share at or above 0.5 — on dreams an audit refuted, how often the head would
+    still call that end a success."""
+    from dreamgen.world_model.fit import transitions
+
+    dreams = [d for d in dreams if len(d) > 1]
+    if not dreams:
+        return {}
+    rows = transitions(dreams, model.layout, model.instructions, int(model.context_dim // max(model.action_dim, 1)))
+    last = np.cumsum([len(d) - 1 for d in dreams]) - 1
+    pred = model.predict(torch.as_tensor(rows.obs[last], device=model.device),
+                         torch.as_tensor(rows.action[last], device=model.device), _cond(model, rows.instruction[last]),
+                         propagation="mean", context=torch.as_tensor(rows.context[last], device=model.device))
+    out = {}
+    for name in (h for h in model.heads if h.startswith("success")):
+        prob = pred.head(name).cpu().numpy()
+        out[name] = {"mean": float(prob.mean()), "fires": float((prob >= 0.5).mean()), "dreams": len(prob)}
+    return out
+
+
 def plot_reliability(report: Mapping[str, Any], path: str | Path, *, what: str = "success") -> None:
     """A reliability diagram (predicted probability against observed frequency) of each head in ``report``
     (``head_calibration``'s output: name -> ``ece``, ``bins``, optionally ``precision``), with the ECE in the
