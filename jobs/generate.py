@@ -74,17 +74,11 @@ def planner_config(cfg: DictConfig):
 
 def sampler_spec(cfg: DictConfig):
     from dreamgen.errors import ConfigError
-    from dreamgen.plan.mppi import KNOWN_COSTS
     from policies.samplers import SamplerSpec, sampler_kind
 
     s = cfg.generate.sampler
     kind = sampler_kind(s.kind)
     planner = planner_config(cfg) if kind.plans else None
-    known = [term for term in KNOWN_COSTS if planner is not None and term in planner.objective]
-    if known:
-        raise ConfigError(f"planner.objective.{known[0]} plans toward each task's goal distance, which only "
-                          "policy.family=mpc (dreamgen evaluate) gives the planner; a sampler plans with the world "
-                          f"model's heads: drop the term (~planner.objective.{known[0]})")
     steps = plain(s.recovery.steps)
     if not (isinstance(steps, list) and len(steps) == 2 and all(isinstance(x, int) for x in steps)):
         raise ConfigError(f"generate.sampler.recovery.steps={steps!r}; give [lo, hi], two integers with 0 <= lo <= hi")
@@ -154,8 +148,21 @@ def check_instructions(cfg: DictConfig, tasks: tuple[str, ...]):
 
 def check_rule(cfg: DictConfig, requests: Any) -> None:
     """``dream.success_head=rule``: dreams end by their task's own success criterion, so every requested task
-    needs one (a novel instruction has no task, so no rule)."""
+    needs one (a novel instruction has no task, so no rule); likewise a planner sampler whose objective has a
+    known cost (``planner.objective.goal`` / ``approach``) needs each task's goal distance."""
     robot = embodiment(cfg)
+    from dreamgen.plan.mppi import KNOWN_COSTS
+
+    terms = [t for t in KNOWN_COSTS if t in (plain(cfg.planner.objective) or {})]
+    if terms and sampler_spec(cfg).planner is not None:
+        from dreamgen.errors import ConfigError
+
+        missing = sorted({r.task or "(a novel instruction)" for r in requests if not r.task or robot.goal_rule(r.task) is None})
+        if missing:
+            raise ConfigError(f"planner.objective.{terms[0]}: embodiment {robot.name} knows no goal distance for "
+                              f"{missing[0]}; dream tasks with one: "
+                              f"{', '.join(t for t in robot.tasks if robot.goal_rule(t) is not None) or 'none'}, or "
+                              f"drop the term (~planner.objective.{terms[0]})")
     if cfg.dream.success_head == "rule":  # dreams end by their task's own criterion: every task needs one
         from dreamgen.errors import ConfigError
 

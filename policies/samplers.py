@@ -526,10 +526,28 @@ class Planner(SamplerKind):
             raise ConfigError(f"generate.sampler.kind={self.name} plans in a world model; none was given")
         return ctx.model
 
+    def goal_of(self, spec: SamplerSpec, ctx: SamplerContext) -> Any:
+        """With ``planner.objective.goal`` / ``approach``: every row's goal distance is the chunk's task's
+        (``GoalRule``); a task without one (or a novel instruction) is refused. None without those terms."""
+        from dreamgen.plan.mppi import KNOWN_COSTS, GoalDistance
+
+        assert spec.planner is not None
+        terms = [term for term in KNOWN_COSTS if term in spec.planner.objective]
+        if not terms:
+            return None
+        rule = ctx.robot.goal_rule(ctx.task) if ctx.robot is not None and ctx.task else None
+        if rule is None:
+            raise ConfigError(f"planner.objective.{terms[0]}: {ctx.task or 'a novel instruction'!r} has no goal "
+                              "distance to plan toward (its success is not a part reaching a goal)")
+        return lambda embeddings: GoalDistance.of([rule] * len(embeddings))
+
+    def mpc_of(self, spec: SamplerSpec, ctx: SamplerContext, config: PlannerConfig) -> Any:
+        return make_mpc(self.model_of(ctx), config, ctx.policy, seed=int(ctx.rng.integers(2**31)),
+                        goal_of=self.goal_of(spec, ctx))
+
     def make(self, spec: SamplerSpec, ctx: SamplerContext) -> Any:
         assert spec.planner is not None
-        mpc = make_mpc(self.model_of(ctx), spec.planner, ctx.policy, seed=int(ctx.rng.integers(2**31)))
-        return PlannerSampler(mpc, spec.noise, ctx.rng)
+        return PlannerSampler(self.mpc_of(spec, ctx, spec.planner), spec.noise, ctx.rng)
 
 
 class _Following(Planner):
@@ -561,9 +579,8 @@ class Recovery(_Following):
 
     def make(self, spec: SamplerSpec, ctx: SamplerContext) -> Any:
         assert spec.planner is not None
-        model, demos = self.model_of(ctx), self.demos_of(ctx)
-        config = dataclasses.replace(spec.planner, track_weight=spec.recovery_track)
-        mpc = make_mpc(model, config, ctx.policy, seed=int(ctx.rng.integers(2**31)))
+        demos = self.demos_of(ctx)
+        mpc = self.mpc_of(spec, ctx, dataclasses.replace(spec.planner, track_weight=spec.recovery_track))
         return RecoverySampler(mpc, ctx.policy, demos, spec.recovery_steps, spec.recovery_noise, spec.noise, ctx.rng)
 
 
@@ -589,7 +606,7 @@ class Retarget(_Following):
         config = dataclasses.replace(spec.planner, track_weight=spec.retarget_track)
         history = model.layout.history[0] - model.layout.dynamic[0] if model.layout.history else None
         robot = ctx.robot
-        return RetargetSampler(make_mpc(model, config, ctx.policy, seed=int(ctx.rng.integers(2**31))), demos,
+        return RetargetSampler(self.mpc_of(spec, ctx, config), demos,
                                spec.noise, ctx.rng, hand=robot.part("hand"), obj=robot.part("object"),
                                goal=robot.part("goal"), history=history)
 

@@ -58,8 +58,8 @@ def test_mpc_is_evaluated_on_the_real_simulator_next_to_its_prior(smoke_run, tmp
     (["generate.sampler.kind=recovery", "planner.temperature=0"], "planner.temperature=0.0; must be > 0"),
     (["generate.sampler.kind=planner", "planner.samples=many"], "planner.samples='many': must be an integer"),
     (["generate.sampler.kind=planner", "generate.world_model=/nonexistent"], "not a world-model checkpoint"),
-    (["generate.sampler.kind=planner", "+planner.objective.goal=1"], "planner.objective.goal plans toward each task's "
-     "goal distance, which only policy.family=mpc"),
+    (["generate.sampler.kind=planner", "+planner.objective.goal=1"], "planner.objective.goal: embodiment metaworld "
+     "knows no goal distance for button-press-topdown-v3; dream tasks with one: reach-v3"),
 ])
 def test_bad_planner_settings_are_refused_before_any_work(smoke_run, tmp_path, bad, says):
     out = dreamgen("generate", *smoke_run["common"], f"generate.store={tmp_path / 'd.zarr'}", *bad,
