@@ -146,7 +146,8 @@ def test_a_run_recorded_before_a_rename_is_the_same_run_in_todays_spelling():
     from dreamgen.sim import LEGACY
 
     now = {"planner": {"horizon": 5, "objective": {"reward": 1.0, "success": 50.0}},
-           "world_model": {"kind": "ensemble", "contact_gate": None, "gate_mm": 1.0},  # a run before the gate had none
+           "world_model": {"kind": "ensemble", "contact_gate": None, "gate_mm": 1.0,  # a run before the gate had none
+                           "false_success_steps": 5},
            "dream": {"horizon": 150, "success_head": "success", "done_head": "done"},
            "embodiment": LEGACY, "camera": {"names": [], "size": 64},
            "evaluate": {"where": "real", "world_model": "${run_dir}/world_model", "judge": "head",
