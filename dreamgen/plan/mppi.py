@@ -140,9 +140,6 @@ class GoalDistance(NamedTuple):
     def on(self, device: Any) -> GoalDistance:
         return GoalDistance(*(x.to(device) for x in self))
 
-    def rows(self, index: Any) -> GoalDistance:
-        return GoalDistance(*(x[index] for x in self))
-
     def tile(self, n: int) -> GoalDistance:
         """Every row repeated ``n`` times in place, as ``RowState.tile``."""
         return GoalDistance(*(x.repeat_interleave(n, 0) for x in self))
