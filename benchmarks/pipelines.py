@@ -8,6 +8,12 @@ run dir already holds a finished report is only read, so an interrupted benchmar
 
     python benchmarks/pipelines.py --root runs/pipelines                      # seeds 0 1 2 of `make demo` (~50 min)
     python benchmarks/pipelines.py --root runs/pipelines --seeds 0 1 2 3 4    # more pipelines, the first three kept
+    python benchmarks/pipelines.py --root runs/pipelines-known --override generate.sampler.kind=planner \
+        '~planner.objective.reward' '~planner.objective.success' +planner.objective.goal=1 \
+        +planner.objective.approach=1 dream.success_head=rule                 # the same, with known-cost planner dreams
+
+Every ``--override`` goes to every pipeline as a Hydra override, after the preset; a root's pipelines must share
+them (a run dir refuses a rerun with other overrides).
 
 Writes ``pipelines.json`` and logs it to MLflow (experiment ``pipelines``).
 """
@@ -36,7 +42,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="pipeline seeds (>= 3 for a spread)")
     parser.add_argument("--experiment", default="demo", help="the preset of every pipeline")
     parser.add_argument("--draws", type=int, default=10000, help="bootstrap draws")
+    parser.add_argument("--override", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="Hydra overrides for every pipeline (not run_dir, seed or tracking.uri)")
     args = parser.parse_args()
+    owned = [o for o in args.override if o.lstrip("~+").split("=")[0] in ("run_dir", "seed", "tracking.uri")]
+    if owned:
+        parser.error(f"--override {owned[0]}: the benchmark sets run_dir, seed and tracking.uri itself")
     root = args.root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     log = root / "pipelines.log"
@@ -46,7 +57,8 @@ def main() -> None:
         if not (run / "report.json").is_file():
             print(f"pipeline seed {seed}: running (log {log})", flush=True)
             minutes[seed] = cli("pipeline", f"experiment={args.experiment}", f"run_dir={run}", f"seed={seed}",
-                                f"tracking.uri=sqlite:///{root / 'mlflow.db'}", "progress=false", log=log) / 60
+                                f"tracking.uri=sqlite:///{root / 'mlflow.db'}", "progress=false", *args.override,
+                                log=log) / 60
         reports[seed] = json.loads((run / "report.json").read_text())
     sweeps = [r["sweep"] for r in reports.values()]
     tasks = list(sweeps[0]["tasks"])
@@ -70,7 +82,7 @@ def main() -> None:
         show = lambda g: f"{g['gain']:+.2f} [{g['ci95'][0]:+.2f}, {g['ci95'][1]:+.2f}]"  # noqa: E731
         print(f"{cap:>5s} {against:10s} {show(p['overall']):>22s} "
               + " ".join(f"{show(p['tasks'][t]):>22s}" for t in tasks))
-    out = {"experiment": args.experiment, "seeds": list(reports), "tasks": tasks, "minutes": minutes,
+    out = {"experiment": args.experiment, "overrides": args.override, "seeds": list(reports), "tasks": tasks, "minutes": minutes,
            "per_pipeline": {seed: {"world_model_id": r["world_model"]["world_model_id"],
                                    "accepted": int(r["filter"]["filter/accepted"]),
                                    "per_cap": {c: {"success_rate": r["sweep"]["per_cap"][c]["success_rate"],
@@ -88,7 +100,8 @@ def main() -> None:
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     mlflow.set_experiment("pipelines")
     with mlflow.start_run(run_name=f"{args.experiment}-{len(sweeps)}-pipelines"):
-        mlflow.log_params({"experiment": args.experiment, "seeds": list(reports), "draws": args.draws})
+        mlflow.log_params({"experiment": args.experiment, "overrides": " ".join(args.override),
+                           "seeds": list(reports), "draws": args.draws})
         mlflow.log_metrics({f"{key.replace('/', '_vs_')}/{name}": value
                             for key, p in pooled.items()
                             for name, value in (("gain", p["overall"]["gain"]), ("ci95_low", p["overall"]["ci95"][0]),
