@@ -91,6 +91,28 @@ def data_robot(cfg: DictConfig) -> Any:
                      static_dims=r.static_dims, parts=plain(r.parts))
 
 
+def goal_rules(cfg: DictConfig, tasks: Any, objective: Any) -> tuple[Any, list[str]] | None:
+    """The known costs (``planner.objective.goal`` / ``approach``) in ``objective``: each task's goal rule and the
+    terms asked for, or None when there are none; refused, in one sentence, for a task without a goal distance (a
+    None task is a novel instruction, which has none)."""
+    from dreamgen.errors import ConfigError
+    from dreamgen.plan.mppi import KNOWN_COSTS
+
+    terms = [term for term in KNOWN_COSTS if term in (objective or {})]
+    if not terms:
+        return None
+    robot = embodiment(cfg)
+    rules = {task: robot.goal_rule(task) if task else None for task in tasks}
+    missing = sorted((task is not None, str(task)) for task, rule in rules.items() if rule is None)
+    if missing:
+        what = (f"{missing[0][1]} (its success is not a part reaching a goal)" if missing[0][0]
+                else "a novel instruction (it names no task)")
+        have = ", ".join(t for t in robot.tasks if robot.goal_rule(t) is not None) or "none"
+        raise ConfigError(f"planner.objective.{terms[0]}: embodiment {robot.name} knows no goal distance for {what}; "
+                          f"tasks with one: {have}, or drop the term (~planner.objective.{terms[0]})")
+    return rules, terms
+
+
 def check_policy(cfg: DictConfig, path: Any, what: str, kinds: tuple[str, ...] = ()) -> None:
     """Refuse, before it is loaded, a policy checkpoint trained for another embodiment (recorded, or seen from
     the observation size it acts on) or, with ``kinds``, of another kind."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from jobs.common import check_policy, embodiment, hydra_main, log, progress, run_verb, safety
+from jobs.common import check_policy, embodiment, goal_rules, hydra_main, log, progress, run_verb, safety
 
 
 def check_config(cfg: DictConfig) -> list[str]:
@@ -89,20 +89,13 @@ def goal_distances(cfg: DictConfig, config: Any) -> Any:
     objective has neither term; refused, before any episode, for a task whose success is no distance to a goal."""
     import numpy as np
 
-    from dreamgen.errors import ConfigError
     from dreamgen.language import default_encoder
-    from dreamgen.plan.mppi import KNOWN_COSTS, GoalDistance
+    from dreamgen.plan.mppi import GoalDistance
 
-    terms = [term for term in KNOWN_COSTS if term in config.objective]
-    if not terms:
+    known = goal_rules(cfg, cfg.tasks, config.objective)
+    if known is None:
         return None
-    robot = embodiment(cfg)
-    rules = {task: robot.goal_rule(task) for task in cfg.tasks}
-    missing = [task for task, rule in rules.items() if rule is None]
-    if missing:
-        have = [t for t in robot.tasks if robot.goal_rule(t) is not None]
-        raise ConfigError(f"planner.objective.{terms[0]}: task {missing[0]!r} of robot {robot.name} has no goal distance "
-                          f"(its success is not a part reaching a goal); tasks with one: {', '.join(have) or 'none'}")
+    rules, robot = known[0], embodiment(cfg)
     texts = [(task, text) for task in cfg.tasks for text in robot.tasks[task].instructions]
     table = default_encoder().encode([text for _, text in texts])
     table = table / np.linalg.norm(table, axis=1, keepdims=True)

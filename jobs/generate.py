@@ -12,7 +12,17 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from jobs.common import check_policy, embodiment, hydra_main, log, plain, progress, run_verb, stop_if_signalled
+from jobs.common import (
+    check_policy,
+    embodiment,
+    goal_rules,
+    hydra_main,
+    log,
+    plain,
+    progress,
+    run_verb,
+    stop_if_signalled,
+)
 
 
 def sb3_path(cfg: DictConfig) -> str:
@@ -150,19 +160,9 @@ def check_rule(cfg: DictConfig, requests: Any) -> None:
     """``dream.success_head=rule``: dreams end by their task's own success criterion, so every requested task
     needs one (a novel instruction has no task, so no rule); likewise a planner sampler whose objective has a
     known cost (``planner.objective.goal`` / ``approach``) needs each task's goal distance."""
+    if sampler_spec(cfg).planner is not None:
+        goal_rules(cfg, {r.task for r in requests}, plain(cfg.planner.objective))
     robot = embodiment(cfg)
-    from dreamgen.plan.mppi import KNOWN_COSTS
-
-    terms = [t for t in KNOWN_COSTS if t in (plain(cfg.planner.objective) or {})]
-    if terms and sampler_spec(cfg).planner is not None:
-        from dreamgen.errors import ConfigError
-
-        missing = sorted({r.task or "(a novel instruction)" for r in requests if not r.task or robot.goal_rule(r.task) is None})
-        if missing:
-            raise ConfigError(f"planner.objective.{terms[0]}: embodiment {robot.name} knows no goal distance for "
-                              f"{missing[0]}; dream tasks with one: "
-                              f"{', '.join(t for t in robot.tasks if robot.goal_rule(t) is not None) or 'none'}, or "
-                              f"drop the term (~planner.objective.{terms[0]})")
     if cfg.dream.success_head == "rule":  # dreams end by their task's own criterion: every task needs one
         from dreamgen.errors import ConfigError
 
