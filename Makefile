@@ -4,7 +4,8 @@ PYTHON ?= python3.11
 VENV_ROOT ?= $(HOME)/.cache/dreamgen/venvs
 VENV ?= $(VENV_ROOT)/$(shell sha256sum pyproject.toml | cut -c1-16)
 BIN := $(VENV)/bin
-RUN_DIR ?= runs/demo
+EXPERIMENT ?= demo
+RUN_DIR ?= runs/$(EXPERIMENT)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING := false
@@ -19,8 +20,8 @@ $(BIN)/uv:
 install: $(BIN)/uv
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
 
-demo: install  ## the main job on the embedded default (local, sqlite MLflow, Meta-World on CPU)
-	$(BIN)/dreamgen pipeline experiment=demo run_dir=$(RUN_DIR)
+demo: install  ## the main job on the embedded default (local, sqlite MLflow, Meta-World on CPU); EXPERIMENT=demo-goal: known-cost planner dreams
+	$(BIN)/dreamgen pipeline experiment=$(EXPERIMENT) run_dir=$(RUN_DIR)
 
 smoke: install  ## the same path, tiny
 	$(BIN)/dreamgen pipeline experiment=smoke run_dir=runs/smoke

@@ -161,7 +161,7 @@ def check_rule(cfg: DictConfig, requests: Any) -> None:
     needs one (a novel instruction has no task, so no rule); likewise a planner sampler whose objective has a
     known cost (``planner.objective.goal`` / ``approach``) needs each task's goal distance."""
     if sampler_spec(cfg).planner is not None:
-        goal_rules(cfg, {r.task for r in requests}, plain(cfg.planner.objective))
+        goal_rules(cfg, {r.task for r in requests}, planner_config(cfg).objective)
     robot = embodiment(cfg)
     if cfg.dream.success_head == "rule":  # dreams end by their task's own criterion: every task needs one
         from dreamgen.errors import ConfigError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -200,6 +201,7 @@ def test_a_state_model_draws_no_frames_and_its_dreams_carry_none():
     ("members", "some", "planner.members='some'; accepted: all, one"),
     ("objective", {}, "planner.objective={}; give head: weight pairs"),
     ("objective", {"success": float("nan")}, "planner.objective.success=nan; must be a finite number"),
+    ("objective", {"reward": 0.0, "success": 0}, "planner.objective: every weight is 0"),
 ])
 def test_bad_planner_settings_are_refused_by_name(field, value, says):
     with pytest.raises(ConfigError, match=says.replace("[", r"\[").replace("(", r"\(")):
@@ -227,6 +229,12 @@ def test_the_objective_names_heads_and_a_head_the_model_lacks_is_refused():
     # ids from before heads were named: the default objective hashes as the two weights did
     assert PlannerConfig().identity()["success_weight"] == 50.0 and "objective" not in PlannerConfig().identity()
     assert PlannerConfig().label() == PlannerConfig(objective={"success": 50.0, "reward": 1.0}).label()
+    # weight 0 is no term (how a preset, which cannot delete a default key, switches a head off): not required of
+    # the model, the same objective, label and id as leaving it out
+    off = PlannerConfig(horizon=2, prior_samples=0, penalty=0.0, objective={"reward": 2.0, "success": 3.0,
+                                                                            "collision": 0.0})
+    torch.testing.assert_close(MPPIPlanner(model, off).objective(state, actions, generator), expected)
+    assert off.identity() == dataclasses.replace(off, objective={"reward": 2.0, "success": 3.0}).identity()
 
 
 def test_a_prior_share_without_a_prior_is_refused():
@@ -398,3 +406,33 @@ def test_a_goal_term_plans_toward_each_rows_own_goal_and_needs_one():
     with pytest.raises(ConfigError, match="planner.objective.goal plans toward each row's goal, and this planner "
                                           "was given none"):
         MPPIPlanner(model, config).plan(model.initial_state(torch.as_tensor(obs), torch.as_tensor(emb)), emb)
+
+
+def test_the_demo_goal_preset_is_the_demo_with_known_cost_planner_dreams():
+    """``experiment=demo-goal`` is ``make demo`` with the known-cost overrides docs/benchmarks.md measured: the
+    same config but for the sampler, the objective and the dreams' success rule, and a planner of the same id
+    as the overrides' (a weight of 0 is no term)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from jobs.generate import planner_config
+    from tests.conftest import REPO
+
+    overrides = ["generate.sampler.kind=planner", "~planner.objective.reward", "~planner.objective.success",
+                 "+planner.objective.goal=1", "+planner.objective.approach=1", "dream.success_head=rule"]
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+        preset = compose(config_name="config", overrides=["experiment=demo-goal"])
+        measured = compose(config_name="config", overrides=["experiment=demo", *overrides])
+        demo = compose(config_name="config", overrides=["experiment=demo"])
+
+    def leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(node, dict):
+            return {prefix: node}
+        return {k: v for key, child in node.items() for k, v in leaves(child, f"{prefix}.{key}" if prefix else key).items()}
+
+    a, b = (leaves(OmegaConf.to_container(c, resolve=False)) for c in (preset, demo))
+    assert {k for k in set(a) | set(b) if a.get(k) != b.get(k)} == {
+        "name", "generate.sampler.kind", "dream.success_head", "planner.objective.reward",
+        "planner.objective.success", "planner.objective.goal", "planner.objective.approach"}
+    assert planner_config(preset).identity() == planner_config(measured).identity()
+    assert planner_config(preset).objective == {"goal": 1.0, "approach": 1.0}

@@ -88,6 +88,12 @@ class PlannerConfig:
             if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not np.isfinite(weight):
                 raise ConfigError(f"planner.objective.{head}={weight!r}; must be a finite number (a negative "
                                   "weight makes the head a cost)")
+        # a term weighted 0 is no term: not computed, not required of the model (a preset, which cannot delete a
+        # default key, switches a head off with weight 0)
+        object.__setattr__(self, "objective", {h: w for h, w in self.objective.items() if w != 0})
+        if not self.objective:
+            raise ConfigError("planner.objective: every weight is 0; give at least one head or known cost a weight, "
+                              "e.g. {reward: 1.0, success: 50.0} or +planner.objective.goal=1")
         for name, ok, accepted in checks:
             if not ok:
                 raise ConfigError(f"planner.{name}={getattr(self, name)!r}; must be {accepted}")
