@@ -91,9 +91,9 @@ def data_robot(cfg: DictConfig) -> Any:
                      static_dims=r.static_dims, parts=plain(r.parts))
 
 
-def goal_rules(cfg: DictConfig, tasks: Any, objective: Any) -> tuple[Any, list[str]] | None:
-    """The known costs (``planner.objective.goal`` / ``approach``) in ``objective``: each task's goal rule and the
-    terms asked for, or None when there are none; refused, in one sentence, for a task without a goal distance (a
+def goal_rules(cfg: DictConfig, tasks: Any, objective: Any) -> dict[Any, Any] | None:
+    """For the known costs (``planner.objective.goal`` / ``approach``) in ``objective``: each task's goal rule, or
+    None when there are none; refused, in one sentence, for a task without a goal distance (a
     None task is a novel instruction, which has none)."""
     from dreamgen.errors import ConfigError
     from dreamgen.plan.mppi import KNOWN_COSTS
@@ -110,7 +110,7 @@ def goal_rules(cfg: DictConfig, tasks: Any, objective: Any) -> tuple[Any, list[s
         have = ", ".join(t for t in robot.tasks if robot.goal_rule(t) is not None) or "none"
         raise ConfigError(f"planner.objective.{terms[0]}: embodiment {robot.name} knows no goal distance for {what}; "
                           f"tasks with one: {have}, or drop the term (~planner.objective.{terms[0]})")
-    return rules, terms
+    return rules
 
 
 def check_policy(cfg: DictConfig, path: Any, what: str, kinds: tuple[str, ...] = ()) -> None:

@@ -92,10 +92,10 @@ def goal_distances(cfg: DictConfig, config: Any) -> Any:
     from dreamgen.language import default_encoder
     from dreamgen.plan.mppi import GoalDistance
 
-    known = goal_rules(cfg, cfg.tasks, config.objective)
-    if known is None:
+    rules = goal_rules(cfg, cfg.tasks, config.objective)
+    if rules is None:
         return None
-    rules, robot = known[0], embodiment(cfg)
+    robot = embodiment(cfg)
     texts = [(task, text) for task in cfg.tasks for text in robot.tasks[task].instructions]
     table = default_encoder().encode([text for _, text in texts])
     table = table / np.linalg.norm(table, axis=1, keepdims=True)
